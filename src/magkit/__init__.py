@@ -1,0 +1,30 @@
+"""magkit: learning on multimodal attributed graphs (GraphMNL node classification, SR-GM condensation).
+
+Heavy modules (torch, torch_geometric) are imported on first use so that ``import magkit`` and the CLI's
+``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "MultimodalGraph": "magkit.data.graph",
+    "validate": "magkit.data.graph",
+    "load_dataset": "magkit.data.datasets",
+    "MagkitError": "magkit.exceptions",
+    "DatasetError": "magkit.exceptions",
+    "GraphValidationError": "magkit.exceptions",
+    "ConfigError": "magkit.exceptions",
+    "NotFittedError": "magkit.exceptions",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'magkit' has no attribute {name!r}")
