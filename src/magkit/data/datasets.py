@@ -1,0 +1,140 @@
+"""Named datasets, usable everywhere (library, CLI, benchmarks).
+
+==============================  =====================================================================
+name                            what it is
+==============================  =====================================================================
+``synthetic``                   built in: a 2,000-node degree-corrected SBM, 5 classes, text + image,
+                                ``text-dominant`` features (the demo's default). ``synthetic:<profile>``
+                                picks another feature profile.
+``<graph>-semi:<profile>``      a real MAGB graph's structure and labels (``grocery``, ``movies``, ``toys``,
+                                ``reddit-s``, ``reddit-m``) with generated features of ``<profile>``
+                                (``text-dominant``, ``image-dominant``, ``balanced``, ...), e.g.
+                                ``grocery-semi:text-dominant``. Needs only ``<Name>Graph.pt``.
+``magb:<Name>``                 the real MAGB benchmark with its text/image feature files.
+``mmgraph:<name>``              an MM-Graph benchmark (``ele-fashion``, ``books-nc``, ...).
+==============================  =====================================================================
+
+Data roots are searched in this order: the ``root`` argument, ``$MAGKIT_DATA``, ``./data``,
+``../shared/data``. A MAGB graph is found at ``<root>/<Name>/`` or ``<root>/magb/<Name>/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..exceptions import ConfigError, DatasetError
+
+MAGB_NAMES = {"movies": "Movies", "toys": "Toys", "grocery": "Grocery", "reddit-s": "Reddit-S", "reddit-m": "Reddit-M"}
+
+
+def dataset_names() -> list[str]:
+    """The dataset name patterns accepted by :func:`load_dataset`."""
+    from .synthetic import PROFILES
+
+    profiles = "|".join(PROFILES)
+    return [
+        "synthetic",
+        f"synthetic:<{profiles}>",
+        f"<{'|'.join(MAGB_NAMES)}>-semi:<{profiles}>",
+        "magb:<Movies|Toys|Grocery|Reddit-S|Reddit-M>",
+        "mmgraph:<name>",
+    ]
+
+
+def data_roots(root: str | os.PathLike | None = None) -> list[Path]:
+    """Candidate data folders, in search order."""
+    cands: list[Path] = []
+    if root is not None:
+        cands.append(Path(root))
+    if os.environ.get("MAGKIT_DATA"):
+        cands.append(Path(os.environ["MAGKIT_DATA"]))
+    cands += [Path.cwd() / "data", Path.cwd().parent / "shared" / "data"]
+    return cands
+
+
+def find_magb_root(name: str, root: str | os.PathLike | None = None) -> Path:
+    """The folder that holds ``<Name>/<Name>Graph.pt``; DatasetError lists every place looked at."""
+    tried = []
+    for cand in data_roots(root):
+        for base in (cand, cand / "magb"):
+            f = base / name / f"{name}Graph.pt"
+            tried.append(str(f))
+            if f.is_file():
+                return base
+    raise DatasetError(
+        f"MAGB graph {name!r} not found; looked for: {', '.join(tried)}. "
+        "Pass root=... (CLI: --root) or set MAGKIT_DATA to the folder holding <Name>/<Name>Graph.pt"
+    )
+
+
+def _magb_name(key: str) -> str:
+    k = key.strip().lower()
+    if k in MAGB_NAMES:
+        return MAGB_NAMES[k]
+    raise ConfigError(f"dataset: unknown MAGB graph {key!r}; allowed: {', '.join(MAGB_NAMES.values())}")
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    split: str | None = None,
+    seed: int = 0,
+    data_seed: int = 0,
+    **kwargs,
+):
+    """Load a named dataset as a validated :class:`~magkit.data.graph.MultimodalGraph`.
+
+    Args:
+        name: a dataset name (see the module docstring or :func:`dataset_names`).
+        root: a data folder to search first.
+        split: a split spec (``magb``, ``rate:0.05``, ``kshot:20``, ``random:0.6/0.2``); ``None`` keeps the
+            dataset's own split (MAGB's 60/20/20 for MAGB graphs and generated ones, the official split of
+            MM-Graph).
+        seed: the split seed (label-rate and k-shot draws, random splits).
+        data_seed: the seed of generated features/graphs (fixed per dataset, independent of ``seed``).
+        **kwargs: passed to the generator or reader (e.g. ``num_nodes`` for ``synthetic``).
+    """
+    from .graph import validate
+    from .splits import apply_split
+
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"dataset: {name!r} is not a dataset name; allowed: {', '.join(dataset_names())}")
+    key = name.strip()
+    kind, _, arg = key.partition(":")
+    kind_l = kind.lower()
+    if kind_l == "synthetic":
+        from .synthetic import make_synthetic_mag
+
+        params = {"num_nodes": 2000, "num_classes": 5, "homophily": 0.75, "profile": arg or "text-dominant"}
+        params.update(kwargs)
+        graph = make_synthetic_mag(seed=data_seed, **params)
+        graph.name = key
+    elif kind_l.endswith("-semi"):
+        from .magb import load_magb_structure
+        from .synthetic import attach_synthetic_features
+
+        gname = _magb_name(kind_l[: -len("-semi")])
+        if not arg:
+            raise ConfigError(f"dataset: {key!r} needs a feature profile, e.g. {kind_l}:text-dominant")
+        structure = load_magb_structure(find_magb_root(gname, root), gname)
+        graph = attach_synthetic_features(structure, profile=arg, seed=data_seed, **kwargs)
+        graph.name = key
+    elif kind_l == "magb":
+        from .magb import load_magb
+
+        gname = _magb_name(arg)
+        graph = load_magb(find_magb_root(gname, root), gname, **kwargs)
+    elif kind_l == "mmgraph":
+        from .mmgraph import load_mmgraph
+
+        tried = [c / "mmgraph" for c in data_roots(root)] + list(data_roots(root))
+        base = next((t for t in tried if (t / arg).is_dir()), None)
+        if base is None:
+            raise DatasetError(f"MM-Graph dataset {arg!r} not found; looked in: {', '.join(str(t / arg) for t in tried)}")
+        graph = load_mmgraph(base, arg, **kwargs)
+    else:
+        raise ConfigError(f"dataset: unknown name {name!r}; allowed: {', '.join(dataset_names())}")
+    if split is not None or kind_l != "mmgraph":
+        apply_split(graph, split or "magb", seed=seed)
+    return validate(graph)

@@ -1,0 +1,112 @@
+"""One experiment = (dataset, method, params, split, seeds) -> a results payload. Shared by the CLI
+(`magkit fit`), the demo and the benchmark suites."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..exceptions import ConfigError
+from .protocol import RepeatResult, repeat
+from .results import atomic_write_json, environment, peak_memory_mb, plot_learning_curves
+
+
+def parse_seeds(spec: str | Sequence[int]) -> list[int]:
+    """``"0..4"`` -> [0, 1, 2, 3, 4]; ``"0,3,7"`` -> [0, 3, 7]; a list passes through."""
+    if not isinstance(spec, str):
+        return [int(s) for s in spec]
+    try:
+        if ".." in spec:
+            a, b = spec.split("..")
+            seeds = list(range(int(a), int(b) + 1))
+        else:
+            seeds = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise ConfigError(f"seeds: {spec!r}; allowed: a range like 0..4 or a list like 0,1,2")
+    return seeds
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set key=value`` value: YAML scalars/lists (``0.01``, ``true``, ``[10, 10]``, ``null``)."""
+    return yaml.safe_load(text)
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Estimator parameters from a YAML file (a mapping; an optional ``params:`` sub-mapping is accepted)
+    and ``key=value`` overrides."""
+    cfg: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config: file {str(path)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config: {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config: {path} must hold a mapping of parameter names to values")
+        cfg.update(loaded.get("params", loaded))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set: {item!r}; allowed: key=value, e.g. --set lr=0.005")
+        cfg[key.strip()] = parse_value(value)
+    return cfg
+
+
+def run_experiment(
+    method: str,
+    data: str | Any,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    split: str | None = None,
+    params: dict[str, Any] | None = None,
+    root: str | None = None,
+    on_run: Callable | None = None,
+    on_epoch: Callable | None = None,
+) -> tuple[dict[str, Any], RepeatResult]:
+    """Fit ``method`` on ``data`` once per seed; return the results payload and the raw result."""
+    from ..data import describe, load_dataset
+    from ..methods import get_method
+
+    spec = get_method(method)
+    params = dict(params or {})
+    t0 = time.perf_counter()
+    graph = load_dataset(data, root=root) if isinstance(data, str) else data
+    spec.create(**params)  # fail fast on bad parameters, before any training
+    result = repeat(lambda s: spec.create(**{**params, "seed": s}), graph, seeds=seeds, split=split,
+                    on_run=on_run, on_epoch=on_epoch)
+    wall = time.perf_counter() - t0
+    info = describe(graph)
+    payload = {
+        "method": method,
+        "description": spec.description,
+        "config": {**spec.cls._all_defaults(), **spec.fixed, **params},
+        "dataset": {"name": graph.name, "checksum": info["checksum"], "nodes": info["nodes"],
+                    "edges_undirected": info["edges_undirected"], "classes": info["classes"],
+                    "modalities": info["modalities"]},
+        "split": split or graph.meta.get("split", "magb"),
+        **result.to_dict(),
+        "wall_time_s": wall,
+        "peak_memory_mb": peak_memory_mb(),
+        "environment": environment(),
+    }
+    payload["config"].pop("seed", None)
+    return payload, result
+
+
+def write_experiment(payload: dict[str, Any], result: RepeatResult, out: str | Path) -> dict[str, Path]:
+    """``results.json`` (with per-seed histories) and ``learning_curves.png`` under ``out``."""
+    out = Path(out)
+    full = dict(payload)
+    full["runs"] = result.to_dict(histories=True)["runs"]
+    paths = {"results": atomic_write_json(out / "results.json", full)}
+    hist = {r.seed: r.history for r in result.runs}
+    paths["plot"] = plot_learning_curves(hist, out / "learning_curves.png",
+                                         title=f"{payload['method']} on {payload['dataset']['name']}")
+    return paths

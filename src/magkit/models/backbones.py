@@ -1,0 +1,145 @@
+"""Backbone networks (PyG layers): MLP, GCN, GraphSAGE, GAT, SGC, APPNP.
+
+Every backbone maps node features ``x [n, d_in]`` and ``edge_index [2, E]`` to ``[n, d_out]``; it knows only
+sizes. SGC's propagation Â^K X is precomputed and cached by the caller (``magkit.train.propagation``), so
+the SGC backbone itself is the linear classifier of Wu et al. (2019).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import APPNP, GATConv, GCNConv, SAGEConv
+
+from ..exceptions import ConfigError
+
+BACKBONES = ("mlp", "gcn", "sage", "gat", "sgc", "appnp")
+#: backbones whose input is the precomputed propagation Â^K X
+PRECOMPUTED = ("sgc",)
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron: (Linear -> ReLU -> dropout) x (L-1) -> Linear."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2, dropout: float = 0.5):
+        super().__init__()
+        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+        self.lins = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.dropout = dropout
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for lin in self.lins:
+            lin.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
+        for i, lin in enumerate(self.lins):
+            x = F.dropout(x, self.dropout, self.training)
+            x = lin(x)
+            if i < len(self.lins) - 1:
+                x = F.relu(x)
+        return x
+
+
+class GNN(nn.Module):
+    """A stack of message-passing layers (GCN, GraphSAGE or GAT) with ReLU and dropout between layers.
+
+    GAT uses ``heads`` attention heads concatenated in hidden layers and averaged in the output layer.
+    """
+
+    def __init__(self, kind: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2,
+                 dropout: float = 0.5, heads: int = 4):
+        super().__init__()
+        self.dropout = dropout
+        self.convs = nn.ModuleList()
+        d = in_dim
+        for i in range(num_layers):
+            last = i == num_layers - 1
+            o = out_dim if last else hidden
+            if kind == "gcn":
+                conv = GCNConv(d, o)
+            elif kind == "sage":
+                conv = SAGEConv(d, o)
+            elif kind == "gat":
+                conv = GATConv(d, o if last else max(1, o // heads), heads=1 if last else heads,
+                               concat=not last, dropout=dropout)
+                o = o if last else max(1, o // heads) * heads
+            else:
+                raise ConfigError(f"backbone: {kind!r}; allowed: gcn, sage, gat")
+            self.convs.append(conv)
+            d = o
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for conv in self.convs:
+            conv.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        for i, conv in enumerate(self.convs):
+            x = F.dropout(x, self.dropout, self.training)
+            x = conv(x, edge_index)
+            if i < len(self.convs) - 1:
+                x = F.relu(x)
+        return x
+
+
+class APPNPNet(nn.Module):
+    """APPNP (Gasteiger et al., 2019): an MLP then K steps of personalised-PageRank propagation
+    Z_{t+1} = (1-α) Â Z_t + α H."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2, dropout: float = 0.5,
+                 k: int = 10, alpha: float = 0.1):
+        super().__init__()
+        self.mlp = MLP(in_dim, hidden, out_dim, num_layers, dropout)
+        self.prop = APPNP(K=k, alpha=alpha)
+
+    def reset_parameters(self) -> None:
+        self.mlp.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        return self.prop(self.mlp(x), edge_index)
+
+
+class SGCHead(nn.Module):
+    """SGC's classifier on precomputed Â^K X: dropout then one linear layer."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.lin = nn.Linear(in_dim, out_dim)
+        self.dropout = dropout
+
+    def reset_parameters(self) -> None:
+        self.lin.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
+        return self.lin(F.dropout(x, self.dropout, self.training))
+
+
+def build_backbone(name: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2, dropout: float = 0.5,
+                   heads: int = 4, k: int = 10, alpha: float = 0.1) -> nn.Module:
+    """Construct a backbone by name (one of :data:`BACKBONES`)."""
+    if name == "mlp":
+        return MLP(in_dim, hidden, out_dim, num_layers, dropout)
+    if name in ("gcn", "sage", "gat"):
+        return GNN(name, in_dim, hidden, out_dim, num_layers, dropout, heads)
+    if name == "sgc":
+        return SGCHead(in_dim, out_dim, dropout)
+    if name == "appnp":
+        return APPNPNet(in_dim, hidden, out_dim, num_layers, dropout, k, alpha)
+    raise ConfigError(f"backbone: {name!r}; allowed: {', '.join(BACKBONES)}")
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over dim 1 of ``values [n, M, ...]`` where ``mask [n, M]`` is true (0 where none is)."""
+    w = mask.to(values.dtype)
+    while w.dim() < values.dim():
+        w = w.unsqueeze(-1)
+    return (values * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+def masked_softmax(scores: Tensor, mask: Tensor, dim: int = 1) -> Tensor:
+    """Softmax of ``scores`` over ``dim`` restricted to ``mask``; rows with no true entry give zeros."""
+    scores = scores.masked_fill(~mask, float("-inf"))
+    out = torch.softmax(scores, dim=dim)
+    return torch.nan_to_num(out, nan=0.0)
