@@ -20,6 +20,7 @@ _EXPORTS = {
     "parse_split": ".splits",
     "load_magb": ".magb",
     "read_dgl_graph": ".magb",
+    "load_magb_structure": ".magb",
     "load_mmgraph": ".mmgraph",
     "load_graph_files": ".io",
     "make_synthetic_mag": ".synthetic",

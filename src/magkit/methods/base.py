@@ -28,6 +28,7 @@ from ..data.graph import MultimodalGraph, validate
 from ..exceptions import ConfigError, NotFittedError
 from ..functional import accuracy, macro_f1
 from ..train.loop import MONITORS, fit_loop
+from ..train.propagation import graph_adjacency, normalized_adjacency
 from ..train.sampler import NeighborSampler
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,13 @@ class GraphInputs:
     edge_index: Tensor
     num_nodes: int
     extra: dict[str, Tensor] = field(default_factory=dict)  # node-aligned extras (propagated features ...)
+    adj: Tensor | None = None  # cached Â = D̃^-1/2 (A+I) D̃^-1/2 (sparse CSR), built on first use
+
+    def norm_adj(self) -> Tensor:
+        """The symmetric-normalised adjacency with self-loops of this (sub)graph, cached."""
+        if self.adj is None:
+            self.adj = normalized_adjacency(self.edge_index, self.num_nodes)
+        return self.adj
 
     def subset(self, n_id: Tensor, edge_index: Tensor) -> GraphInputs:
         return GraphInputs(
@@ -61,6 +69,7 @@ class GraphInputs:
             present=self.present.to(device),
             edge_index=self.edge_index.to(device),
             extra={k: v.to(device) for k, v in self.extra.items()},
+            adj=None if self.adj is None else self.adj.to(device),
         )
 
 
@@ -158,6 +167,7 @@ class NodeClassifier:
             modalities=graph.modalities,
             edge_index=graph.edge_index,
             num_nodes=graph.num_nodes,
+            adj=graph_adjacency(graph),
         )
 
     def _build(self, graph: MultimodalGraph, inputs: GraphInputs) -> torch.nn.Module:

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..exceptions import ConfigError
+from ..models.backbones import BACKBONES, build_backbone, masked_mean, masked_softmax, structure_for
 from ..train.propagation import propagate
-from .base import GraphInputs, NodeClassifier, main_logits
-from ..models.backbones import BACKBONES, build_backbone, masked_mean, masked_softmax
+from .base import GraphInputs, NodeClassifier
 
 FUSIONS = ("early", "late", "learned")
 
@@ -47,6 +47,7 @@ class MultimodalNet(nn.Module):
                  hidden: int, num_classes: int, **kw):
         super().__init__()
         self.fusion = fusion
+        self.backbone = backbone
         self.modalities = modalities
         if fusion in modalities:
             self.net = build_backbone(backbone, dims[fusion], hidden, num_classes, **kw)
@@ -64,7 +65,7 @@ class MultimodalNet(nn.Module):
         self.dropout = kw.get("dropout", 0.5)
 
     def forward(self, inp: GraphInputs) -> Tensor | dict:
-        ei = inp.edge_index
+        ei = structure_for(self.backbone, inp)
         if self.fusion in self.modalities:
             return {"logits": self.net(inp.xs[self.fusion], ei), "present": inp.present}
         if self.fusion == "early":
@@ -130,10 +131,12 @@ class BranchNet(nn.Module):
     def __init__(self, modalities, dims, backbone, hidden, num_classes, **kw):
         super().__init__()
         self.modalities = modalities
+        self.backbone = backbone
         self.branches = nn.ModuleDict({m: build_backbone(backbone, dims[m], hidden, num_classes, **kw) for m in modalities})
 
     def forward(self, inp: GraphInputs) -> dict:
-        z = torch.stack([self.branches[m](inp.xs[m], inp.edge_index) for m in self.modalities], dim=1)
+        ei = structure_for(self.backbone, inp)
+        z = torch.stack([self.branches[m](inp.xs[m], ei) for m in self.modalities], dim=1)
         return {"logits": masked_mean(z, inp.present), "branches": z, "present": inp.present}
 
 

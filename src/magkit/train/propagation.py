@@ -20,14 +20,15 @@ _CACHE_MAX = 32
 def normalized_adjacency(edge_index: Tensor, num_nodes: int, self_loops: bool = True) -> Tensor:
     """Â = D̃^{-1/2} (A + I) D̃^{-1/2} as a sparse CSR tensor (float32)."""
     ei = edge_index
+    dev = ei.device
     if self_loops:
-        loop = torch.arange(num_nodes, dtype=torch.long)
+        loop = torch.arange(num_nodes, dtype=torch.long, device=dev)
         ei = torch.cat([ei, torch.stack([loop, loop])], dim=1)
-    w = torch.ones(ei.size(1))
-    deg = torch.zeros(num_nodes).index_add_(0, ei[0], w)
+    w = torch.ones(ei.size(1), device=dev)
+    deg = torch.zeros(num_nodes, device=dev).index_add_(0, ei[0], w)
     dinv = deg.clamp(min=1e-12).pow(-0.5)
     vals = dinv[ei[0]] * dinv[ei[1]]
-    adj = torch.sparse_coo_tensor(ei, vals, (num_nodes, num_nodes)).coalesce()
+    adj = torch.sparse_coo_tensor(ei, vals, (num_nodes, num_nodes), check_invariants=False).coalesce()
     return adj.to_sparse_csr()
 
 

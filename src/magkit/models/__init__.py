@@ -1,0 +1,1 @@
+"""Neural network modules that know only sizes: backbones, branches, fusion, image encoders."""

@@ -1,0 +1,26 @@
+"""Shared fixtures: locations of the real MAGB data kept next to the repository (``../shared/data/magb``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_MAGB = Path(__file__).parents[1].parent / "shared" / "data" / "magb"
+GROCERY_GRAPH = SHARED_MAGB / "Grocery" / "GroceryGraph.pt"
+
+
+@pytest.fixture(scope="session")
+def magb_root() -> Path:
+    """The folder holding the real MAGB graphs (``<root>/Grocery/GroceryGraph.pt``); skips when absent."""
+    if not SHARED_MAGB.is_dir():
+        pytest.skip(f"real MAGB data not available: folder {SHARED_MAGB} does not exist")
+    return SHARED_MAGB
+
+
+@pytest.fixture(scope="session")
+def grocery_path() -> Path:
+    """The real MAGB Grocery graph file (DGL binary); skips when absent."""
+    if not GROCERY_GRAPH.is_file():
+        pytest.skip(f"real MAGB data not available: {GROCERY_GRAPH} does not exist")
+    return GROCERY_GRAPH

@@ -1,0 +1,104 @@
+"""The command line, end to end (typer's runner; real datasets where available)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from magkit.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = "import sys, magkit.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    res = invoke("--help")
+    assert res.exit_code == 0 and "fit" in res.output and "demo" in res.output
+
+
+def test_data_info_synthetic():
+    res = invoke("data", "info", "synthetic")
+    assert res.exit_code == 0, res.output
+    assert "2,000" in res.output and "homophily" in res.output and "text" in res.output
+
+
+def test_data_info_real_grocery_structure(magb_root):
+    res = invoke("data", "info", "grocery-semi:text-dominant", "--root", str(magb_root), "--json")
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["nodes"] == 17074 and info["edges_undirected"] == 71131 and info["classes"] == 20
+    assert round(info["homophily"], 3) == 0.681
+    assert info["splits"] == {"train": 10244, "val": 3415, "test": 3415}
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAGKIT_DATA", raising=False)
+    res = runner.invoke(app, ["data", "info", "grocery-semi:balanced", "--root", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "not found; looked for" in res.output and "GroceryGraph.pt" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_unknown_dataset_and_method_list_valid_names():
+    res = runner.invoke(app, ["data", "info", "nope"])
+    assert res.exit_code == 2 and "allowed" in res.output and "synthetic" in res.output
+    res = runner.invoke(app, ["fit", "--method", "nope"])
+    assert res.exit_code == 2 and "gcn-early" in res.output
+
+
+def test_methods_lists_the_registry():
+    res = invoke("methods")
+    assert res.exit_code == 0
+    for name in ("mlp-text", "gcn-early", "sage-late", "kd-gcn", "mnl-gcn"):
+        assert name in res.output
+
+
+def test_fit_writes_results_and_plot(tmp_path):
+    out = tmp_path / "run"
+    res = invoke("fit", "-m", "sgc-early", "-d", "synthetic", "--seeds", "0,1", "--set", "epochs=40",
+                 "--set", "patience=20", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["method"] == "sgc-early" and payload["seeds"] == [0, 1]
+    assert payload["config"]["epochs"] == 40 and payload["config"]["backbone"] == "sgc"
+    assert len(payload["runs"]) == 2 and len(payload["runs"][0]["history"]["epochs"]) >= 1
+    accs = [r["test_acc"] for r in payload["runs"]]
+    assert payload["summary"]["test_acc"]["mean"] == pytest.approx(sum(accs) / 2)
+    assert payload["summary"]["test_acc"]["mean"] > 0.5  # 5 classes: chance is 0.2
+    assert payload["dataset"]["checksum"] and payload["peak_memory_mb"] > 0 and payload["wall_time_s"] > 0
+    assert payload["environment"]["torch"].startswith("2.")
+    assert (out / "learning_curves.png").stat().st_size > 5000
+
+
+def test_fit_bad_parameter_is_reported():
+    res = runner.invoke(app, ["fit", "-m", "gcn-early", "--set", "hiddn=3", "--seeds", "0"])
+    assert res.exit_code == 2 and "unknown parameter(s) hiddn" in res.output
+    res = runner.invoke(app, ["fit", "-m", "gcn-early", "--set", "dropout=1.5", "--seeds", "0"])
+    assert res.exit_code == 2 and "dropout: 1.5" in res.output
+    res = runner.invoke(app, ["fit", "-m", "gcn-early", "--seeds", "a..b"])
+    assert res.exit_code == 2 and "seeds" in res.output
+
+
+def test_fit_config_file(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("params:\n  epochs: 5\n  hidden: 16\n")
+    res = invoke("fit", "-m", "mlp-early", "--config", str(cfg), "--seeds", "0", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 0, res.output
+    payload = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert payload["config"]["hidden"] == 16 and payload["runs"][0]["epochs_run"] == 5
+
+
+def test_demo_runs_every_method():
+    res = invoke("demo", "--seeds", "0")
+    assert res.exit_code == 0, res.output
+    for name in ("mlp-text", "mlp-image", "gcn-early", "kd-gcn", "mnl-gcn"):
+        assert name in res.output
