@@ -24,3 +24,16 @@ def grocery_path() -> Path:
     if not GROCERY_GRAPH.is_file():
         pytest.skip(f"real MAGB data not available: {GROCERY_GRAPH} does not exist")
     return GROCERY_GRAPH
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_threaded_torch():
+    """The suite's graphs are small: intra-op threads gain nothing there and oversubscribe a shared
+    2-core machine badly (a 100-epoch MLP fit on 500 nodes: ~0.7 s with one thread, ~25 s with two under
+    load). Benchmarks, not tests, measure speed."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

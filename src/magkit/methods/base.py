@@ -161,8 +161,9 @@ class NodeClassifier:
             raise ConfigError(f"monitor: {p['monitor']!r}; allowed: {', '.join(MONITORS)}")
 
     def _inputs(self, graph: MultimodalGraph) -> GraphInputs:
+        # rows of an absent modality are zeroed here, whatever the file held, so no model can read them
         return GraphInputs(
-            xs={m: graph.feature(m) for m in graph.modalities},
+            xs={m: graph.feature(m) * graph.presence(m).unsqueeze(1).to(torch.float32) for m in graph.modalities},
             present=graph.modality_mask,
             modalities=graph.modalities,
             edge_index=graph.edge_index,

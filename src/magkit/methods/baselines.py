@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..exceptions import ConfigError
+from ..functional import dropout
 from ..models.backbones import BACKBONES, build_backbone, masked_mean, masked_softmax, structure_for
 from ..train.propagation import propagate
 from .base import GraphInputs, NodeClassifier
@@ -74,7 +75,7 @@ class MultimodalNet(nn.Module):
         if self.fusion == "late":
             z = torch.stack([self.nets[m](inp.xs[m], ei) for m in self.modalities], dim=1)
             return masked_mean(z, inp.present)
-        h = torch.stack([F.relu(self.enc[m](F.dropout(inp.xs[m], self.dropout, self.training))) for m in self.modalities], dim=1)
+        h = torch.stack([F.relu(self.enc[m](dropout(inp.xs[m], self.dropout, self.training))) for m in self.modalities], dim=1)
         alpha = masked_softmax(self.att(torch.tanh(self.att_proj(h))).squeeze(-1), inp.present)
         fused = (alpha.unsqueeze(-1) * h).sum(1)
         return {"logits": self.net(fused, ei), "attention": alpha.detach()}
@@ -154,7 +155,7 @@ class DistillationClassifier(_MultimodalBase):
     Branches z_b (one backbone per modality) and the fused prediction z_f = mean of present branches.
     Per node the dominant branch d(i) is the present branch with the highest target probability p_{b,y}
     on labelled training nodes, and the most confident one (max_c p_{b,c}) elsewhere. Every other present
-    branch imitates it: L = Σ_b CE(z_b, y) + CE(z_f, y) + λ · mean_i Σ_{b≠d} T² KL(p_d^T ‖ p_b^T), with the
+    branch imitates it: L = mean_{present (i,b)} CE(z_b, y) + CE(z_f, y) + λ · mean_i Σ_{b≠d} T² KL(p_d^T ‖ p_b^T), with the
     dominant's posterior detached. ``kd_nodes="all"`` distils on every node, ``"train"`` on labelled ones.
     """
 
@@ -200,7 +201,8 @@ class MNLClassifier(_MultimodalBase):
     dominates branch b when both its margin z_a,y − z_a,j and its target probability p_a,y exceed b's. A
     dominated (weak) branch b gets an extra cross-entropy plus ``nl_weight`` (0.7) times the soft
     cross-entropy against the detached dominant's non-target probabilities:
-    L_b = CE(z_b, y) − 0.7 Σ_{c≠y} p_a,c log q_b,c. Total: CE(z_f, y) + Σ_b CE(z_b, y) + mean_i Σ_{weak b} L_b.
+    L_b = CE(z_b, y) − 0.7 Σ_{c≠y} p_a,c log q_b,c. Total: CE(z_f, y) + mean over present (node, branch)
+    pairs of CE(z_b, y) + mean_i Σ_{weak b} L_b.
     """
 
     description = "Multimodal Negative Learning (Gong et al. 2025) on graph branches"

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import APPNP, GATConv, GCNConv, SAGEConv
 
 from ..exceptions import ConfigError
+from ..functional import dropout
 from ..train.propagation import normalized_adjacency
 
 BACKBONES = ("mlp", "gcn", "sage", "gat", "sgc", "appnp")
@@ -38,7 +39,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
         for i, lin in enumerate(self.lins):
-            x = F.dropout(x, self.dropout, self.training)
+            x = dropout(x, self.dropout, self.training)
             x = lin(x)
             if i < len(self.lins) - 1:
                 x = F.relu(x)
@@ -83,7 +84,7 @@ class GNN(nn.Module):
         if self.kind == "gcn" and not edge_index.is_sparse and edge_index.layout != torch.sparse_csr:
             edge_index = normalized_adjacency(edge_index, x.size(0))
         for i, conv in enumerate(self.convs):
-            x = F.dropout(x, self.dropout, self.training)
+            x = dropout(x, self.dropout, self.training)
             x = conv(x, edge_index)
             if i < len(self.convs) - 1:
                 x = F.relu(x)
@@ -121,7 +122,7 @@ class SGCHead(nn.Module):
         self.lin.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
-        return self.lin(F.dropout(x, self.dropout, self.training))
+        return self.lin(dropout(x, self.dropout, self.training))
 
 
 def build_backbone(name: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2, dropout: float = 0.5,

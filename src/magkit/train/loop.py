@@ -71,6 +71,8 @@ def fit_loop(
         raise ConfigError(f"epochs: {epochs}; allowed: >= 1")
     if monitor not in MONITORS:
         raise ConfigError(f"monitor: {monitor!r}; allowed: {', '.join(MONITORS)}")
+    if eval_every < 1:
+        raise ConfigError(f"eval_every: {eval_every}; allowed: >= 1")
     if patience is not None and patience < 1:
         raise ConfigError(f"patience: {patience}; allowed: >= 1 or None (no early stopping)")
     sign = MONITORS[monitor]

@@ -18,17 +18,22 @@ _CACHE_MAX = 32
 
 
 def normalized_adjacency(edge_index: Tensor, num_nodes: int, self_loops: bool = True) -> Tensor:
-    """Â = D̃^{-1/2} (A + I) D̃^{-1/2} as a sparse CSR tensor (float32)."""
+    """Â = D̃^{-1/2} (A + I) D̃^{-1/2} as a sparse CSR tensor (float32), rows = message targets.
+
+    An edge ``u -> v`` (``edge_index[:, e] = (u, v)``) becomes the entry Â[v, u], so ``Â @ X`` aggregates
+    at each node the features of its in-neighbours; D̃ counts in-degrees (plus the self-loop), as PyG's
+    ``gcn_norm`` does. For undirected graphs Â is symmetric.
+    """
     ei = edge_index
     dev = ei.device
     if self_loops:
         loop = torch.arange(num_nodes, dtype=torch.long, device=dev)
         ei = torch.cat([ei, torch.stack([loop, loop])], dim=1)
-    w = torch.ones(ei.size(1), device=dev)
-    deg = torch.zeros(num_nodes, device=dev).index_add_(0, ei[0], w)
+    src, dst = ei
+    deg = torch.zeros(num_nodes, device=dev).index_add_(0, dst, torch.ones(dst.numel(), device=dev))
     dinv = deg.clamp(min=1e-12).pow(-0.5)
-    vals = dinv[ei[0]] * dinv[ei[1]]
-    adj = torch.sparse_coo_tensor(ei, vals, (num_nodes, num_nodes), check_invariants=False).coalesce()
+    vals = dinv[src] * dinv[dst]
+    adj = torch.sparse_coo_tensor(torch.stack([dst, src]), vals, (num_nodes, num_nodes), check_invariants=False).coalesce()
     return adj.to_sparse_csr()
 
 

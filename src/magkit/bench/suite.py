@@ -1,0 +1,166 @@
+"""Benchmark suites: a grid of (dataset x split x method x seed) cells -> JSON-lines rows -> tables.
+
+A suite is a YAML file::
+
+    name: nodecls
+    datasets: [grocery-semi:text-dominant, grocery-semi:image-dominant, grocery-semi:balanced]
+    splits: [magb, rate:0.05]
+    methods: [mlp-text, gcn-early, ...]
+    seeds: 0..4
+    params: {epochs: 300}            # shared estimator parameters
+    method_params: {gat-early: {hidden: 64}}
+
+``run_suite`` appends one JSON line per (dataset, split, method, seed) to ``<out>/rows.jsonl`` and skips
+cells already there, so an interrupted run resumes where it stopped. ``render`` turns the rows into
+``<out>/results.md`` (mean ± std per method, one table per dataset x split) and ``<out>/results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..eval.protocol import mean_std
+from ..eval.results import atomic_write_bytes, atomic_write_json, environment, peak_memory_mb
+from ..exceptions import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def load_suite(path: str | Path) -> dict[str, Any]:
+    from ..eval.experiment import parse_seeds
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"suite: file {str(path)!r} does not exist")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    for key in ("datasets", "methods"):
+        if not cfg.get(key):
+            raise ConfigError(f"suite {path}: {key!r} must list at least one entry")
+    cfg.setdefault("name", path.stem)
+    cfg.setdefault("splits", ["magb"])
+    cfg["seeds"] = parse_seeds(str(cfg.get("seeds", "0..4")))
+    cfg.setdefault("params", {})
+    cfg.setdefault("method_params", {})
+    return cfg
+
+
+def _cell_key(row: dict) -> tuple:
+    return (row["dataset"], row["split"], row["method"], row["seed"])
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by an interruption: ignore it, the cell reruns
+                log.warning("skipping a damaged line in %s", path)
+    return rows
+
+
+def run_suite(cfg: dict[str, Any], out: str | Path, root: str | None = None,
+              on_cell: Callable[[dict, int, int], None] | None = None) -> list[dict]:
+    """Run every cell not yet in ``<out>/rows.jsonl``; returns all rows."""
+    from ..data import load_dataset
+    from ..methods import get_method
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "rows.jsonl"
+    rows = read_rows(rows_path)
+    done = {_cell_key(r) for r in rows}
+    for m in cfg["methods"]:
+        get_method(m)  # fail fast on a bad name
+    cells = [(d, s, m, seed) for d in cfg["datasets"] for s in cfg["splits"] for m in cfg["methods"] for seed in cfg["seeds"]]
+    todo = [c for c in cells if c not in done]
+    graphs: dict[tuple[str, str, int], Any] = {}
+    for i, (dname, split, method, seed) in enumerate(todo):
+        key = (dname, split, seed if split.split(":")[0] in ("rate", "kshot", "random") else 0)
+        if key not in graphs:
+            graphs.clear()
+            graphs[key] = load_dataset(dname, root=root, split=split, seed=key[2])
+        graph = graphs[key]
+        params = {**cfg["params"], **cfg["method_params"].get(method, {}), "seed": seed}
+        est = get_method(method).create(**params)
+        t0 = time.perf_counter()
+        est.fit(graph)
+        fit_time = time.perf_counter() - t0
+        val, test = est.score(graph, "val"), est.score(graph, "test")
+        row = {
+            "dataset": dname, "split": split, "method": method, "seed": seed,
+            "val_acc": val["acc"], "val_f1": val["f1"], "test_acc": test["acc"], "test_f1": test["f1"],
+            "epochs_run": len(est.history_.epochs), "best_epoch": est.history_.best_epoch,
+            "epoch_time_s": est.history_.epoch_time, "fit_time_s": fit_time, "peak_memory_mb": peak_memory_mb(),
+            "dataset_checksum": graph.checksum(),
+        }
+        with rows_path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        rows.append(row)
+        if on_cell is not None:
+            on_cell(row, i + 1, len(todo))
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["split"], r["method"]), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        s = {"seeds": sorted(r["seed"] for r in rs)}
+        for metric in ("val_acc", "val_f1", "test_acc", "test_f1", "epoch_time_s", "fit_time_s"):
+            m, sd = mean_std([r[metric] for r in rs])
+            s[metric] = {"mean": m, "std": sd}
+        s["peak_memory_mb"] = max(r["peak_memory_mb"] for r in rs)
+        out[key] = s
+    return out
+
+
+def render(cfg: dict[str, Any], rows: list[dict], out: str | Path, command: str, extra_md: str = "") -> dict[str, Path]:
+    """Write ``results.md`` and ``results.json`` from the rows (only the suite's own cells)."""
+    out = Path(out)
+    wanted = {(d, s, m) for d in cfg["datasets"] for s in cfg["splits"] for m in cfg["methods"]}
+    rows = [r for r in rows if (r["dataset"], r["split"], r["method"]) in wanted and r["seed"] in cfg["seeds"]]
+    summ = summarize(rows)
+    lines = [f"# Benchmark `{cfg['name']}`", "",
+             f"Regenerate with `{command}`. Mean ± sample std over seeds {cfg['seeds']} (accuracy and macro-F1 in %,",
+             "test split read once per run, epoch selected on validation). Epoch time: mean wall time of one",
+             "training epoch; peak memory: the process's peak RSS while the cell's group ran.", "",
+             f"Environment: {json.dumps(environment())}", ""]
+    for d in cfg["datasets"]:
+        for s in cfg["splits"]:
+            present = [(m, summ[(d, s, m)]) for m in cfg["methods"] if (d, s, m) in summ]
+            if not present:
+                continue
+            best_acc = max(v["test_acc"]["mean"] for _, v in present)
+            best_f1 = max(v["test_f1"]["mean"] for _, v in present)
+            lines += [f"## {d} · split `{s}`", "",
+                      "| method | test acc | test macro-F1 | val acc | epoch time (ms) | fit time (s) | peak mem (MiB) | seeds |",
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            for m, v in present:
+                def f(key, best=None, v=v):
+                    txt = f"{100 * v[key]['mean']:.2f} ± {100 * v[key]['std']:.2f}"
+                    return f"**{txt}**" if best is not None and v[key]["mean"] == best else txt
+                lines.append(f"| {m} | {f('test_acc', best_acc)} | {f('test_f1', best_f1)} | {f('val_acc')} | "
+                             f"{1000 * v['epoch_time_s']['mean']:.1f} | {v['fit_time_s']['mean']:.1f} | "
+                             f"{v['peak_memory_mb']:.0f} | {len(v['seeds'])} |")
+            lines.append("")
+    if extra_md:
+        lines += [extra_md, ""]
+    md = atomic_write_bytes(out / "results.md", "\n".join(lines).encode())
+    js = atomic_write_json(out / "results.json", {
+        "suite": cfg["name"], "command": command, "seeds": cfg["seeds"], "environment": environment(),
+        "results": [{"dataset": d, "split": s, "method": m, **v} for (d, s, m), v in summ.items()],
+    })
+    return {"markdown": md, "json": js}

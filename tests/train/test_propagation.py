@@ -1,0 +1,160 @@
+"""Normalised adjacency and cached propagation against dense reference computations (float64)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from magkit.data.graph import MultimodalGraph
+from magkit.train import propagation
+from magkit.train.propagation import (
+    clear_cache,
+    graph_adjacency,
+    normalized_adjacency,
+    propagate,
+    tensor_digest,
+)
+
+# 6 nodes: a triangle 0-1-2, a path 2-3-4, node 5 isolated
+EDGES = [(0, 1), (1, 2), (0, 2), (2, 3), (3, 4)]
+N = 6
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    clear_cache()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's "sparse CSR is beta" notices
+        yield
+    clear_cache()
+
+
+def dense_a() -> torch.Tensor:
+    a = torch.zeros(N, N, dtype=torch.float64)
+    for u, v in EDGES:
+        a[u, v] = a[v, u] = 1.0
+    return a
+
+
+def dense_norm(self_loops: bool = True) -> torch.Tensor:
+    a = dense_a() + (torch.eye(N, dtype=torch.float64) if self_loops else 0.0)
+    d = a.sum(1)
+    dinv = torch.where(d > 0, d.pow(-0.5), torch.zeros_like(d))
+    return dinv[:, None] * a * dinv[None, :]
+
+
+@pytest.fixture
+def graph() -> MultimodalGraph:
+    ei = torch.tensor(EDGES).t()
+    x = torch.arange(N * 3, dtype=torch.float32).view(N, 3) / 10
+    return MultimodalGraph({"text": x}, ei, torch.tensor([0, 1, 0, 1, 0, 1]))
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(N, 4, generator=torch.Generator().manual_seed(0))
+
+
+def test_normalized_adjacency_equals_dense_formula(graph):
+    adj = normalized_adjacency(graph.edge_index, N)
+    assert adj.layout == torch.sparse_csr and adj.dtype == torch.float32
+    dense = adj.to_dense().double()
+    ref = dense_norm()
+    torch.testing.assert_close(dense, ref, rtol=1e-6, atol=1e-7)
+    # spot checks by hand: deg~ = (3, 3, 4, 3, 2, 1)
+    assert dense[0, 1].item() == pytest.approx(1 / 3)
+    assert dense[2, 3].item() == pytest.approx(1 / (4 * 3) ** 0.5)
+    assert dense[4, 4].item() == pytest.approx(1 / 2)
+    assert dense[5, 5].item() == pytest.approx(1.0)  # isolated node keeps itself
+    assert torch.allclose(dense, dense.t())
+
+
+def test_normalized_adjacency_without_self_loops(graph):
+    dense = normalized_adjacency(graph.edge_index, N, self_loops=False).to_dense().double()
+    torch.testing.assert_close(dense, dense_norm(self_loops=False), rtol=1e-6, atol=1e-7)
+    assert dense[5].abs().sum() == 0
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_propagate_equals_dense_power(graph, x, k):
+    ref = torch.linalg.matrix_power(dense_norm(), k) @ x.double()
+    torch.testing.assert_close(propagate(graph, x, k).double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_propagation_smooths_towards_neighbours(graph):
+    # a one-hot at node 0: after one step, mass at 0's closed neighbourhood {0, 1, 2} only
+    e0 = torch.zeros(N, 1)
+    e0[0] = 1.0
+    z = propagate(graph, e0, 1)[:, 0]
+    assert (z[:3] > 0).all() and (z[3:] == 0).all()
+
+
+@pytest.mark.parametrize("alpha,k", [(0.1, 4), (0.5, 2), (1.0, 3)])
+def test_appnp_form_equals_dense_recursion(graph, x, alpha, k):
+    a = dense_norm()
+    x64 = x.double()
+    z = x64
+    for _ in range(k):
+        z = (1 - alpha) * a @ z + alpha * x64
+    torch.testing.assert_close(propagate(graph, x, k, alpha=alpha).double(), z, rtol=1e-5, atol=1e-6)
+    if alpha == 1.0:  # no propagation at all
+        torch.testing.assert_close(propagate(graph, x, k, alpha=alpha), x)
+
+
+def test_appnp_with_many_steps_approaches_personalised_pagerank(graph, x):
+    alpha = 0.2
+    closed = alpha * torch.linalg.inv(torch.eye(N, dtype=torch.float64) - (1 - alpha) * dense_norm()) @ x.double()
+    torch.testing.assert_close(propagate(graph, x, 80, alpha=alpha).double(), closed, rtol=1e-4, atol=1e-5)
+
+
+def test_cache_returns_the_identical_object_for_a_repeated_call(graph, x):
+    a = propagate(graph, x, 2)
+    assert propagate(graph, x, 2) is a
+    assert propagate(graph, x.clone(), 2) is a  # keyed by content, not identity
+    assert graph_adjacency(graph) is graph_adjacency(graph)
+
+
+def test_cache_distinguishes_features_and_parameters(graph, x):
+    a = propagate(graph, x, 2)
+    x2 = x + 1.0
+    b = propagate(graph, x2, 2)
+    assert b is not a and not torch.allclose(a, b)
+    torch.testing.assert_close(b.double(), torch.linalg.matrix_power(dense_norm(), 2) @ x2.double(), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(propagate(graph, x, 3), a)
+    assert not torch.allclose(propagate(graph, x, 2, alpha=0.3), a)
+    assert propagate(graph, x, 2) is a  # the first entry is still there
+
+
+def test_cache_distinguishes_structures(x):
+    y = torch.zeros(N, dtype=torch.long)
+    g1 = MultimodalGraph({"text": x}, torch.tensor(EDGES).t(), y)
+    g2 = MultimodalGraph({"text": x}, torch.tensor(EDGES[:-1]).t(), y)  # drop edge 3-4
+    a, b = propagate(g1, x, 1), propagate(g2, x, 1)
+    assert not torch.allclose(a[3:5], b[3:5])
+    torch.testing.assert_close(a[:2], b[:2])  # nodes 0, 1 do not see the change in one step
+
+
+def test_cache_is_bounded_and_lru(graph, x):
+    first = propagate(graph, x, 1)
+    for i in range(propagation._CACHE_MAX + 5):
+        propagate(graph, x + (i + 1), 1)
+    assert len(propagation._CACHE) <= propagation._CACHE_MAX
+    assert propagate(graph, x, 1) is not first  # evicted, recomputed
+    torch.testing.assert_close(propagate(graph, x, 1), first)
+
+
+def test_clear_cache(graph, x):
+    a = propagate(graph, x, 2)
+    clear_cache()
+    assert len(propagation._CACHE) == 0
+    assert propagate(graph, x, 2) is not a
+
+
+def test_tensor_digest_depends_on_content_shape_and_dtype():
+    t = torch.arange(6, dtype=torch.float32)
+    assert tensor_digest(t) == tensor_digest(t.clone())
+    assert tensor_digest(t) != tensor_digest(t + 1)
+    assert tensor_digest(t) != tensor_digest(t.view(2, 3))
+    assert tensor_digest(t) != tensor_digest(t.double())
