@@ -1,0 +1,373 @@
+"""GraphMNL: multimodal graph negative learning (magkit's formulation; see docs/graphmnl.md).
+
+Branches b (``raw:<m>``: MLP on X_m; ``prop:<m>``: MLP on the cached Â^K X_m; ``struct``: a GNN on the
+fused projected features) each predict logits z_b. Per node and branch a detached reliability score is
+computed from the current model every epoch (target evidence on labelled nodes, confidence and agreement
+with the neighbours' fused prediction elsewhere), smoothed over the graph, and used three ways:
+
+* fusion: z_f(i) = Σ_b α_b(i) z_b(i), α(i) = softmax over present branches of r̃_b(i) / T;
+* arbitration: the dominant branch d(i) = argmax_b r̃_b(i); inferior branches are ≥ δ below it;
+* guidance: after a warm-up, and where the gate g(i) = 1[s(i) < τ_s] σ(κ (m(i) − τ_m)) is open (s: the
+  dominant's instability against its moving average; m: the arbitration margin), every inferior branch is
+  told which classes node i is unlikely to be: L_NL(i, b) = − Σ_{c ∈ C̄(i)} log(1 − q_b,c(i)).
+
+Total loss: Σ_b CE(z_b, y)[train] + CE(z_f, y)[train] + λ · mean_i g(i) Σ_{b ∈ inf(i)} L_NL(i, b).
+
+The first-layer projection P_m of each modality is shared by ``raw:<m>``, ``prop:<m>`` and the input of
+``struct`` (which averages ReLU(P_m x_m) over the modalities present), so GraphMNL costs little more than
+an early-fusion GCN of the same width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..exceptions import ConfigError
+from ..functional import (
+    arbitrate,
+    branch_scores,
+    dropout,
+    ema_update,
+    instability,
+    negative_learning_loss,
+    negative_set,
+    nontarget_soft_ce,
+    reliability_auc,
+    smooth_scores,
+    transfer_gate,
+)
+from ..models.backbones import build_backbone, masked_softmax, structure_for
+from ..train.propagation import graph_adjacency, propagate
+from .base import GraphInputs, NodeClassifier
+
+GUIDANCE = ("nl", "kd", "mnl", "none")
+
+
+def default_branches(modalities) -> tuple[str, ...]:
+    return tuple(f"raw:{m}" for m in modalities) + tuple(f"prop:{m}" for m in modalities) + ("struct",)
+
+
+class GraphMNLNet(nn.Module):
+    """The branch library with shared first-layer projections; fusion weights come from ``inp.extra``."""
+
+    def __init__(self, branches, modalities, dims, hidden, num_classes, dropout_p, struct_backbone, struct_layers,
+                 temperature):
+        super().__init__()
+        self.branches = tuple(branches)
+        self.modalities = tuple(modalities)
+        self.proj = nn.ModuleDict({m: nn.Linear(dims[m], hidden) for m in modalities})
+        self.heads = nn.ModuleDict()
+        for b in self.branches:
+            if b == "struct":
+                self.struct_backbone = struct_backbone
+                self.struct = build_backbone(struct_backbone, hidden, hidden, num_classes, num_layers=struct_layers,
+                                             dropout=dropout_p)
+            else:
+                self.heads[b.replace(":", "_")] = nn.Linear(hidden, num_classes)
+        self.dropout = dropout_p
+        self.temperature = temperature
+
+    def branch_present(self, present: Tensor) -> Tensor:
+        cols = []
+        for b in self.branches:
+            if b == "struct":
+                cols.append(present.any(dim=1))
+            else:
+                cols.append(present[:, self.modalities.index(b.split(":", 1)[1])])
+        return torch.stack(cols, dim=1)
+
+    def forward(self, inp: GraphInputs) -> dict:
+        h_raw = {}
+        z = []
+        for b in self.branches:
+            if b == "struct":
+                continue
+            kind, m = b.split(":", 1)
+            if kind == "raw":
+                if m not in h_raw:
+                    h_raw[m] = F.relu(self.proj[m](dropout(inp.xs[m], self.dropout, self.training)))
+                h = h_raw[m]
+            else:
+                h = F.relu(self.proj[m](dropout(inp.extra[f"prop_{m}"], self.dropout, self.training)))
+            z.append((b, self.heads[b.replace(":", "_")](dropout(h, self.dropout, self.training))))
+        if "struct" in self.branches:
+            hs = []
+            for j, m in enumerate(self.modalities):
+                hm = h_raw.get(m)
+                if hm is None:
+                    hm = F.relu(self.proj[m](dropout(inp.xs[m], self.dropout, self.training)))
+                hs.append(hm * inp.present[:, j:j + 1])
+            h0 = torch.stack(hs, 1).sum(1) / inp.present.sum(1, keepdim=True).clamp(min=1)
+            z.append(("struct", self.struct(h0, structure_for(self.struct_backbone, inp))))
+        order = {b: i for i, (b, _) in enumerate(z)}
+        zs = torch.stack([z[order[b]][1] for b in self.branches], dim=1)  # [n, B, C]
+        present = self.branch_present(inp.present)
+        rel = inp.extra.get("reliability")
+        if rel is None:
+            rel = torch.zeros(zs.shape[:2], device=zs.device)
+        alpha = masked_softmax(rel / self.temperature, present)
+        fused = (alpha.unsqueeze(-1) * zs).sum(1)
+        return {"logits": fused, "branches": zs, "present": present, "alpha": alpha}
+
+
+class GraphMNL(NodeClassifier):
+    """GraphMNL node classifier. See the module docstring and docs/graphmnl.md for the maths.
+
+    Parameters (beyond the shared ones: hidden, dropout, lr, weight_decay, epochs, patience, seed, ...):
+        branches: branch names (default: raw and prop for every modality, plus struct).
+        prop_k: hops K of the cached propagation Â^K X_m of the ``prop`` branches.
+        struct_backbone / struct_layers: the structure branch's GNN (gcn, appnp, sage) and depth.
+        temperature: T of the reliability-weighted fusion softmax.
+        beta / smooth_steps: graph-aware smoothing r̃ = (1 − β) r + β N(r̃), ``smooth_steps`` times.
+        delta: a branch is inferior when its r̃ is at least δ below the dominant's.
+        tau_s / tau_m / kappa: the gate 1[s < τ_s] σ(κ (m − τ_m)); ``gate=False`` opens it everywhere.
+        ema_decay / instability_kind: the moving average of branch posteriors and the distance (tv | js).
+        warmup: epochs without transfer.
+        rho / nl_k: the negative-set rule (p_d,c < ρ, or the k least likely classes).
+        lam: λ, the guidance weight.
+        guidance: ``nl`` (target-preserving negative learning), ``kd`` (KL to the dominant: ablation),
+            ``mnl`` (MNL's non-target soft CE: ablation), ``none`` (λ = 0).
+        guidance_nodes: ``unlabelled`` (default), ``all`` or ``labelled``.
+        fixed_dominant: None (per-node arbitration) or a modality name / ``auto`` (one global dominant
+            modality: ablation).
+    """
+
+    description = "GraphMNL: graph-aware reliability arbitration + gated target-preserving negative learning"
+    defaults = {
+        "branches": None,
+        "prop_k": 2,
+        "struct_backbone": "gcn",
+        "struct_layers": 2,
+        "temperature": 0.1,
+        "beta": 0.5,
+        "smooth_steps": 2,
+        "delta": 0.05,
+        "gate": True,
+        "tau_s": 0.3,
+        "tau_m": 0.05,
+        "kappa": 20.0,
+        "ema_decay": 0.9,
+        "instability_kind": "tv",
+        "warmup": 20,
+        "rho": 0.05,
+        "nl_k": None,
+        "lam": 1.0,
+        "guidance": "nl",
+        "guidance_nodes": "unlabelled",
+        "fixed_dominant": None,
+    }
+
+    # ------------------------------------------------------------------ set-up
+    def _check_params(self) -> None:
+        super()._check_params()
+        p = self.params
+        if p["guidance"] not in GUIDANCE:
+            raise ConfigError(f"guidance: {p['guidance']!r}; allowed: {', '.join(GUIDANCE)}")
+        if p["guidance_nodes"] not in ("unlabelled", "all", "labelled"):
+            raise ConfigError(f"guidance_nodes: {p['guidance_nodes']!r}; allowed: unlabelled, all, labelled")
+        if p["temperature"] <= 0:
+            raise ConfigError(f"temperature: {p['temperature']!r}; allowed: > 0")
+        if p["lam"] < 0:
+            raise ConfigError(f"lam: {p['lam']!r}; allowed: >= 0")
+        if not 0 <= p["ema_decay"] < 1:
+            raise ConfigError(f"ema_decay: {p['ema_decay']!r}; allowed: 0 <= ema_decay < 1")
+        if p["batch_size"] is not None:
+            raise ConfigError("batch_size: GraphMNL trains full-batch for now (mini-batch GraphMNL is part of the "
+                              "scale-out work); allowed: None")
+
+    def _branches(self, graph) -> tuple[str, ...]:
+        branches = tuple(self.params["branches"] or default_branches(graph.modalities))
+        valid = set(default_branches(graph.modalities))
+        bad = [b for b in branches if b not in valid]
+        if bad or not branches:
+            raise ConfigError(f"branches: {bad or branches}; allowed: {', '.join(sorted(valid))}")
+        return branches
+
+    def _inputs(self, graph) -> GraphInputs:
+        inp = super()._inputs(graph)
+        branches = self._branches(graph)
+        for m in {b.split(":", 1)[1] for b in branches if b.startswith("prop:")}:
+            inp.extra[f"prop_{m}"] = propagate(graph, inp.xs[m], self.params["prop_k"])
+        if "model_" in self.__dict__:  # a fitted model: reliability from its own branch predictions
+            inp.extra["reliability"] = self._reliability_fixed_point(graph, inp)
+        return inp
+
+    def _build(self, graph, inputs):
+        p = self.params
+        self.branches_ = self._branches(graph)
+        self._adj = graph_adjacency(graph)
+        self._labelled = graph.train_mask.clone()
+        self._y_train = torch.where(self._labelled, graph.y, torch.full_like(graph.y, -1))
+        self._ema = None
+        self._epoch_stats: list[dict] = []
+        self._fixed_index = None
+        net = GraphMNLNet(self.branches_, graph.modalities, graph.modality_dims, p["hidden"], graph.num_classes,
+                          p["dropout"], p["struct_backbone"], p["struct_layers"], p["temperature"])
+        return net
+
+    # ------------------------------------------------------------------ reliability
+    def _scores(self, out: dict) -> tuple[Tensor, Tensor]:
+        """Smoothed reliability r̃ [n, B] and branch posteriors [n, B, C] from a forward output (no grad)."""
+        with torch.no_grad():
+            probs = torch.softmax(out["branches"].detach(), -1)
+            fused = torch.softmax(out["logits"].detach(), -1)
+            present = out["present"]
+            sc = branch_scores(probs, present, self._y_train, self._labelled, fused, self._adj)
+            r = smooth_scores(sc["score"], present, self._adj, self.params["beta"], self.params["smooth_steps"])
+        return r, probs
+
+    def _reliability_fixed_point(self, graph, inp: GraphInputs, iterations: int = 2) -> Tensor:
+        """Branch logits do not depend on the fusion weights, so r̃ is recomputed from the fitted model's
+        branches: start from uniform weights, then alternate scores -> fusion ``iterations`` times."""
+        self._adj = graph_adjacency(graph)
+        labelled = graph.get("train_mask")
+        self._labelled = labelled.clone() if labelled is not None else torch.zeros(graph.num_nodes, dtype=torch.bool)
+        self._y_train = torch.where(self._labelled, graph.y, torch.full_like(graph.y, -1))
+        model = self.model_
+        was = model.training
+        model.eval()
+        dev = inp.to(self.device_)
+        dev.extra.pop("reliability", None)
+        with torch.no_grad():
+            for _ in range(iterations):
+                out = model(dev)
+                r, _ = self._scores(out)
+                dev.extra["reliability"] = r
+        model.train(was)
+        return dev.extra["reliability"].cpu()
+
+    # ------------------------------------------------------------------ training
+    def _loss(self, out, y, idx, epoch):
+        p = self.params
+        z, present = out["branches"], out["present"]
+        n, nb, c = z.shape
+        # supervised terms: every branch on the training nodes where it is present, and the fusion
+        zi, pi, yi = z[idx], present[idx].float(), y[idx]
+        ce_b = F.cross_entropy(zi.reshape(-1, c), yi.repeat_interleave(nb), reduction="none").view(-1, nb)
+        ce_branches = ((ce_b * pi).sum(0) / pi.sum(0).clamp(min=1)).sum()
+        ce_fused = F.cross_entropy(out["logits"][idx], yi)
+        loss = ce_branches + ce_fused
+
+        r, probs = self._scores(out)
+        r_arb = self._fixed_reliability(r, present) if p["fixed_dominant"] is not None else r
+        dom, inferior, margin = arbitrate(r_arb, present, p["delta"])
+        self._ema = ema_update(self._ema, probs, p["ema_decay"])
+        rows = torch.arange(n, device=z.device)
+        d = dom.clamp(min=0)
+        p_dom = probs[rows, d]
+        s = instability(p_dom, self._ema[rows, d], p["instability_kind"])
+        if p["gate"]:
+            g = transfer_gate(s, margin, p["tau_s"], p["tau_m"], p["kappa"])
+        else:
+            g = torch.ones(n, device=z.device)
+        g = g * (dom >= 0)
+        nodes = {"unlabelled": ~self._labelled, "all": torch.ones_like(self._labelled),
+                 "labelled": self._labelled}[p["guidance_nodes"]].to(z.device)
+        active = epoch >= p["warmup"] and p["guidance"] != "none" and p["lam"] > 0
+        g = g * nodes.float() * float(active)
+        guide = z.new_zeros(())
+        if active and bool((g > 0).any()):
+            sel = (g > 0).nonzero(as_tuple=True)[0]
+            guide = self._guidance(z[sel], p_dom[sel], inferior[sel], g[sel], self._y_train[sel], self._labelled[sel], n)
+            loss = loss + p["lam"] * guide
+        # fusion weights of the next epoch come from this epoch's reliability
+        self._next_reliability = r
+        stats = {
+            "loss": float(loss.detach()), "ce": float((ce_branches + ce_fused).detach()), "guide": float(guide.detach()),
+            "gate_rate": float((g > 0.5).float().sum() / nodes.float().sum().clamp(min=1)),
+            "inferior_rate": float(inferior.float().mean()),
+        }
+        return loss, stats
+
+    def _guidance(self, z, p_dom, inferior, g, y, labelled, n_total) -> Tensor:
+        """mean_i g(i) Σ_{b ∈ inf(i)} L(i, b) over the selected nodes, normalised by all guided-set nodes."""
+        p = self.params
+        kind = p["guidance"]
+        nb = z.size(1)
+        if kind == "nl":
+            neg = negative_set(p_dom, y, labelled, rho=None if p["nl_k"] else p["rho"], k=p["nl_k"])
+            per = torch.stack([negative_learning_loss(z[:, b], neg) for b in range(nb)], dim=1)
+        elif kind == "kd":
+            logq = F.log_softmax(z, -1)
+            per = (p_dom.unsqueeze(1) * (torch.log(p_dom.clamp_min(1e-12)).unsqueeze(1) - logq)).sum(-1)
+        else:  # mnl: non-target soft CE against the dominant (target = label, or the dominant's class)
+            tgt = torch.where(labelled, y, p_dom.argmax(1))
+            per = torch.stack([nontarget_soft_ce(z[:, b], p_dom, tgt) for b in range(nb)], dim=1)
+        return (g.unsqueeze(1) * per * inferior).sum() / n_total
+
+    def _fixed_reliability(self, r: Tensor, present: Tensor) -> Tensor:
+        """Ablation: one global dominant modality. Its branches get reliability 1, all others 0."""
+        if self._fixed_index is None:
+            fd = self.params["fixed_dominant"]
+            mods = self.modalities_
+            if fd == "auto":  # the modality whose raw branch is most reliable on average (training signal only)
+                raw = [self.branches_.index(f"raw:{m}") for m in mods if f"raw:{m}" in self.branches_]
+                fd = mods[int(torch.stack([r[:, j].mean() for j in raw]).argmax())] if raw else mods[0]
+            if fd not in mods:
+                raise ConfigError(f"fixed_dominant: {fd!r}; allowed: None, auto, {', '.join(mods)}")
+            self._fixed_index = torch.tensor([b.endswith(f":{fd}") for b in self.branches_])
+        fixed = self._fixed_index.to(r.device).float().expand_as(r)
+        return torch.where(present, fixed + 1e-3 * r, torch.zeros_like(r))
+
+    def _before_epoch(self, epoch: int, inputs: GraphInputs, graph) -> None:
+        nxt = self.__dict__.pop("_next_reliability", None)
+        if nxt is not None:
+            inputs.extra["reliability"] = nxt
+
+    # ------------------------------------------------------------------ diagnostics
+    def fit(self, graph, on_epoch=None):
+        super().fit(graph, on_epoch=on_epoch)
+        self.diagnostics_ = self.diagnose(graph)
+        return self
+
+    @torch.no_grad()
+    def diagnose(self, graph) -> dict:
+        """Per-node dominant branch, reliability, fusion weights, per-branch accuracy (val), gate rate per
+        epoch, and -- where the graph carries ground truth -- the reliability AUC."""
+        self._check_fitted()
+        inp = self._inputs(graph).to(self.device_)
+        out = self.model_(inp)
+        r = inp.extra["reliability"]
+        dom, inferior, margin = arbitrate(r, out["present"], self.params["delta"])
+        val = graph.split_index("val")
+        preds = out["branches"].argmax(-1)
+        yv = graph.y[val].to(preds.device)
+        branch_acc = {b: float((preds[val, j] == yv).float().mean()) for j, b in enumerate(self.branches_)}
+        diag = {
+            "branches": list(self.branches_),
+            "dominant": dom.cpu(),
+            "reliability": r.cpu(),
+            "alpha": out["alpha"].cpu(),
+            "margin": margin.cpu(),
+            "branch_val_acc": branch_acc,
+            "dominant_share": {b: float((dom == j).float().mean()) for j, b in enumerate(self.branches_)},
+            "gate_rate": self.history_.series("gate_rate"),
+        }
+        if graph.get("gt_quality") is not None and len(graph.modalities) == 2:
+            aucs = {}
+            for kind in ("raw", "prop"):
+                cols = [f"{kind}:{m}" for m in graph.modalities]
+                if all(c in self.branches_ for c in cols):
+                    idx = [self.branches_.index(c) for c in cols]
+                    aucs[kind] = reliability_auc(r[:, idx].cpu(), graph.gt_quality, graph.modality_mask,
+                                                 graph.get("gt_biased"))
+            diag["reliability_auc"] = aucs
+        return diag
+
+
+ABLATIONS = {
+    "graphmnl": ({}, "GraphMNL (full)"),
+    "graphmnl-no-smoothing": ({"beta": 0.0}, "GraphMNL without graph-aware smoothing of reliability (β = 0)"),
+    "graphmnl-no-gate": ({"gate": False}, "GraphMNL without instability-aware gating"),
+    "graphmnl-kd": ({"guidance": "kd"}, "GraphMNL with positive distillation (KL to the dominant) instead of NL"),
+    "graphmnl-mnl-loss": ({"guidance": "mnl"}, "GraphMNL with MNL's non-target soft CE (not target-preserving)"),
+    "graphmnl-fixed-dominant": ({"fixed_dominant": "auto"}, "GraphMNL with one global dominant modality"),
+    "graphmnl-no-guidance": ({"guidance": "none"}, "GraphMNL branches + reliability fusion only (λ = 0)"),
+}
+
+
+def register_graphmnl(register) -> None:
+    for name, (fixed, desc) in ABLATIONS.items():
+        register(name, GraphMNL, desc, group="graphmnl", **fixed)
