@@ -263,14 +263,20 @@ def bench_run(
     out: Annotated[Path | None, typer.Option("--out", help="Results folder (default: next to the suite, named after it).")] = None,
     root: RootOpt = None,
     throughput: Annotated[bool, typer.Option(help="Also measure GCN throughput against a dense matmul.")] = True,
+    shard: Annotated[str, typer.Option(help="Run only shard i/n of the grid (e.g. 0/2), for parallel processes or job arrays.")] = "0/1",
 ):
     """Run every cell of a suite not yet recorded (resumable), then write results.md and results.json."""
     import json
 
     from .bench.suite import load_suite, read_rows, render, run_suite
+    from .exceptions import ConfigError
 
     cfg = load_suite(suite)
     out = out or suite.with_suffix("")
+    try:
+        i_shard, n_shard = (int(v) for v in shard.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard: {shard!r}; allowed: i/n, e.g. 0/2") from None
     with _progress() as progress:
         task = progress.add_task(cfg["name"], total=None, info="")
 
@@ -278,7 +284,7 @@ def bench_run(
             progress.update(task, completed=i, total=n,
                             info=f"{row['dataset']} {row['split']} {row['method']} seed {row['seed']}: test acc {row['test_acc']:.3f}")
 
-        run_suite(cfg, out, root=root, on_cell=on_cell)
+        run_suite(cfg, out, root=root, on_cell=on_cell, shard=(i_shard, n_shard))
     extra = ""
     if throughput:
         from .bench.throughput import gcn_throughput

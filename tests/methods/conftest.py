@@ -143,3 +143,9 @@ def graph_factory():
 def missing_image_graph(homophilous_graph) -> MultimodalGraph:
     """``homophilous_graph`` with the image absent for half of the nodes (zero rows, mask false)."""
     return drop_modality(homophilous_graph, "image", 0.5, seed=0)
+
+
+@pytest.fixture(scope="session")
+def drop_modality_fn():
+    """``drop_modality`` itself, for tests that build their own missing-modality graphs."""
+    return drop_modality

@@ -70,8 +70,16 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def run_suite(cfg: dict[str, Any], out: str | Path, root: str | None = None,
-              on_cell: Callable[[dict, int, int], None] | None = None) -> list[dict]:
-    """Run every cell not yet in ``<out>/rows.jsonl``; returns all rows."""
+              on_cell: Callable[[dict, int, int], None] | None = None, shard: tuple[int, int] = (0, 1)) -> list[dict]:
+    """Run every cell not yet in ``<out>/rows.jsonl``; returns all rows.
+
+    ``shard=(i, n)`` runs only the cells whose position in the suite's full grid is ``i`` modulo ``n``, so
+    ``n`` processes (or a scheduler's job array) can share one suite; each appends whole lines to the same
+    ``rows.jsonl`` (single ``write`` calls on a file opened for appending).
+    """
+    i_shard, n_shard = shard
+    if n_shard < 1 or not 0 <= i_shard < n_shard:
+        raise ConfigError(f"shard: {i_shard}/{n_shard}; allowed: i/n with 0 <= i < n")
     from ..data import load_dataset
     from ..methods import get_method
 
@@ -83,7 +91,7 @@ def run_suite(cfg: dict[str, Any], out: str | Path, root: str | None = None,
     for m in cfg["methods"]:
         get_method(m)  # fail fast on a bad name
     cells = [(d, s, m, seed) for d in cfg["datasets"] for s in cfg["splits"] for m in cfg["methods"] for seed in cfg["seeds"]]
-    todo = [c for c in cells if c not in done]
+    todo = [c for k, c in enumerate(cells) if c not in done and k % n_shard == i_shard]
     graphs: dict[tuple[str, str, int], Any] = {}
     for i, (dname, split, method, seed) in enumerate(todo):
         key = (dname, split, seed if split.split(":")[0] in ("rate", "kshot", "random") else 0)
