@@ -12,6 +12,9 @@ name                            what it is
                                 ``grocery-semi:text-dominant``. Needs only ``<Name>Graph.pt``.
 ``magb:<Name>``                 the real MAGB benchmark with its text/image feature files.
 ``mmgraph:<name>``              an MM-Graph benchmark (``ele-fashion``, ``books-nc``, ...).
+``files:<dir>``                 your own graph in the neutral format: ``<dir>/nodes.csv`` (or ``.jsonl``),
+                                ``<dir>/edges.csv`` and the feature files ``<dir>/features/<m>.npy`` written by
+                                ``magkit encode <dir>/nodes.csv --out <dir>/features``.
 ==============================  =====================================================================
 
 Data roots are searched in this order: the ``root`` argument, ``$MAGKIT_DATA``, ``./data``,
@@ -39,6 +42,7 @@ def dataset_names() -> list[str]:
         f"<{'|'.join(MAGB_NAMES)}>-semi:<{profiles}>",
         "magb:<Movies|Toys|Grocery|Reddit-S|Reddit-M>",
         "mmgraph:<name>",
+        "files:<dir>",
     ]
 
 
@@ -133,6 +137,18 @@ def load_dataset(
         if base is None:
             raise DatasetError(f"MM-Graph dataset {arg!r} not found; looked in: {', '.join(str(t / arg) for t in tried)}")
         graph = load_mmgraph(base, arg, **kwargs)
+    elif kind_l == "files":
+        from .io import load_graph_files
+
+        folder = Path(arg).expanduser()
+        nodes = next((folder / f for f in ("nodes.csv", "nodes.jsonl") if (folder / f).is_file()), None)
+        if nodes is None or not (folder / "edges.csv").is_file():
+            raise DatasetError(f"dataset {key!r}: expected {folder / 'nodes.csv'} (or nodes.jsonl) and {folder / 'edges.csv'}")
+        feats = {p.stem: p for p in sorted((folder / "features").glob("*.npy")) if not p.stem.endswith("_present")}
+        if not feats:
+            raise DatasetError(f"dataset {key!r}: no feature files in {folder / 'features'}; "
+                               f"run: magkit encode {nodes} --out {folder / 'features'}")
+        graph = load_graph_files(nodes, folder / "edges.csv", features=feats, name=key, **kwargs)
     else:
         raise ConfigError(f"dataset: unknown name {name!r}; allowed: {', '.join(dataset_names())}")
     if split is not None or kind_l != "mmgraph":
