@@ -157,6 +157,7 @@ class GraphMNL(NodeClassifier):
         "guidance": "nl",
         "guidance_nodes": "unlabelled",
         "fixed_dominant": None,
+        "score_rule": "mean",
     }
 
     # ------------------------------------------------------------------ set-up
@@ -165,6 +166,8 @@ class GraphMNL(NodeClassifier):
         p = self.params
         if p["guidance"] not in GUIDANCE:
             raise ConfigError(f"guidance: {p['guidance']!r}; allowed: {', '.join(GUIDANCE)}")
+        if p["score_rule"] not in ("mean", "agreement", "confidence"):
+            raise ConfigError(f"score_rule: {p['score_rule']!r}; allowed: mean, agreement, confidence")
         if p["guidance_nodes"] not in ("unlabelled", "all", "labelled"):
             raise ConfigError(f"guidance_nodes: {p['guidance_nodes']!r}; allowed: unlabelled, all, labelled")
         if p["temperature"] <= 0:
@@ -215,7 +218,12 @@ class GraphMNL(NodeClassifier):
             fused = torch.softmax(out["logits"].detach(), -1)
             present = out["present"]
             sc = branch_scores(probs, present, self._y_train, self._labelled, fused, self._adj)
-            r = smooth_scores(sc["score"], present, self._adj, self.params["beta"], self.params["smooth_steps"])
+            score = sc["score"]
+            rule = self.params["score_rule"]
+            if rule != "mean":  # unlabelled nodes: agreement (or confidence) alone instead of their mean
+                unl = (~self._labelled).unsqueeze(1) & present
+                score = torch.where(unl, sc["agreement" if rule == "agreement" else "confidence"], score)
+            r = smooth_scores(score, present, self._adj, self.params["beta"], self.params["smooth_steps"])
         return r, probs
 
     def _reliability_fixed_point(self, graph, inp: GraphInputs, iterations: int = 2) -> Tensor:
