@@ -466,7 +466,7 @@ def magb_name(name: str) -> str:
     raise DatasetError(f"name: unknown MAGB dataset {name!r}; allowed: {', '.join(MAGB_DATASETS)}")
 
 
-def _dataset_dir(root: str | os.PathLike, name: str) -> Path:
+def dataset_dir(root: str | os.PathLike, name: str) -> Path:
     """``<root>/<Name>``, matching the folder name case- and dash-insensitively."""
     root = Path(root)
     exact = root / name
@@ -519,7 +519,7 @@ def load_magb_structure(root: str | os.PathLike, name: str) -> tuple[Tensor, Ten
         coalesced, without self-loops; ``y`` long ``[N]``; ``num_classes = max(y) + 1``.
     """
     canon = magb_name(name)
-    path = _graph_file(_dataset_dir(root, canon), canon)
+    path = _graph_file(dataset_dir(root, canon), canon)
     parsed = read_dgl_graph(path)
     y = _labels(parsed, path)
     n = parsed["num_nodes"]
@@ -620,7 +620,7 @@ def load_magb(
     one finite row per node. Every modality is marked present for every node (MAGB ships all of them).
     """
     canon = magb_name(name)
-    folder = _dataset_dir(root, canon)
+    folder = dataset_dir(root, canon)
     gpath = _graph_file(folder, canon)
     parsed = read_dgl_graph(gpath)
     y = _labels(parsed, gpath)

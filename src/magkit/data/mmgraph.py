@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..exceptions import DatasetError
 from .graph import MultimodalGraph
+from .magb import dataset_dir
 from .splits import apply_split
 
 log = logging.getLogger(__name__)
@@ -117,18 +118,6 @@ def _as_array(obj: Any, path: Path, what: str) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         raise DatasetError(f"{path}: {what} has dtype {arr.dtype}; expected numbers")
     return arr
-
-
-def _dataset_dir(root: str | os.PathLike, name: str) -> Path:
-    root = Path(root)
-    folder = root / name
-    if folder.is_dir():
-        return folder
-    if root.is_dir():
-        for child in sorted(root.iterdir()):
-            if child.is_dir() and child.name.lower() == name.lower():
-                return child
-    raise DatasetError(f"MM-Graph {name}: folder {folder} does not exist")
 
 
 def _feature_file(folder: Path, features: str) -> Path:
@@ -265,7 +254,9 @@ def load_mmgraph(
     Node ``i``'s text block is the first half of row ``i`` of the feature file and its image block the second
     half; every node has both. Labels missing in the file (``-1``, ``NaN``, any negative value) become ``-1``.
     """
-    folder = _dataset_dir(root, name)
+    folder = dataset_dir(root, name)
+    if not folder.is_dir():
+        raise DatasetError(f"MM-Graph {name}: folder {folder} does not exist")
     fpath = _feature_file(folder, features)
     x_text, x_image = _load_features(fpath)
     n = x_text.size(0)
