@@ -68,7 +68,7 @@ def test_fit_writes_results_and_plot(tmp_path):
                  "--set", "patience=20", "--out", str(out))
     assert res.exit_code == 0, res.output
     payload = json.loads((out / "results.json").read_text())
-    assert payload["method"] == "sgc-early" and payload["seeds"] == [0, 1]
+    assert payload["method"] == "sgc-early" and payload["seeds"] == [0, 1] and payload["split"] == "magb"
     assert payload["config"]["epochs"] == 40 and payload["config"]["backbone"] == "sgc"
     assert len(payload["runs"]) == 2 and len(payload["runs"][0]["history"]["epochs"]) >= 1
     accs = [r["test_acc"] for r in payload["runs"]]
