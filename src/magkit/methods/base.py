@@ -28,7 +28,7 @@ from ..data.graph import MultimodalGraph, validate
 from ..exceptions import ConfigError, NotFittedError
 from ..functional import accuracy, macro_f1
 from ..train.loop import MONITORS, fit_loop
-from ..train.propagation import graph_adjacency, normalized_adjacency
+from ..train.propagation import graph_adjacency, mean_adjacency, normalized_adjacency
 from ..train.sampler import NeighborSampler
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,19 @@ class GraphInputs:
     num_nodes: int
     extra: dict[str, Tensor] = field(default_factory=dict)  # node-aligned extras (propagated features ...)
     adj: Tensor | None = None  # cached Â = D̃^-1/2 (A+I) D̃^-1/2 (sparse CSR), built on first use
+    madj: Tensor | None = None  # cached D^-1 A (sparse CSR, GraphSAGE's mean aggregation), built on first use
 
     def norm_adj(self) -> Tensor:
         """The symmetric-normalised adjacency with self-loops of this (sub)graph, cached."""
         if self.adj is None:
             self.adj = normalized_adjacency(self.edge_index, self.num_nodes)
         return self.adj
+
+    def mean_adj(self) -> Tensor:
+        """The row-normalised adjacency (mean over in-neighbours) of this (sub)graph, cached."""
+        if self.madj is None:
+            self.madj = mean_adjacency(self.edge_index, self.num_nodes)
+        return self.madj
 
     def subset(self, n_id: Tensor, edge_index: Tensor) -> GraphInputs:
         return GraphInputs(
@@ -70,6 +77,7 @@ class GraphInputs:
             edge_index=self.edge_index.to(device),
             extra={k: v.to(device) for k, v in self.extra.items()},
             adj=None if self.adj is None else self.adj.to(device),
+            madj=None if self.madj is None else self.madj.to(device),
         )
 
 

@@ -37,6 +37,16 @@ def normalized_adjacency(edge_index: Tensor, num_nodes: int, self_loops: bool = 
     return adj.to_sparse_csr()
 
 
+def mean_adjacency(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """Row-normalised adjacency D^{-1} A (no self-loops) as sparse CSR, rows = message targets:
+    ``M @ X`` is the mean of each node's in-neighbours' features (0 for a node without in-neighbours)."""
+    src, dst = edge_index
+    deg = torch.zeros(num_nodes, device=edge_index.device).index_add_(0, dst, torch.ones(dst.numel(), device=edge_index.device))
+    vals = 1.0 / deg.clamp(min=1.0)[dst]
+    adj = torch.sparse_coo_tensor(torch.stack([dst, src]), vals, (num_nodes, num_nodes), check_invariants=False).coalesce()
+    return adj.to_sparse_csr()
+
+
 def tensor_digest(*tensors: Tensor) -> str:
     """A content hash of tensors (shape, dtype and bytes)."""
     h = hashlib.blake2b(digest_size=16)
