@@ -264,6 +264,7 @@ def bench_run(
     root: RootOpt = None,
     throughput: Annotated[bool, typer.Option(help="Also measure GCN throughput against a dense matmul.")] = True,
     shard: Annotated[str, typer.Option(help="Run only shard i/n of the grid (e.g. 0/2), for parallel processes or job arrays.")] = "0/1",
+    run: Annotated[bool, typer.Option("--run/--render-only", help="--render-only: write the tables from the rows recorded so far.")] = True,
 ):
     """Run every cell of a suite not yet recorded (resumable), then write results.md and results.json."""
     import json
@@ -277,14 +278,15 @@ def bench_run(
         i_shard, n_shard = (int(v) for v in shard.split("/"))
     except ValueError:
         raise ConfigError(f"--shard: {shard!r}; allowed: i/n, e.g. 0/2") from None
-    with _progress() as progress:
-        task = progress.add_task(cfg["name"], total=None, info="")
+    if run:
+        with _progress() as progress:
+            task = progress.add_task(cfg["name"], total=None, info="")
 
-        def on_cell(row, i, n):
-            progress.update(task, completed=i, total=n,
-                            info=f"{row['dataset']} {row['split']} {row['method']} seed {row['seed']}: test acc {row['test_acc']:.3f}")
+            def on_cell(row, i, n):
+                progress.update(task, completed=i, total=n,
+                                info=f"{row['dataset']} {row['split']} {row['method']} seed {row['seed']}: test acc {row['test_acc']:.3f}")
 
-        run_suite(cfg, out, root=root, on_cell=on_cell, shard=(i_shard, n_shard))
+            run_suite(cfg, out, root=root, on_cell=on_cell, shard=(i_shard, n_shard))
     extra = ""
     if throughput:
         from .bench.throughput import gcn_throughput
