@@ -161,3 +161,17 @@ def test_encode_then_fit_with_the_offline_encoders(tmp_path):
     payload = json.loads((tmp_path / "run" / "results.json").read_text())
     # three clearly separated product kinds, in words and in colour: real embeddings separate them
     assert payload["summary"]["test_acc"]["mean"] >= 0.9
+
+
+def test_explain_graphmnl(tmp_path):
+    res = invoke("explain", "-d", "synthetic:balanced", "--set", "epochs=30", "--set", "warmup=5", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "diagnostics.json").read_text())
+    assert report["branches"] == ["raw:text", "raw:image", "prop:text", "prop:image", "struct"]
+    shares = [report["per_branch"][b]["dominant_share"] for b in report["branches"]]
+    assert abs(sum(shares) - 1.0) < 1e-4
+    assert len(report["gate_rate"]) == 30 and report["gate_rate"][0] == 0.0
+    assert 0.5 < report["reliability_auc"]["raw"] <= 1.0
+    assert (tmp_path / "diagnostics.png").stat().st_size > 5000
+    res = runner.invoke(app, ["explain", "-m", "gcn-early"])
+    assert res.exit_code == 2 and "no arbitration to explain" in res.output

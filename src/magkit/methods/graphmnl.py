@@ -379,3 +379,60 @@ ABLATIONS = {
 def register_graphmnl(register) -> None:
     for name, (fixed, desc) in ABLATIONS.items():
         register(name, GraphMNL, desc, group="graphmnl", **fixed)
+
+
+def explain_report(est: GraphMNL, graph) -> dict:
+    """A JSON-able summary of a fitted GraphMNL's arbitration on ``graph`` (for `magkit explain`)."""
+    d = est.diagnostics_
+    per = {}
+    for j, b in enumerate(d["branches"]):
+        pres = d["alpha"][:, j] > 0
+        per[b] = {
+            "val_acc": d["branch_val_acc"][b],
+            "dominant_share": d["dominant_share"][b],
+            "mean_alpha": float(d["alpha"][:, j].mean()),
+            "mean_reliability": float(d["reliability"][:, j][pres].mean()) if bool(pres.any()) else 0.0,
+        }
+    best = est.history_.best_epoch
+    gate = d["gate_rate"]
+    return {
+        "method_params": {k: v for k, v in est.get_params().items()},
+        "dataset": graph.name,
+        "test": est.score(graph, "test"),
+        "val": est.score(graph, "val"),
+        "branches": d["branches"],
+        "per_branch": per,
+        "gate_rate": gate,
+        "final_gate_rate": gate[best] if 0 <= best < len(gate) else float("nan"),
+        "reliability_auc": d.get("reliability_auc", {}),
+        "alpha_histograms": {b: torch.histc(d["alpha"][:, j], bins=20, min=0, max=1).tolist()
+                             for j, b in enumerate(d["branches"])},
+    }
+
+
+def plot_diagnostics(report: dict, path):
+    """Gate rate per epoch and the distribution of fusion weights per branch (PNG)."""
+    import os
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_g, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_g.plot(report["gate_rate"])
+    ax_g.set(xlabel="epoch", ylabel="share of guided nodes with g > 0.5", title="transfer gate", ylim=(0, 1))
+    centers = [(i + 0.5) / 20 for i in range(20)]
+    for b in report["branches"]:
+        ax_a.plot(centers, report["alpha_histograms"][b], label=b)
+    ax_a.set(xlabel="fusion weight α_b(i)", ylabel="nodes", title="fusion weights per branch", yscale="log")
+    ax_a.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
