@@ -68,6 +68,7 @@ class GraphMNLNet(nn.Module):
                 self.heads[b.replace(":", "_")] = nn.Linear(hidden, num_classes)
         self.dropout = dropout_p
         self.temperature = temperature
+        self.guide_heads_only = False
 
     def branch_present(self, present: Tensor) -> Tensor:
         cols = []
@@ -79,8 +80,8 @@ class GraphMNLNet(nn.Module):
         return torch.stack(cols, dim=1)
 
     def forward(self, inp: GraphInputs) -> dict:
-        h_raw = {}
-        z = []
+        h_raw: dict[str, Tensor] = {}
+        hidden: dict[str, Tensor] = {}
         for b in self.branches:
             if b == "struct":
                 continue
@@ -88,10 +89,10 @@ class GraphMNLNet(nn.Module):
             if kind == "raw":
                 if m not in h_raw:
                     h_raw[m] = F.relu(self.proj[m](dropout(inp.xs[m], self.dropout, self.training)))
-                h = h_raw[m]
+                hidden[b] = h_raw[m]
             else:
-                h = F.relu(self.proj[m](dropout(inp.extra[f"prop_{m}"], self.dropout, self.training)))
-            z.append((b, self.heads[b.replace(":", "_")](dropout(h, self.dropout, self.training))))
+                hidden[b] = F.relu(self.proj[m](dropout(inp.extra[f"prop_{m}"], self.dropout, self.training)))
+        h0 = None
         if "struct" in self.branches:
             hs = []
             for j, m in enumerate(self.modalities):
@@ -100,16 +101,29 @@ class GraphMNLNet(nn.Module):
                     hm = F.relu(self.proj[m](dropout(inp.xs[m], self.dropout, self.training)))
                 hs.append(hm * inp.present[:, j:j + 1])
             h0 = torch.stack(hs, 1).sum(1) / inp.present.sum(1, keepdim=True).clamp(min=1)
-            z.append(("struct", self.struct(h0, structure_for(self.struct_backbone, inp))))
-        order = {b: i for i, (b, _) in enumerate(z)}
-        zs = torch.stack([z[order[b]][1] for b in self.branches], dim=1)  # [n, B, C]
+
+        def logits(detach: bool) -> Tensor:
+            zs = []
+            for b in self.branches:
+                if b == "struct":
+                    h = h0.detach() if detach else h0
+                    zs.append(self.struct(h, structure_for(self.struct_backbone, inp)))
+                else:
+                    h = hidden[b].detach() if detach else hidden[b]
+                    zs.append(self.heads[b.replace(":", "_")](dropout(h, self.dropout, self.training)))
+            return torch.stack(zs, dim=1)  # [n, B, C]
+
+        zs = logits(detach=False)
         present = self.branch_present(inp.present)
         rel = inp.extra.get("reliability")
         if rel is None:
             rel = torch.zeros(zs.shape[:2], device=zs.device)
         alpha = masked_softmax(rel / self.temperature, present)
         fused = (alpha.unsqueeze(-1) * zs).sum(1)
-        return {"logits": fused, "branches": zs, "present": present, "alpha": alpha}
+        out = {"logits": fused, "branches": zs, "present": present, "alpha": alpha}
+        if self.training and self.guide_heads_only:
+            out["guided"] = logits(detach=True)  # guidance reaches the branch heads, not the shared projections
+        return out
 
 
 class GraphMNL(NodeClassifier):
@@ -158,6 +172,8 @@ class GraphMNL(NodeClassifier):
         "guidance_nodes": "unlabelled",
         "fixed_dominant": None,
         "score_rule": "mean",
+        "nl_balance": False,
+        "guide_heads_only": True,
     }
 
     # ------------------------------------------------------------------ set-up
@@ -208,6 +224,7 @@ class GraphMNL(NodeClassifier):
         self._fixed_index = None
         net = GraphMNLNet(self.branches_, graph.modalities, graph.modality_dims, p["hidden"], graph.num_classes,
                           p["dropout"], p["struct_backbone"], p["struct_layers"], p["temperature"])
+        net.guide_heads_only = bool(p["guide_heads_only"])
         return net
 
     # ------------------------------------------------------------------ reliability
@@ -278,7 +295,8 @@ class GraphMNL(NodeClassifier):
         guide = z.new_zeros(())
         if active and bool((g > 0).any()):
             sel = (g > 0).nonzero(as_tuple=True)[0]
-            guide = self._guidance(z[sel], p_dom[sel], inferior[sel], g[sel], self._y_train[sel], self._labelled[sel], n)
+            zg = out.get("guided", z)
+            guide = self._guidance(zg[sel], p_dom[sel], inferior[sel], g[sel], self._y_train[sel], self._labelled[sel], n)
             loss = loss + p["lam"] * guide
         # fusion weights of the next epoch come from this epoch's reliability
         self._next_reliability = r
@@ -296,7 +314,14 @@ class GraphMNL(NodeClassifier):
         nb = z.size(1)
         if kind == "nl":
             neg = negative_set(p_dom, y, labelled, rho=None if p["nl_k"] else p["rho"], k=p["nl_k"])
-            per = torch.stack([negative_learning_loss(z[:, b], neg) for b in range(nb)], dim=1)
+            w = None
+            if p["nl_balance"]:
+                # class-balanced push-down: every class receives the same total gated negative mass, so classes
+                # the dominant rarely predicts (rare ones) are not suppressed everywhere
+                mass = (g.unsqueeze(1) * neg).sum(0)
+                w = torch.where(mass > 0, mass[mass > 0].mean() / mass.clamp(min=1e-12), torch.zeros_like(mass))
+                w = w.unsqueeze(0).expand_as(neg)
+            per = torch.stack([negative_learning_loss(z[:, b], neg, w) for b in range(nb)], dim=1)
         elif kind == "kd":
             logq = F.log_softmax(z, -1)
             per = (p_dom.unsqueeze(1) * (torch.log(p_dom.clamp_min(1e-12)).unsqueeze(1) - logq)).sum(-1)
