@@ -102,18 +102,13 @@ class GraphMNLNet(nn.Module):
                 hs.append(hm * inp.present[:, j:j + 1])
             h0 = torch.stack(hs, 1).sum(1) / inp.present.sum(1, keepdim=True).clamp(min=1)
 
-        def logits(detach: bool) -> Tensor:
-            zs = []
-            for b in self.branches:
-                if b == "struct":
-                    h = h0.detach() if detach else h0
-                    zs.append(self.struct(h, structure_for(self.struct_backbone, inp)))
-                else:
-                    h = hidden[b].detach() if detach else hidden[b]
-                    zs.append(self.heads[b.replace(":", "_")](dropout(h, self.dropout, self.training)))
-            return torch.stack(zs, dim=1)  # [n, B, C]
-
-        zs = logits(detach=False)
+        # one dropout mask per branch hidden, shared by the supervised pass and the guidance pass
+        dropped = {b: dropout(h, self.dropout, self.training) for b, h in hidden.items()}
+        struct_adj = structure_for(self.struct_backbone, inp) if h0 is not None else None
+        zs = torch.stack([
+            self.struct(h0, struct_adj) if b == "struct" else self.heads[b.replace(":", "_")](dropped[b])
+            for b in self.branches
+        ], dim=1)  # [n, B, C]
         present = self.branch_present(inp.present)
         rel = inp.extra.get("reliability")
         if rel is None:
@@ -122,8 +117,25 @@ class GraphMNLNet(nn.Module):
         fused = (alpha.unsqueeze(-1) * zs).sum(1)
         out = {"logits": fused, "branches": zs, "present": present, "alpha": alpha}
         if self.training and self.guide_heads_only:
-            out["guided"] = logits(detach=True)  # guidance reaches the branch heads, not the shared projections
+            out["_guide_inputs"] = (dropped, h0, struct_adj)
         return out
+
+    def guided_logits(self, out: dict, needed: Tensor) -> Tensor:
+        """Branch logits for the guidance term computed from detached first-layer representations, so the
+        guidance reaches each branch's own layers but not the shared projections. Only branches flagged in
+        ``needed`` (bool [B]) are recomputed; the others are returned as they were (their guidance weight is 0)."""
+        if "_guide_inputs" not in out:
+            return out["branches"]
+        dropped, h0, struct_adj = out["_guide_inputs"]
+        cols = []
+        for j, b in enumerate(self.branches):
+            if not bool(needed[j]):
+                cols.append(out["branches"][:, j])
+            elif b == "struct":
+                cols.append(self.struct(h0.detach(), struct_adj))
+            else:
+                cols.append(self.heads[b.replace(":", "_")](dropped[b].detach()))
+        return torch.stack(cols, dim=1)
 
 
 class GraphMNL(NodeClassifier):
@@ -295,7 +307,7 @@ class GraphMNL(NodeClassifier):
         guide = z.new_zeros(())
         if active and bool((g > 0).any()):
             sel = (g > 0).nonzero(as_tuple=True)[0]
-            zg = out.get("guided", z)
+            zg = self.model_.guided_logits(out, inferior[sel].any(0))
             guide = self._guidance(zg[sel], p_dom[sel], inferior[sel], g[sel], self._y_train[sel], self._labelled[sel], n)
             loss = loss + p["lam"] * guide
         # fusion weights of the next epoch come from this epoch's reliability
