@@ -87,6 +87,13 @@ def plot_learning_curves(histories: dict[int, dict], path: str | os.PathLike, ti
     ax_acc.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Lay out, write atomically (temporary file + rename) as PNG, and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -449,13 +449,12 @@ def explain_report(est: GraphMNL, graph) -> dict:
 
 def plot_diagnostics(report: dict, path):
     """Gate rate per epoch and the distribution of fusion weights per branch (PNG)."""
-    import os
-    from pathlib import Path
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ..eval.results import save_figure
 
     fig, (ax_g, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax_g.plot(report["gate_rate"])
@@ -465,11 +464,4 @@ def plot_diagnostics(report: dict, path):
         ax_a.plot(centers, report["alpha_histograms"][b], label=b)
     ax_a.set(xlabel="fusion weight α_b(i)", ylabel="nodes", title="fusion weights per branch", yscale="log")
     ax_a.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
