@@ -204,13 +204,11 @@ class CondensedGraph:
                 raise _problem(key, "row count differs from the number of labels", value=x.size(0), allowed=f"{n} rows (len(y))")
             if x.size(1) < 1:
                 raise _problem(key, "feature width is zero", value=tuple(x.shape), allowed="d >= 1")
-            bad = ~torch.isfinite(x)
-            if bool(bad.any()):
-                rows = bad.any(dim=1).nonzero(as_tuple=True)[0]
-                raise _problem(
-                    key, f"{int(bad.sum())} NaN/Inf value(s) in {rows.numel()} row(s)",
-                    value=f"rows {_short(rows)}", allowed="finite values",
-                )
+            from ..data.graph import nonfinite_problem
+
+            problem = nonfinite_problem(x)
+            if problem:
+                raise _problem(key, problem[0], value=problem[1], allowed="finite values")
 
         bad = (y < 0) | (y >= c)
         if bool(bad.any()):

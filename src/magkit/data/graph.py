@@ -243,6 +243,15 @@ def _short(t: Tensor, k: int = 5) -> str:
     return "[" + ", ".join(str(v) for v in vals) + more + "]"
 
 
+def nonfinite_problem(x: Tensor) -> tuple[str, str] | None:
+    """``(message, offending rows)`` when a 2-D feature block holds NaN/Inf values, else ``None``."""
+    bad = ~torch.isfinite(x)
+    if not bool(bad.any()):
+        return None
+    rows = bad.any(dim=1).nonzero(as_tuple=True)[0]
+    return f"{int(bad.sum())} NaN/Inf value(s) in {rows.numel()} row(s)", f"rows {_short(rows)}"
+
+
 def validate(graph: MultimodalGraph, require_splits: bool = True) -> MultimodalGraph:
     """Check every invariant of a multimodal graph; return it unchanged or raise GraphValidationError.
 
@@ -272,13 +281,9 @@ def validate(graph: MultimodalGraph, require_splits: bool = True) -> MultimodalG
             )
         if not x.is_floating_point():
             raise GraphValidationError(key, "features must be floating point", value=x.dtype, allowed="float32")
-        bad = ~torch.isfinite(x)
-        if bool(bad.any()):
-            rows = bad.any(dim=1).nonzero(as_tuple=True)[0]
-            raise GraphValidationError(
-                key, f"{int(bad.sum())} NaN/Inf value(s) in {rows.numel()} row(s)",
-                value=f"rows {_short(rows)}", allowed="finite values",
-            )
+        problem = nonfinite_problem(x)
+        if problem:
+            raise GraphValidationError(key, problem[0], value=problem[1], allowed="finite values")
 
     mask = graph.get("modality_mask")
     if mask is None or tuple(mask.shape) != (n, len(mods)) or mask.dtype != torch.bool:
