@@ -19,6 +19,11 @@ _EXPORTS = {
     "GraphValidationError": "magkit.exceptions",
     "ConfigError": "magkit.exceptions",
     "NotFittedError": "magkit.exceptions",
+    "GraphMNL": "magkit.methods.graphmnl",
+    "SRGM": "magkit.condense",
+    "CondensedGraph": "magkit.condense",
+    "evaluate_condensed": "magkit.condense",
+    "make_condenser": "magkit.condense",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

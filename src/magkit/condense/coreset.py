@@ -1,0 +1,118 @@
+"""Coreset baselines: keep real training nodes at the same per-class budget as the condensers.
+
+The kept nodes carry their real features; the structure is the real graph's edges among them (binary
+weights; usually few at small budgets). Selection per class c, ``n'_c`` nodes (see
+:func:`~magkit.condense.base.class_budget`), in an embedding E = Â^K X (SGC propagation of the fused
+features, K = ``k``; a training-free stand-in for the trained-GNN embeddings GCond's coresets use):
+
+* ``random``: uniform without replacement;
+* ``herding`` (Welling, 2009): greedily add the node that brings the running mean of the chosen embeddings
+  closest to the class mean;
+* ``kcenter`` (Sener & Savarese, 2018): start from the node nearest the class mean, then repeatedly add the
+  node farthest from the chosen set.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..exceptions import ConfigError
+from ..train.propagation import normalized_adjacency
+from .artifact import CondensedGraph
+from .base import Condenser, class_budget, split_training
+from .evaluate import graph_views
+
+CORESETS = ("random", "herding", "kcenter")
+
+
+def herding(e: Tensor, n: int) -> Tensor:
+    """Positions of ``n`` rows of ``e`` chosen by herding (greedy mean matching), in order of choice."""
+    mu = e.mean(0)
+    chosen: list[int] = []
+    total = torch.zeros_like(mu)
+    avail = torch.ones(e.size(0), dtype=torch.bool)
+    for t in range(min(n, e.size(0))):
+        cand = (total[None, :] + e) / (t + 1)
+        dist = (cand - mu).norm(dim=1).masked_fill(~avail, float("inf"))
+        i = int(dist.argmin())
+        chosen.append(i)
+        avail[i] = False
+        total += e[i]
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def kcenter(e: Tensor, n: int) -> Tensor:
+    """Positions of ``n`` rows of ``e`` chosen by greedy k-center, starting nearest the mean."""
+    first = int((e - e.mean(0)).norm(dim=1).argmin())
+    chosen = [first]
+    dmin = (e - e[first]).norm(dim=1)
+    for _ in range(min(n, e.size(0)) - 1):
+        i = int(dmin.argmax())
+        chosen.append(i)
+        dmin = torch.minimum(dmin, (e - e[i]).norm(dim=1))
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+class Coreset(Condenser):
+    """A coreset condenser (``method`` one of :data:`CORESETS`)."""
+
+    name = "coreset"
+    defaults: dict[str, Any] = {"ratio": 0.01, "setting": "transductive", "seed": 0, "method": "random", "k": 2}
+
+    def _check(self) -> None:
+        super()._check()
+        if self.params["method"] not in CORESETS:
+            raise ConfigError(f"method: {self.params['method']!r}; allowed: {', '.join(CORESETS)}")
+        self.name = self.params["method"]
+
+    def condense(self, graph, **_: Any) -> CondensedGraph:
+        from torch_geometric.utils import subgraph
+
+        p = self.params
+        t0 = time.perf_counter()
+        views = graph_views(graph, p["setting"])
+        idx, y_tr = split_training(graph, views)
+        tr = views["train"]
+        per = class_budget(y_tr, graph.num_classes, p["ratio"])
+        gen = torch.Generator().manual_seed(p["seed"])
+        emb = tr.x
+        if p["method"] != "random":
+            adj = normalized_adjacency(tr.edge_index, tr.num_nodes)
+            for _ in range(p["k"]):
+                emb = adj @ emb
+        picks = []
+        for c in range(graph.num_classes):
+            n = int(per[c])
+            if n == 0:
+                continue
+            pool = idx[y_tr == c]
+            if p["method"] == "random":
+                pos = torch.randperm(pool.numel(), generator=gen)[:n]
+            elif p["method"] == "herding":
+                pos = herding(emb[pool], n)
+            else:
+                pos = kcenter(emb[pool], n)
+            chosen = pool[pos]
+            if chosen.numel() < n:  # fewer real nodes than the budget: repeat some
+                chosen = torch.cat([chosen, chosen[torch.randint(chosen.numel(), (n - chosen.numel(),), generator=gen)]])
+            picks.append(chosen)
+        nodes = torch.cat(picks)
+        uniq, inv = torch.unique(nodes, return_inverse=True)
+        ei, _ = subgraph(uniq, tr.edge_index, relabel_nodes=True, num_nodes=tr.num_nodes)
+        m = nodes.numel()
+        a_u = torch.zeros(uniq.numel(), uniq.numel())
+        a_u[ei[0], ei[1]] = 1.0
+        adj = a_u[inv][:, inv]
+        adj.fill_diagonal_(0)
+        feats, start = {}, 0
+        for mname in graph.modalities:
+            d = graph.feature(mname).size(1)
+            feats[mname] = tr.x[nodes, start:start + d]
+            start += d
+        wall = time.perf_counter() - t0
+        history = {"epochs": [], "wall_time_s": wall, "selected": nodes.tolist()[:m]}
+        return self._finish(graph, feats, adj, tr.y[nodes], history, wall_time_s=wall)

@@ -1,0 +1,279 @@
+"""Evaluate a condensed graph: train fresh GNNs on S, select on the real validation split, test on the real graph.
+
+The protocol (docs/condensation.md):
+
+* a *view* of the real graph is the set of nodes a model reads at evaluation time with their induced
+  structure: in the transductive setting the whole graph (scored on its val / test nodes), in the inductive
+  setting the val-induced and the test-induced subgraphs (as MM-Graph and the SR-GM code do);
+* a fresh model is trained on S (all synthetic nodes are training nodes) for ``epochs`` epochs; every
+  ``eval_every`` epochs it is scored on the real validation view and the best state is kept (ties keep the
+  earlier epoch); the test view is read once, with the selected state;
+* structures: GCN and APPNP read Â = D̃^{-1/2}(A + I)D̃^{-1/2}, GraphSAGE the weighted mean D^{-1}A, SGC the
+  precomputed Â^K X, Chebyshev the weighted edges, GAT the edges with weight > ``EDGE_THRESHOLD`` (GAT has no
+  edge weights) and MLP nothing. S's dense weighted adjacency is used as is (weights included).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..exceptions import ConfigError
+from ..functional import accuracy, dropout, macro_f1
+from ..models.backbones import build_backbone
+from ..train.propagation import mean_adjacency, normalized_adjacency
+from .artifact import EDGE_THRESHOLD, CondensedGraph
+
+#: architectures ``evaluate_condensed`` trains on S
+EVAL_BACKBONES = ("gcn", "sgc", "sage", "appnp", "gat", "cheb", "mlp")
+SETTINGS = ("transductive", "inductive")
+
+
+@dataclass
+class View:
+    """Real nodes a model reads (fused features, structure) and the positions it is scored on."""
+
+    x: Tensor
+    edge_index: Tensor
+    y: Tensor
+    idx: Tensor
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def num_nodes(self) -> int:
+        return self.x.size(0)
+
+    def structure(self, kind: str, k: int = 2) -> Any:
+        if kind not in self._cache:
+            self._cache[kind] = _sparse_structure(kind, self.edge_index, self.num_nodes, self.x, k)
+        return self._cache[kind]
+
+
+def _propagate(adj: Tensor, x: Tensor, k: int) -> Tensor:
+    for _ in range(k):
+        x = adj @ x
+    return x
+
+
+def _sparse_structure(kind: str, edge_index: Tensor, n: int, x: Tensor, k: int) -> Any:
+    if kind in ("gcn", "appnp"):
+        return normalized_adjacency(edge_index, n)
+    if kind == "sage":
+        return mean_adjacency(edge_index, n)
+    if kind == "sgc":
+        return _propagate(normalized_adjacency(edge_index, n), x, k)
+    if kind in ("gat", "cheb"):
+        return (edge_index, None)
+    return None
+
+
+def dense_structure(kind: str, adj: Tensor, x: Tensor, k: int = 2) -> Any:
+    """The structure ``kind`` reads from a dense weighted adjacency (S's)."""
+    n = adj.size(0)
+    a = ((adj + adj.T) / 2).detach().float()
+    a = a * (1 - torch.eye(n))
+    if kind in ("gcn", "appnp", "sgc"):
+        at = a + torch.eye(n)
+        dinv = at.sum(1).rsqrt()
+        norm = dinv[:, None] * at * dinv[None, :]
+        if kind == "sgc":
+            return _propagate(norm, x, k)
+        return norm.to_sparse_csr()
+    if kind == "sage":
+        deg = a.sum(1, keepdim=True)
+        return (a / deg.clamp_min(1e-12) * (deg > 0)).to_sparse_csr()
+    if kind in ("gat", "cheb"):
+        keep = a > EDGE_THRESHOLD
+        ei = keep.nonzero().T.contiguous()
+        return (ei, a[keep] if kind == "cheb" else None)
+    return None
+
+
+class ChebNet(nn.Module):
+    """Two Chebyshev layers (Defferrard et al., 2016; K = 2) with ReLU and dropout between them."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.5, k: int = 2):
+        super().__init__()
+        from torch_geometric.nn import ChebConv
+
+        self.convs = nn.ModuleList([ChebConv(in_dim, hidden, k), ChebConv(hidden, out_dim, k)])
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, structure) -> Tensor:
+        ei, w = structure
+        for i, conv in enumerate(self.convs):
+            x = dropout(x, self.dropout, self.training)
+            x = conv(x, ei, w, lambda_max=2.0)
+            if i == 0:
+                x = F.relu(x)
+        return x
+
+
+def _build(kind: str, in_dim: int, hidden: int, out_dim: int, drop: float) -> nn.Module:
+    if kind == "cheb":
+        return ChebNet(in_dim, hidden, out_dim, drop)
+    if kind not in EVAL_BACKBONES:
+        raise ConfigError(f"backbone: {kind!r}; allowed: {', '.join(EVAL_BACKBONES)}")
+    return build_backbone(kind, in_dim, hidden, out_dim, dropout=0.0 if kind == "sgc" else drop)
+
+
+def _forward(model: nn.Module, kind: str, x: Tensor, structure: Any) -> Tensor:
+    if kind == "sgc":
+        return model(structure)
+    if kind == "mlp":
+        return model(x)
+    if kind == "gat":
+        return model(x, structure[0])
+    return model(x, structure)
+
+
+def graph_views(graph, setting: str = "transductive") -> dict[str, View]:
+    """``{"train", "val", "test"}`` views of a split graph in ``setting`` (see the module docstring)."""
+    from torch_geometric.utils import subgraph
+
+    if setting not in SETTINGS:
+        raise ConfigError(f"setting: {setting!r}; allowed: {', '.join(SETTINGS)}")
+    x = graph.fused()
+    views = {}
+    if setting == "transductive":
+        for s in ("train", "val", "test"):
+            views[s] = View(x, graph.edge_index, graph.y, graph.split_index(s))
+        return views
+    for s in ("train", "val", "test"):
+        nodes = graph.split_index(s)
+        ei, _ = subgraph(nodes, graph.edge_index, relabel_nodes=True, num_nodes=graph.num_nodes)
+        views[s] = View(x[nodes], ei, graph.y[nodes], torch.arange(nodes.numel()))
+    return views
+
+
+def score(model: nn.Module, kind: str, view: View) -> tuple[float, float, Tensor]:
+    """(accuracy, macro-F1, predictions) of ``model`` on ``view``'s scored nodes."""
+    model.eval()
+    with torch.no_grad():
+        out = _forward(model, kind, view.x, view.structure(kind))[view.idx]
+    pred = out.argmax(1)
+    y = view.y[view.idx]
+    return accuracy(pred, y), macro_f1(pred, y, int(out.size(1))), pred
+
+
+def train_on_condensed(
+    condensed: CondensedGraph,
+    backbone: str,
+    val: View,
+    test: View | None = None,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """Train one fresh ``backbone`` on S, select on ``val``; returns val/test accuracy and macro-F1 and times.
+    Keyword arguments as :func:`train_model`."""
+    xs = torch.cat([condensed.features[m] for m in condensed.modalities], dim=1).float()
+    if xs.size(1) != val.x.size(1):
+        raise ConfigError(
+            f"condensed features have width {xs.size(1)} but the real graph's fused features have {val.x.size(1)}"
+        )
+    structure = dense_structure(backbone, condensed.adj, xs)
+    return train_model(backbone, xs, structure, condensed.y, None, val, test, num_classes=condensed.num_classes, **kwargs)
+
+
+def train_whole(graph_or_views, backbone: str, setting: str = "transductive", **kwargs: Any) -> dict[str, float]:
+    """The upper bound: one fresh ``backbone`` trained on the real training graph (same protocol as on S)."""
+    views = graph_or_views if isinstance(graph_or_views, dict) else graph_views(graph_or_views, setting)
+    tr = views["train"]
+    num_classes = int(tr.y.max()) + 1 if "num_classes" not in kwargs else kwargs.pop("num_classes")
+    return train_model(backbone, tr.x, tr.structure(backbone), tr.y, tr.idx, views["val"], views["test"],
+                       num_classes=num_classes, **kwargs)
+
+
+def train_model(
+    backbone: str,
+    x: Tensor,
+    structure: Any,
+    y: Tensor,
+    train_idx: Tensor | None,
+    val: View,
+    test: View | None = None,
+    *,
+    num_classes: int,
+    epochs: int = 300,
+    lr: float = 0.01,
+    weight_decay: float = 5e-4,
+    hidden: int = 256,
+    dropout_p: float = 0.5,
+    eval_every: int = 10,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Train a fresh model on (x, structure, y[train_idx]); keep the state with the best val accuracy."""
+    if epochs < 1 or eval_every < 1:
+        raise ConfigError(f"epochs and eval_every must be >= 1, got {epochs} and {eval_every}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _build(backbone, x.size(1), hidden, num_classes, dropout_p)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        yt = y if train_idx is None else y[train_idx]
+        best = (-1.0, None, -1)
+        t0 = time.perf_counter()
+        for epoch in range(epochs):
+            model.train()
+            opt.zero_grad()
+            out = _forward(model, backbone, x, structure)
+            loss = F.cross_entropy(out if train_idx is None else out[train_idx], yt)
+            loss.backward()
+            opt.step()
+            if epoch % eval_every == eval_every - 1 or epoch == epochs - 1:
+                acc, _, _ = score(model, backbone, val)
+                if acc > best[0]:
+                    best = (acc, copy.deepcopy(model.state_dict()), epoch)
+        train_time = time.perf_counter() - t0
+    model.load_state_dict(best[1])
+    val_acc, val_f1, _ = score(model, backbone, val)
+    out = {"val_acc": val_acc, "val_f1": val_f1, "best_epoch": best[2] + 1, "train_time_s": train_time,
+           "epoch_time_s": train_time / epochs}
+    if test is not None:
+        out["test_acc"], out["test_f1"], _ = score(model, backbone, test)
+    return out
+
+
+def evaluate_condensed(
+    condensed: CondensedGraph,
+    graph,
+    backbone: str | list[str] | tuple[str, ...] = "gcn",
+    runs: int = 5,
+    seed: int = 0,
+    *,
+    setting: str | None = None,
+    epochs: int = 300,
+    hidden: int = 256,
+    lr: float = 0.01,
+    weight_decay: float = 5e-4,
+    views: dict[str, View] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Train ``runs`` fresh models per backbone on ``condensed``; select on ``graph``'s validation split.
+
+    Returns ``{backbone: {"test_acc": (mean, std), "test_f1": (mean, std), "val_acc": (mean, std),
+    "runs": [per-run dicts]}}`` (accuracies as fractions). ``setting`` defaults to the one recorded in
+    the condensed graph's config (``transductive`` if none).
+    """
+    from ..eval.protocol import mean_std
+
+    condensed.check_compatible(graph)
+    names = [backbone] if isinstance(backbone, str) else list(backbone)
+    bad = [b for b in names if b not in EVAL_BACKBONES]
+    if bad or not names:
+        raise ConfigError(f"backbones: {bad or names!r}; allowed: {', '.join(EVAL_BACKBONES)}")
+    if runs < 1:
+        raise ConfigError(f"runs: {runs}; allowed: >= 1")
+    if setting is None:
+        setting = ((condensed.meta.get("config") or {}).get("setting")) or "transductive"
+    views = views or graph_views(graph, setting)
+    results: dict[str, dict[str, Any]] = {}
+    for b in names:
+        per = [train_on_condensed(condensed, b, views["val"], views["test"], epochs=epochs, hidden=hidden, lr=lr,
+                                  weight_decay=weight_decay, seed=seed + r) for r in range(runs)]
+        results[b] = {k: mean_std([p[k] for p in per]) for k in ("test_acc", "test_f1", "val_acc", "train_time_s")}
+        results[b]["runs"] = per
+    return results
