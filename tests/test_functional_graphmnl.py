@@ -425,6 +425,27 @@ def test_branch_scores_carry_no_gradient():
     assert all(not v.requires_grad for v in out.values())
 
 
+def test_branch_scores_fields_subset_equals_full_and_skips_the_rest():
+    full = branch_scores(PROBS_HAND, PRESENT_HAND, Y_HAND, LAB_HAND, PF_HAND, A_HAND.to_sparse_csr())
+    for fields in [("score",), ("score", "agreement"), ("confidence",), ("margin", "target_prob")]:
+        part = branch_scores(PROBS_HAND, PRESENT_HAND, Y_HAND, LAB_HAND, PF_HAND, A_HAND.to_sparse_csr(), fields=fields)
+        assert set(part) == set(fields)
+        for key in fields:
+            torch.testing.assert_close(part[key], full[key], msg=key)
+    with pytest.raises(ConfigError, match="fields: unknown"):
+        branch_scores(PROBS_HAND, PRESENT_HAND, Y_HAND, LAB_HAND, PF_HAND, A_HAND, fields=("entropy",))
+
+
+def test_branch_scores_reuse_the_memoised_off_diagonal_adjacency():
+    from magkit import functional
+
+    adj = A_HAND.to_sparse_csr()
+    branch_scores(PROBS_HAND, PRESENT_HAND, Y_HAND, LAB_HAND, PF_HAND, adj)
+    first = functional._OFFDIAG_MEMO[0][1]
+    branch_scores(PROBS_HAND, PRESENT_HAND, Y_HAND, LAB_HAND, PF_HAND, adj)
+    assert functional._OFFDIAG_MEMO[0][0] is adj and functional._OFFDIAG_MEMO[0][1] is first
+
+
 def test_branch_scores_errors():
     with pytest.raises(ConfigError, match="present: expected shape"):
         branch_scores(PROBS_HAND, PRESENT_HAND[:, :1], Y_HAND, LAB_HAND, PF_HAND, A_HAND)

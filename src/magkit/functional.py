@@ -235,6 +235,7 @@ def branch_scores(
     labelled: Tensor,
     fused_probs: Tensor,
     adj: Tensor,
+    fields: tuple[str, ...] | None = None,
 ) -> dict[str, Tensor]:
     """Per-node, per-branch reliability evidence (GraphMNL component 2), each a ``[n, B]`` tensor.
 
@@ -249,7 +250,14 @@ def branch_scores(
 
     Every field is exactly 0 where the branch is absent (``present[i, b]`` false). ``adj`` may be row- or
     symmetric-normalised, with or without self-loops (the diagonal is ignored). Computed without gradient.
+    ``fields`` (default: all five) names the entries to compute and return; the others are skipped (GraphMNL's
+    per-epoch pass needs only ``score``, ``confidence`` and ``agreement``).
     """
+    every = ("margin", "target_prob", "confidence", "agreement", "score")
+    fields = every if fields is None else tuple(fields)
+    bad = [f for f in fields if f not in every]
+    if bad:
+        raise ConfigError(f"fields: unknown {bad}; allowed: {', '.join(every)}")
     if probs.dim() != 3:
         raise ConfigError(f"probs: expected a [n, B, C] tensor, got shape {tuple(probs.shape)}")
     n, nb, c = probs.shape
@@ -265,28 +273,31 @@ def branch_scores(
         p = probs.detach()
         pf = fused_probs.detach().to(p.dtype)
         y = target.long().clamp(min=0).view(n, 1, 1).expand(n, nb, 1)
-        p_y = p.gather(2, y).squeeze(2)
-        p_other = p.scatter(2, y, float("-inf")).amax(dim=2)
-        margin = p_y - p_other
-        ent = -torch.special.xlogy(p, p).sum(dim=2)
-        confidence = 1.0 - ent / math.log(c) if c > 1 else torch.ones_like(ent)
-        off = _without_diagonal(adj.detach())
-        deg = _spmm(off, torch.ones(n, 1, dtype=p.dtype, device=p.device)).squeeze(1)
-        neigh = _spmm(off, pf)  # Σ_{j≠i} Ã_ij p_f(j)
-        has = deg > 0
-        ref = torch.where(has.view(n, 1), neigh / torch.where(has, deg, 1.0).view(n, 1), pf)
-        agreement = (p * ref.unsqueeze(1)).sum(dim=2)
         lab = labelled.view(n, 1)
-        score = torch.where(lab, p_y, 0.5 * (confidence + agreement))
-        zero = torch.zeros_like(p_y)
-        out = {
-            "margin": torch.where(lab, margin, zero),
-            "target_prob": torch.where(lab, p_y, zero),
-            "confidence": confidence,
-            "agreement": agreement,
-            "score": score,
-        }
-        return {key: torch.where(present, val, zero) for key, val in out.items()}
+        zero = torch.zeros(n, nb, dtype=p.dtype, device=p.device)
+        out: dict[str, Tensor] = {}
+        need = set(fields)
+        if need & {"margin", "target_prob", "score"}:
+            p_y = p.gather(2, y).squeeze(2)
+        if "margin" in need:
+            p_other = p.scatter(2, y, float("-inf")).amax(dim=2)
+            out["margin"] = torch.where(lab, p_y - p_other, zero)
+        if "target_prob" in need:
+            out["target_prob"] = torch.where(lab, p_y, zero)
+        if need & {"confidence", "score"}:
+            ent = -torch.special.xlogy(p, p).sum(dim=2)
+            out["confidence"] = 1.0 - ent / math.log(c) if c > 1 else torch.ones_like(ent)
+        if need & {"agreement", "score"}:
+            # no detach here: a detached view is a new tensor object and would defeat _without_diagonal's memo
+            off = _without_diagonal(adj.detach() if adj.requires_grad else adj)
+            deg = _spmm(off, torch.ones(n, 1, dtype=p.dtype, device=p.device)).squeeze(1)
+            neigh = _spmm(off, pf)  # Σ_{j≠i} Ã_ij p_f(j)
+            has = deg > 0
+            ref = torch.where(has.view(n, 1), neigh / torch.where(has, deg, 1.0).view(n, 1), pf)
+            out["agreement"] = (p * ref.unsqueeze(1)).sum(dim=2)
+        if "score" in need:
+            out["score"] = torch.where(lab, p_y, 0.5 * (out["confidence"] + out["agreement"]))
+        return {key: torch.where(present, out[key], zero) for key in fields}
 
 
 def smooth_scores(r: Tensor, present: Tensor, adj: Tensor, beta: float, steps: int) -> Tensor:

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from magkit.exceptions import ConfigError, NotFittedError
+from magkit.functional import dropout, negative_learning_loss, negative_set
 from magkit.methods import create, get_method
-from magkit.methods.graphmnl import ABLATIONS, GraphMNL, default_branches
+from magkit.methods.graphmnl import ABLATIONS, GraphMNL, _dropout, default_branches
 
 FAST = {"hidden": 32, "epochs": 60, "patience": 60, "warmup": 5}
 
@@ -81,6 +82,40 @@ def test_determinism(graph):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_float_mask_dropout_equals_functional_dropout_bitwise(p):
+    x = torch.randn(37, 13)
+    torch.manual_seed(5)
+    a, after_a = dropout(x, p), torch.rand(3)
+    torch.manual_seed(5)
+    b, after_b = _dropout(x, p, True), torch.rand(3)
+    assert torch.equal(a, b) and torch.equal(after_a, after_b)  # same values, same random draws consumed
+    assert torch.equal(_dropout(x, p, False), x)
+
+
+def test_guidance_term_over_guided_pairs_matches_the_per_node_sum(graph):
+    """The pairwise guidance term equals (1/N) Σ_i g(i) Σ_{b inferior at i} L_NL(i, b) computed densely."""
+    torch.manual_seed(0)
+    est = create("graphmnl", seed=0, **{**FAST, "epochs": 2}).fit(graph)
+    n, nb, c = graph.num_nodes, len(est.branches_), graph.num_classes
+    z = torch.randn(n, nb, c, dtype=torch.float64) * 3
+    p_dom = torch.softmax(torch.randn(n, c, dtype=torch.float64) * 3, -1)
+    g = torch.rand(n, dtype=torch.float64) * (torch.rand(n) < 0.6)
+    inferior = torch.rand(n, nb) < 0.5
+    cols, rows = ((g > 0).unsqueeze(1) & inferior).T.nonzero(as_tuple=True)
+    for balance in (False, True):
+        est.params["nl_balance"] = balance
+        got = est._guidance(z[rows, cols], rows, p_dom, g, n)
+        neg = negative_set(p_dom, est._y_train, est._labelled, rho=est.params["rho"])
+        w = None
+        if balance:
+            mass = (g.unsqueeze(1) * neg).sum(0)
+            w = torch.where(mass > 0, mass[mass > 0].mean() / mass.clamp(min=1e-12), torch.zeros_like(mass))
+        dense = torch.stack([negative_learning_loss(z[:, b], neg, w) for b in range(nb)], 1)
+        want = (g.unsqueeze(1) * dense * inferior).sum() / n
+        torch.testing.assert_close(got, want)
+
+
 def test_ablations_are_registered_with_one_switch_each():
     expected = {
         "graphmnl-no-smoothing": {"beta": 0.0}, "graphmnl-no-gate": {"gate": False},
@@ -122,6 +157,6 @@ def test_bad_parameters(graph, params, fragment):
 
 def test_not_fitted(graph):
     with pytest.raises(NotFittedError):
-        GraphMNL().diagnostics_
+        _ = GraphMNL().diagnostics_
     with pytest.raises(NotFittedError):
         GraphMNL().predict(graph)
