@@ -512,7 +512,7 @@ class GradientMatching(Condenser):
                             r = damping_term(g, a2, p["damping_norm"])
                             gr = torch.autograd.grad(r, list(pge.parameters()))
                             ga = [x + lam * y for x, y in zip(ga, gr)]
-                            r_val = float(r)
+                            r_val = float(r.detach())
                         opt_a.zero_grad()
                         for prm, gg in zip(pge.parameters(), ga):
                             prm.grad = gg
@@ -526,7 +526,7 @@ class GradientMatching(Condenser):
                         upd = g.detach()
                         if p["damping"] is not None and a is not None:
                             r = damping_term(g if field else g.detach(), a.detach(), p["damping_norm"])
-                            r_val = float(r)
+                            r_val = float(r.detach())
                             if field and lam > 0:
                                 upd = upd + lam * torch.autograd.grad(r, x_syn)[0]
                         opt_x.zero_grad()

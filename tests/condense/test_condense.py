@@ -1,0 +1,286 @@
+"""The gradient-matching loop, coresets, the evaluator and checkpoint/resume, on small generated graphs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from magkit.condense import (
+    CondensedGraph,
+    Coreset,
+    GradientMatching,
+    class_budget,
+    damping_term,
+    evaluate_condensed,
+    graph_views,
+    make_condenser,
+    train_whole,
+)
+from magkit.condense.base import _FunctionalNet, batched_distance
+from magkit.condense.coreset import herding, kcenter
+from magkit.data.datasets import load_dataset
+from magkit.exceptions import ConfigError, DatasetError
+from magkit.functional import dirichlet_energy, gradient_distance
+
+FAST = {"epochs": 4, "outer_steps": 4, "inner_steps": 2, "eval_every": 2, "eval_epochs": 40}
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return load_dataset("synthetic:balanced", num_nodes=600, num_classes=4, split="magb")
+
+
+@pytest.fixture(scope="module")
+def aligned():
+    return load_dataset("synthetic:balanced", num_nodes=600, num_classes=4, split="magb", space="aligned",
+                        misaligned=0.3)
+
+
+def test_class_budget_floors_keeps_every_class_and_gives_the_remainder_to_the_largest():
+    y = torch.tensor([0] * 250 + [1] * 40 + [2] * 9 + [3] * 1)
+    per = class_budget(y, 5, 0.1)
+    # floors: 25, 4, 0 -> 1, 0 -> 1; class 4 absent; total floor(300 * 0.1) = 30 -> largest gets 30 - 31 < 0: none
+    assert per.tolist() == [25, 4, 1, 1, 0]
+    per = class_budget(torch.tensor([0] * 95 + [1] * 5), 2, 0.5)
+    assert per.tolist() == [47 + 1, 2]  # floor(47.5)=47, floor(2.5)=2, total 50 -> the largest takes 1 more
+    assert int(per.sum()) == 50
+
+
+@pytest.mark.parametrize("kind", ["gcond", "mse", "cos"])
+def test_batched_distance_equals_the_reference_distance_per_matrix(kind):
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 4, 7, generator=g), torch.randn(3, 4, 7, generator=g)
+    got = batched_distance(a, b, kind)
+    want = torch.stack([gradient_distance([a[i]], [b[i]], kind) for i in range(3)])
+    torch.testing.assert_close(got, want)
+
+
+def test_sgc_closed_form_gradients_match_autograd(graph):
+    cond = GradientMatching(**FAST)
+    st = cond._setup(graph)
+    net = _FunctionalNet("sgc", st["d"], 8, graph.num_classes, torch.Generator().manual_seed(1))
+    closed = cond._real_grads(st, net, torch.Generator().manual_seed(2))
+    for pos, k in enumerate(st["classes"]):
+        h = st["prop"][st["class_idx"][k]]
+        loss = F.cross_entropy(net.logits(h), torch.full((h.size(0),), k))
+        (gw,) = torch.autograd.grad(loss, net.weights)
+        torch.testing.assert_close(closed[pos], gw, atol=1e-6, rtol=1e-5)
+
+
+def test_sgc_matching_loss_equals_the_per_class_autograd_loss(graph):
+    cond = GradientMatching(**FAST)
+    st = cond._setup(graph)
+    gen = torch.Generator().manual_seed(3)
+    net = _FunctionalNet("sgc", st["d"], 8, graph.num_classes, gen)
+    g_real = cond._real_grads(st, net, gen)
+    x = cond._init_features(st, gen)
+    a = torch.rand(x.size(0), x.size(0), generator=gen)
+    a = (a + a.T) / 2 * (1 - torch.eye(x.size(0)))
+    y = st["y_syn"]
+    cls = torch.tensor(st["classes"])
+    cls_of = torch.searchsorted(cls, y)
+    w = torch.tensor([float(st["per"][k]) / y.numel() for k in st["classes"]])
+    got = cond._sgc_matching(st, net, x, a, g_real, w, F.one_hot(y, graph.num_classes).float(), cls_of)
+    logits = cond._syn_logits(st, net, x, a)
+    want = 0.0
+    for pos, k in enumerate(st["classes"]):
+        sel = y == k
+        (gs,) = torch.autograd.grad(F.cross_entropy(logits[sel], y[sel]), net.weights, retain_graph=True)
+        want = want + w[pos] * gradient_distance([gs], [g_real[pos]], "gcond")
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_damping_edge_norm_is_scale_free_and_not_zero_for_an_almost_empty_graph():
+    g = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    a = torch.rand(6, 6, generator=torch.Generator().manual_seed(1))
+    a = (a + a.T) / 2 * (1 - torch.eye(6))
+    raw = damping_term(g, a, "none")
+    torch.testing.assert_close(raw, dirichlet_energy(g, a))
+    torch.testing.assert_close(damping_term(5 * g, a, "edge"), damping_term(g, a, "edge"))
+    # the raw term vanishes as the graph empties; the edge-normalised one stays of order one
+    tiny = a * 1e-6
+    assert float(damping_term(g, tiny, "none")) < 1e-4
+    assert float(damping_term(g, tiny, "edge")) > 0.1
+    with pytest.raises(ConfigError, match="damping_norm"):
+        damping_term(g, a, "bogus")
+
+
+def test_decoupling_removes_every_conflict_in_the_input_space(aligned):
+    cond = GradientMatching(decouple=True, **FAST)
+    st = cond._setup(aligned)
+    assert st["space"] == "input"  # aligned, equal widths
+    g = torch.randn(10, st["d"], generator=torch.Generator().manual_seed(0))
+    net = _FunctionalNet("sgc", st["d"], 8, aligned.num_classes, torch.Generator().manual_seed(0))
+    before = cond._conflict_rate(st, g, net)
+    out, rate = cond._decouple(st, g, net)
+    assert rate == pytest.approx(before) and rate > 0
+    da = st["dims"][0]
+    assert float(((out[:, :da] * out[:, da:]).sum(1)).min()) > -1e-5
+    agree = ((g[:, :da] * g[:, da:]).sum(1) >= 0)
+    torch.testing.assert_close(out[agree], g[agree])  # rows that agree are untouched
+
+
+def test_unaligned_graphs_decouple_in_the_shared_first_layer_space(graph):
+    st = GradientMatching(decouple=True, **FAST)._setup(graph)
+    assert st["space"] == "shared"
+
+
+def test_gcond_x_beats_its_own_initialisation_and_reports_history(graph):
+    cond = make_condenser("gcond-x", ratio=0.05, epochs=6, outer_steps=6, inner_steps=3, eval_every=1, eval_epochs=60)
+    s = cond.condense(graph)
+    h = cond.history_
+    assert s.num_nodes == int(class_budget(graph.y[graph.train_mask], graph.num_classes, 0.05).sum())
+    assert len(h["epochs"]) == 6
+    for key in ("loss", "damping", "conflict_rate", "edge_density", "val_acc", "wall_time_s"):
+        assert key in h["epochs"][-1]
+    assert float(s.adj.abs().max()) == 0.0  # structure-free
+    # the matching loss goes down over the run
+    assert h["epochs"][-1]["loss"] < h["epochs"][0]["loss"]
+    assert h["best_val_acc"] >= 0.6  # 4 balanced classes: chance is 0.25
+    res = evaluate_condensed(s, graph, ["gcn", "sgc"], runs=2, epochs=100)
+    assert res["gcn"]["test_acc"][0] > 0.6
+    assert s.meta["method"] == "gcond-x" and s.meta["ratio"] == 0.05
+    assert s.meta["dataset_checksum"] == graph.checksum()
+
+
+def test_srgm_learns_a_structure_and_reports_conflicts_and_damping(aligned):
+    cond = make_condenser("srgm", ratio=0.05, structure_epochs=(2, 4), **FAST)
+    s = cond.condense(aligned)
+    recs = cond.history_["epochs"]
+    assert any(r["structure_step"] for r in recs) and not all(r["structure_step"] for r in recs)
+    assert all(r["damping"] > 0 for r in recs)
+    assert all(0.0 <= r["conflict_rate"] <= 1.0 for r in recs)
+    st = s.stats()
+    assert st["num_edges"] > 0 and st["weight_max"] > 0.05  # not collapsed
+
+
+def test_same_seed_same_condensed_graph(graph):
+    a = make_condenser("gcond", ratio=0.05, **FAST).condense(graph)
+    b = make_condenser("gcond", ratio=0.05, **FAST).condense(graph)
+    for m in a.modalities:
+        assert torch.equal(a.features[m], b.features[m])
+    assert torch.equal(a.adj, b.adj)
+
+
+def test_interrupted_run_resumes_to_the_same_result(graph, tmp_path):
+    ckpt = tmp_path / "run.ckpt.safetensors"
+    params = dict(ratio=0.05, epochs=6, outer_steps=3, inner_steps=2, eval_every=2, eval_epochs=30,
+                  checkpoint_every=2, structure_epochs=(1, 3))
+    full = make_condenser("srgm", **params)
+    ref = full.condense(graph)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_5(rec):
+        if rec["epoch"] == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        make_condenser("srgm", **params).condense(graph, progress=stop_at_5, checkpoint=ckpt)
+    assert ckpt.exists()  # written at epoch 4
+    resumed = make_condenser("srgm", **params)
+    out = resumed.condense(graph, checkpoint=ckpt, resume=True)
+    assert [r["epoch"] for r in resumed.history_["epochs"]] == list(range(1, 7))
+    for m in ref.modalities:
+        torch.testing.assert_close(out.features[m], ref.features[m])
+    torch.testing.assert_close(out.adj, ref.adj)
+    assert [r["loss"] for r in resumed.history_["epochs"]] == pytest.approx([r["loss"] for r in full.history_["epochs"]])
+    # a checkpoint from another configuration is refused with a clear message
+    with pytest.raises(DatasetError, match="another configuration"):
+        make_condenser("srgm", **{**params, "lr_feat": 0.5}).condense(graph, checkpoint=ckpt, resume=True)
+
+
+def test_inductive_condensation_never_reads_val_or_test_nodes(graph):
+    g2 = graph.clone()
+    held = ~g2.train_mask
+    for m in g2.modalities:
+        x = g2[f"x_{m}"].clone()
+        x[held] = torch.randn(int(held.sum()), x.size(1))
+        g2[f"x_{m}"] = x
+    a = make_condenser("gcond", ratio=0.05, setting="inductive", **{**FAST, "eval_every": 100}).condense(graph)
+    b = make_condenser("gcond", ratio=0.05, setting="inductive", **{**FAST, "eval_every": 100}).condense(g2)
+    for m in a.modalities:
+        assert torch.equal(a.features[m], b.features[m])
+    views = graph_views(graph, "inductive")
+    assert views["test"].num_nodes == int(graph.test_mask.sum())
+    assert views["train"].num_nodes == int(graph.train_mask.sum())
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter"])
+def test_coresets_keep_real_training_nodes_at_the_budget(graph, method):
+    s = Coreset(method=method, ratio=0.05).condense(graph)
+    per = class_budget(graph.y[graph.train_mask], graph.num_classes, 0.05)
+    assert torch.bincount(s.y, minlength=graph.num_classes).tolist() == per.tolist()
+    x = graph.fused()
+    sx = torch.cat([s.features[m] for m in s.modalities], 1)
+    train = x[graph.train_mask]
+    # every kept row is a real training row
+    assert bool(((sx[:, None, :] - train[None]).abs().sum(-1) < 1e-6).any(1).all())
+    res = evaluate_condensed(s, graph, "sgc", runs=1, epochs=100)
+    assert res["sgc"]["test_acc"][0] > 0.5
+
+
+def test_herding_and_kcenter_choices():
+    e = torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [10.0, 0.0]])
+    # the mean is (2.5, 0): herding first takes the row nearest it, then the one that brings the mean closest
+    assert herding(e, 2).tolist() == [1, 0]  # (1 + 0)/2 is nearer 2.5 than (1 - 1)/2 or (1 + 10)/2
+    # k-center starts nearest the mean and then takes the farthest remaining row
+    assert kcenter(e, 2).tolist() == [1, 3]
+    assert kcenter(e, 3).tolist() == [1, 3, 2]
+
+
+def test_evaluator_trains_every_architecture_and_whole_is_an_upper_bound(graph):
+    s = Coreset(method="random", ratio=0.05).condense(graph)
+    res = evaluate_condensed(s, graph, ["gcn", "sgc", "sage", "appnp", "gat", "cheb", "mlp"], runs=1, epochs=60)
+    for b, r in res.items():
+        assert 0.25 < r["test_acc"][0] <= 1.0, b
+        assert not math.isnan(r["test_f1"][0])
+    whole = train_whole(graph, "gcn", epochs=100)
+    assert whole["test_acc"] >= res["gcn"]["test_acc"][0] - 0.02
+
+
+def test_evaluator_errors_are_clear(graph):
+    s = Coreset(method="random", ratio=0.05).condense(graph)
+    with pytest.raises(ConfigError, match="allowed: gcn, sgc"):
+        evaluate_condensed(s, graph, ["resnet"], runs=1)
+    other = load_dataset("synthetic:text-dominant", num_nodes=600, num_classes=4, split="magb")
+    with pytest.raises(DatasetError):
+        evaluate_condensed(s, other, "gcn", runs=1)
+
+
+def test_save_load_round_trip_keeps_meta(graph, tmp_path):
+    s = make_condenser("gcond-x", ratio=0.05, **FAST).condense(graph)
+    path = s.save(tmp_path / "S.safetensors")
+    back = CondensedGraph.load(path)
+    assert back.meta["method"] == "gcond-x" and back.meta["config"]["structure"] == "none"
+    assert back.meta["history"]["num_records"] == FAST["epochs"]
+    for m in s.modalities:
+        assert torch.equal(back.features[m], s.features[m])
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"ratio": 0.0}, "ratio"),
+        ({"ratio": 2}, "ratio"),
+        ({"setting": "semi"}, "setting"),
+        ({"damping": "field", "structure": "none"}, "damping needs a synthetic structure"),
+        ({"distance": "l1"}, "distance"),
+        ({"lr_feat": -1}, "lr_feat"),
+        ({"bogus": 1}, "unknown parameter"),
+    ],
+)
+def test_bad_parameters_are_refused(params, match):
+    with pytest.raises(ConfigError, match=match):
+        GradientMatching(**params)
+
+
+def test_decoupling_needs_two_modalities(graph):
+    g3 = graph.clone()
+    g3.add_modality("audio", torch.randn(g3.num_nodes, 5))
+    with pytest.raises(ConfigError, match="exactly two modalities"):
+        GradientMatching(decouple=True, **FAST)._setup(g3)
