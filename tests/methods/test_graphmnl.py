@@ -116,6 +116,56 @@ def test_guidance_term_over_guided_pairs_matches_the_per_node_sum(graph):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("targets, teacher", [("inferior", "dominant"), ("all", "fused"), ("all", "dominant")])
+def test_guide_targets_and_teacher_select_pairs_and_negative_sets(graph, targets, teacher):
+    """``guide_targets`` picks the guided (node, branch) pairs (inferior ones, or every present branch at a
+    gated node), ``teacher`` the posterior whose unlikely classes form C̄(i) (dominant branch or fusion)."""
+    est = create("graphmnl", seed=0, guide_targets=targets, teacher=teacher, **{**FAST, "epochs": 8, "warmup": 6})
+    est.fit(graph)
+    model = est.model_
+    model.train()
+    inp = est._inputs(graph)
+    seen = {}
+    orig_logits, orig_guidance = model.guided_logits, est._guidance
+
+    def spy_logits(out, rows, cols):
+        seen["out"], seen["rows"], seen["cols"] = out, rows, cols
+        return orig_logits(out, rows, cols)
+
+    def spy_guidance(z, rows, teach, g, n):
+        seen["teacher"], seen["g"] = teach, g
+        return orig_guidance(z, rows, teach, g, n)
+
+    model.guided_logits, est._guidance = spy_logits, spy_guidance
+    torch.manual_seed(0)
+    out = model(inp)
+    loss, stats = est._loss(out, graph.y, graph.split_index("train"), epoch=10)
+    assert stats["guide"] > 0
+    from magkit.functional import arbitrate
+
+    r = est._next_reliability
+    dom, inferior, _ = arbitrate(r, out["present"], est.params["delta"])
+    pairs = torch.zeros_like(inferior)
+    pairs[seen["rows"], seen["cols"]] = True
+    assert int(pairs.sum()) == seen["rows"].numel()  # no pair twice
+    gated = (seen["g"] > 0).unsqueeze(1)
+    expected = gated & (inferior if targets == "inferior" else out["present"])
+    assert torch.equal(pairs, expected)
+    if targets == "all":  # the dominant branch itself is guided at gated nodes
+        rows = gated.squeeze(1).nonzero().squeeze(1)
+        assert bool(pairs[rows, dom[rows]].all())
+    probs = torch.softmax(out["branches"].detach(), -1)
+    want = torch.softmax(out["logits"].detach(), -1) if teacher == "fused" else probs[torch.arange(len(dom)), dom.clamp(min=0)]
+    torch.testing.assert_close(seen["teacher"], want)
+
+
+def test_guide_targets_and_teacher_are_checked(graph):
+    with pytest.raises(ConfigError, match="guide_targets: 'some'; allowed: inferior, all"):
+        create("graphmnl", guide_targets="some", **{**FAST, "epochs": 2}).fit(graph)
+    with pytest.raises(ConfigError, match="teacher: 'x'; allowed: dominant, fused"):
+        create("graphmnl", teacher="x", **{**FAST, "epochs": 2}).fit(graph)
+
+
 def test_ablations_are_registered_with_one_switch_each():
     expected = {
         "graphmnl-no-smoothing": {"beta": 0.0}, "graphmnl-no-gate": {"gate": False},

@@ -171,6 +171,9 @@ class GraphMNL(NodeClassifier):
         guidance: ``nl`` (target-preserving negative learning), ``kd`` (KL to the dominant: ablation),
             ``mnl`` (MNL's non-target soft CE: ablation), ``none`` (λ = 0).
         guidance_nodes: ``unlabelled`` (default), ``all`` or ``labelled``.
+        guide_targets: ``inferior`` (default: the branches ≥ δ below the dominant) or ``all`` (every present
+            branch at a gated node, the dominant included: negative self-training of the whole library).
+        teacher: ``dominant`` (C̄(i) from p_d(i)) or ``fused`` (from the fused prediction p_f(i)).
         fixed_dominant: None (per-node arbitration) or a modality name / ``auto`` (one global dominant
             modality: ablation).
     """
@@ -201,6 +204,8 @@ class GraphMNL(NodeClassifier):
         "score_rule": "mean",
         "nl_balance": False,
         "guide_heads_only": True,
+        "guide_targets": "inferior",
+        "teacher": "dominant",
     }
 
     # ------------------------------------------------------------------ set-up
@@ -209,6 +214,10 @@ class GraphMNL(NodeClassifier):
         p = self.params
         if p["guidance"] not in GUIDANCE:
             raise ConfigError(f"guidance: {p['guidance']!r}; allowed: {', '.join(GUIDANCE)}")
+        if p["guide_targets"] not in ("inferior", "all"):
+            raise ConfigError(f"guide_targets: {p['guide_targets']!r}; allowed: inferior, all")
+        if p["teacher"] not in ("dominant", "fused"):
+            raise ConfigError(f"teacher: {p['teacher']!r}; allowed: dominant, fused")
         if p["score_rule"] not in ("mean", "agreement", "confidence"):
             raise ConfigError(f"score_rule: {p['score_rule']!r}; allowed: mean, agreement, confidence")
         if p["guidance_nodes"] not in ("unlabelled", "all", "labelled"):
@@ -323,10 +332,12 @@ class GraphMNL(NodeClassifier):
         guide = z.new_zeros(())
         if active and bool((g > 0).any()):
             # the (node, branch) pairs that receive guidance, branch-major: g(i) > 0 and b inferior at i
-            cols, rows = ((g > 0).unsqueeze(1) & inferior).T.nonzero(as_tuple=True)
+            targets = inferior if p["guide_targets"] == "inferior" else present
+            cols, rows = ((g > 0).unsqueeze(1) & targets).T.nonzero(as_tuple=True)
             if rows.numel():
                 zg = self.model_.guided_logits(out, rows, cols)
-                guide = self._guidance(zg, rows, p_dom, g, n)
+                teacher = p_dom if p["teacher"] == "dominant" else torch.softmax(out["logits"].detach(), -1)
+                guide = self._guidance(zg, rows, teacher, g, n)
                 loss = loss + p["lam"] * guide
         # fusion weights of the next epoch come from this epoch's reliability
         self._next_reliability = r
