@@ -284,3 +284,16 @@ def test_decoupling_needs_two_modalities(graph):
     g3.add_modality("audio", torch.randn(g3.num_nodes, 5))
     with pytest.raises(ConfigError, match="exactly two modalities"):
         GradientMatching(decouple=True, **FAST)._setup(g3)
+
+
+def test_unequal_modality_widths_condense_and_decouple_in_the_shared_space(graph):
+    g2 = graph.clone()
+    proj = torch.randn(g2.feature("image").size(1), 40, generator=torch.Generator().manual_seed(0))
+    g2.add_modality("image", g2.feature("image") @ proj, g2.presence("image"))
+    cond = make_condenser("srgm", ratio=0.05, **FAST)
+    s = cond.condense(g2)
+    assert s.modality_dims == {"text": g2.feature("text").size(1), "image": 40}
+    assert s.meta["decouple_space"] == "shared"
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["damping"]) for r in cond.history_["epochs"])
+    with pytest.raises(ConfigError, match="equal modality widths"):
+        GradientMatching(decouple=True, decouple_space="input", **FAST)._setup(g2)
