@@ -182,7 +182,7 @@ class GraphMNL(NodeClassifier):
     defaults = {
         "branches": None,
         "prop_k": 2,
-        "struct_backbone": "gcn",
+        "struct_backbone": "sage",  # validation sweep, docs/graphmnl.md
         "struct_layers": 2,
         "temperature": 0.1,
         "beta": 0.5,
