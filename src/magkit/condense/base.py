@@ -391,11 +391,7 @@ class GradientMatching(Condenser):
 
     def _sgc_matching(self, st, net, x_syn, a, g_real, cls_w, onehot, cls_of) -> Tensor:
         """Matching loss for SGC in closed form (no per-class autograd): G_c = (1/n'_c) Σ_i∈c (p_i − y_i) h_iᵀ."""
-        h = x_syn
-        if a is not None:
-            nrm = _normalize_dense(a)
-            for _ in range(self.params["k"]):
-                h = nrm @ h
+        h, _ = self._model_inputs(net, x_syn, a)
         w, b = net.weights[0].detach(), net.biases[0].detach()
         e = torch.softmax(h @ w.T + b, dim=1) - onehot  # [n', C]
         outer = e[:, :, None] * h[:, None, :]  # [n', C, d]
@@ -403,16 +399,37 @@ class GradientMatching(Condenser):
         g_syn = g_syn / torch.bincount(cls_of, minlength=len(st["classes"])).clamp_min(1)[:, None, None]
         return (cls_w * batched_distance(g_syn, g_real, self.params["distance"])).sum()
 
-    def _syn_logits(self, st: dict, net: _FunctionalNet, x: Tensor, a: Tensor | None) -> Tensor:
+    def _adjacency(self, pge, x_syn: Tensor, update_a: bool, a_fixed: Tensor | None) -> Tensor | None:
+        """A' for this step: none (structure-free), PGE(X') (structure epochs, or ``feature_through_pge``),
+        else the epoch's constant A'."""
+        if pge is None:
+            return None
+        if update_a or self.params["feature_through_pge"]:
+            return pge(x_syn)
+        return a_fixed
+
+    def _model_inputs(self, net: _FunctionalNet, x: Tensor, a: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """What :meth:`_FunctionalNet.logits` reads on S: SGC Â'^K X' (X' itself without structure); GCN Â'X'
+        and Â' (I without structure)."""
         n = x.size(0)
-        norm = _normalize_dense(a) if a is not None else torch.eye(n)
         if net.kind == "sgc":
             h = x
             if a is not None:
+                nrm = _normalize_dense(a)
                 for _ in range(self.params["k"]):
-                    h = norm @ h
-            return net.logits(h)
-        return net.logits(norm @ x, norm)
+                    h = nrm @ h
+            return h, None
+        nrm = _normalize_dense(a) if a is not None else torch.eye(n)
+        return nrm @ x, nrm
+
+    def _syn_logits(self, st: dict, net: _FunctionalNet, x: Tensor, a: Tensor | None) -> Tensor:
+        return net.logits(*self._model_inputs(net, x, a))
+
+    def _field(self, st: dict, g: Tensor, net: _FunctionalNet) -> tuple[Tensor, float]:
+        """The feature update after decoupling (when on) and the share of nodes whose blocks conflict."""
+        if self.params["decouple"]:
+            return self._decouple(st, g, net)
+        return g, self._conflict_rate(st, g.detach(), net)
 
     def _decouple(self, st: dict, g: Tensor, net: _FunctionalNet) -> tuple[Tensor, float]:
         da, db = st["dims"]
@@ -481,18 +498,14 @@ class GradientMatching(Condenser):
                 net = _FunctionalNet(p["backbone"], st["d"], p["hidden"], graph.num_classes, gen)
                 opt_t = torch.optim.Adam(net.params, lr=p["lr_model"])
                 update_a = pge is not None and (epoch % b_per) < a_per
+                a_fixed = None
                 if pge is not None and not update_a and not p["feature_through_pge"]:
                     with torch.no_grad():
                         a_fixed = pge(x_syn)
                 sums = {"loss": 0.0, "damping": 0.0, "conflict_rate": 0.0}
                 for outer in range(p["outer_steps"]):
                     g_real = self._real_grads(st, net, gen)
-                    if pge is None:
-                        a = None
-                    elif update_a or p["feature_through_pge"]:
-                        a = pge(x_syn)
-                    else:
-                        a = a_fixed
+                    a = self._adjacency(pge, x_syn, update_a, a_fixed)
                     if net.kind == "sgc":
                         loss = self._sgc_matching(st, net, x_syn, a, g_real, cls_w, onehot, cls_of)
                     else:
@@ -506,11 +519,7 @@ class GradientMatching(Condenser):
                     r_val = 0.0
                     if update_a:
                         ga = torch.autograd.grad(loss, list(pge.parameters()), retain_graph=True)
-                        g = torch.autograd.grad(loss, x_syn)[0].detach()
-                        if p["decouple"]:
-                            g, rate = self._decouple(st, g, net)
-                        else:
-                            rate = self._conflict_rate(st, g, net)
+                        g, rate = self._field(st, torch.autograd.grad(loss, x_syn)[0].detach(), net)
                         if p["damping"] is not None and lam > 0:
                             a2 = pge(x_syn.detach())
                             r = damping_term(g, a2, p["damping_norm"])
@@ -522,11 +531,7 @@ class GradientMatching(Condenser):
                             prm.grad = gg
                         opt_a.step()
                     else:
-                        g = torch.autograd.grad(loss, x_syn, create_graph=field)[0]
-                        if p["decouple"]:
-                            g, rate = self._decouple(st, g, net)
-                        else:
-                            rate = self._conflict_rate(st, g.detach(), net)
+                        g, rate = self._field(st, torch.autograd.grad(loss, x_syn, create_graph=field)[0], net)
                         upd = g.detach()
                         if p["damping"] is not None and a is not None:
                             r = damping_term(g if field else g.detach(), a.detach(), p["damping_norm"])
@@ -541,22 +546,7 @@ class GradientMatching(Condenser):
                     sums["conflict_rate"] += rate
                     if outer < p["outer_steps"] - 1 and p["inner_steps"] > 0:
                         with torch.no_grad():
-                            if pge is None:
-                                a_d = None
-                            elif update_a or p["feature_through_pge"]:
-                                a_d = pge(x_syn)
-                            else:
-                                a_d = a_fixed
-                            if net.kind == "sgc":
-                                h = x_syn.detach()
-                                if a_d is not None:
-                                    nrm = _normalize_dense(a_d)
-                                    for _ in range(p["k"]):
-                                        h = nrm @ h
-                                first, second = h, None
-                            else:
-                                nrm = _normalize_dense(a_d) if a_d is not None else torch.eye(n_syn)
-                                first, second = nrm @ x_syn.detach(), nrm
+                            first, second = self._model_inputs(net, x_syn, self._adjacency(pge, x_syn, update_a, a_fixed))
                         for _ in range(p["inner_steps"]):
                             opt_t.zero_grad()
                             F.cross_entropy(net.logits(first, second), y_syn).backward()
