@@ -249,7 +249,7 @@ class GradientMatching(Condenser):
         "epochs": 100,
         "outer_steps": 20,
         "inner_steps": 10,
-        "lr_feat": 1e-3,
+        "lr_feat": 5e-4,            # in units of the initial features' RMS (Adam steps are in feature units)
         "lr_adj": 1e-3,
         "lr_model": 0.01,
         "real_batch": None,         # cap on real nodes per class and step (None: all; GCN default 256)
@@ -471,7 +471,8 @@ class GradientMatching(Condenser):
             gen0 = torch.Generator().manual_seed(p["seed"])
             x_syn = self._init_features(st, gen0).requires_grad_()
             pge = PGE(st["d"], p["pge_hidden"], gen0, p["pge_init_bias"]) if p["structure"] == "pge" else None
-            opt_x = torch.optim.Adam([x_syn], lr=p["lr_feat"])
+            feat_scale = float(x_syn.detach().pow(2).mean().sqrt().clamp_min(1e-12))
+            opt_x = torch.optim.Adam([x_syn], lr=p["lr_feat"] * feat_scale)
             opt_a = torch.optim.Adam(pge.parameters(), lr=p["lr_adj"]) if pge is not None else None
             state = {"epoch": 0, "records": [], "best": None, "elapsed": 0.0}
             if resume:
@@ -589,7 +590,8 @@ class GradientMatching(Condenser):
 
         cg = self._snapshot(graph, st, best["x"], best["adj"])
         out = self._finish(graph, dict(cg.features), cg.adj, cg.y, history, wall_time_s=wall,
-                           peak_memory_mb=peak_memory_mb(), decouple_space=st["space"])
+                           peak_memory_mb=peak_memory_mb(), decouple_space=st["space"],
+                           lr_feat_absolute=p["lr_feat"] * feat_scale)
         return out
 
     def _snapshot(self, graph, st: dict, x: Tensor, adj: Tensor) -> CondensedGraph:
