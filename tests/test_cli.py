@@ -175,3 +175,33 @@ def test_explain_graphmnl(tmp_path):
     assert (tmp_path / "diagnostics.png").stat().st_size > 5000
     res = runner.invoke(app, ["explain", "-m", "gcn-early"])
     assert res.exit_code == 2 and "no arbitration to explain" in res.output
+
+
+def test_condense_then_evaluate_end_to_end(tmp_path):
+    out = tmp_path / "S.safetensors"
+    args = ["condense", "--method", "srgm", "--data", "synthetic:balanced", "--data-set", "space=aligned",
+            "--data-set", "num_nodes=600", "--ratio", "0.05", "--epochs", "3", "--set", "outer_steps=3",
+            "--set", "eval_every=1", "--set", "eval_epochs=30", "--out", str(out)]
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    assert out.exists() and "best validation accuracy of S" in res.output and "edge density" in res.output
+    assert not (tmp_path / "S.ckpt.safetensors").exists()  # the checkpoint is removed after success
+    js = tmp_path / "eval.json"
+    res = invoke("evaluate", str(out), "--data", "synthetic:balanced", "--data-set", "space=aligned",
+                 "--data-set", "num_nodes=600", "--backbones", "gcn,mlp", "--runs", "2", "--json", str(js))
+    assert res.exit_code == 0, res.output
+    payload = json.loads(js.read_text())
+    assert payload["meta"]["method"] == "srgm" and payload["meta"]["ratio"] == 0.05
+    for b in ("gcn", "mlp"):
+        mean, std = payload["results"][b]["test_acc"]
+        assert 0.3 < mean <= 1.0 and std >= 0.0 and len(payload["results"][b]["runs"]) == 2
+    # evaluating on other data is refused in one line
+    res = invoke("evaluate", str(out), "--data", "synthetic:text-dominant", "--backbones", "gcn", "--runs", "1")
+    assert res.exit_code == 2 and "error:" in res.output and "checksum" in res.output
+
+
+def test_condense_errors_are_one_line():
+    res = invoke("condense", "--method", "gcond-y", "--data", "synthetic", "--out", "x.safetensors")
+    assert res.exit_code == 2 and "unknown condenser 'gcond-y'" in res.output and "srgm" in res.output
+    res = invoke("condense", "--method", "srgm", "--data", "synthetic", "--out", "x.safetensors", "--set", "damping=wet")
+    assert res.exit_code == 2 and "damping" in res.output
