@@ -100,7 +100,9 @@ def render(rows):
     lines = ["# Condensation benchmark (Grocery structure, generated features, transductive)", "",
              "Regenerate: `python benchmarks/scripts/condense_bench.py` (resumable). Accuracy in %, mean ± std over "
              "fresh GCNs trained on the condensed graph, selected on the real validation split; `% whole` is the "
-             "share of whole-graph GCN test accuracy. Condensation seed 0.", ""]
+             "share of whole-graph GCN test accuracy. Condensation seed 0. Wall times on one thread of a 2-core "
+             "machine running two benchmark shards (and at times a third job). (*) peak RSS of the shard process "
+             "so far (cells run one after another in one process), an upper bound of the cell's own peak.", ""]
     out = {}
     for d in DATASETS:
         drows = [r for r in rows if r["data"] == d]
@@ -113,7 +115,7 @@ def render(rows):
             lines.append(f"whole-graph GCN: test acc {100 * w_acc:.2f} ± {100 * ms(whole['gcn']['test_acc'])[1]:.2f}, "
                          f"macro-F1 {100 * ms(whole['gcn']['test_f1'])[0]:.2f}, {whole['train_epoch_s'] * 1000:.0f} ms/epoch")
             lines.append("")
-        lines += ["| budget | method | n' | GCN test acc | macro-F1 | % whole | edge density | max w | condense s | peak MiB |",
+        lines += ["| budget | method | n' | GCN test acc | macro-F1 | % whole | edge density | max w | condense s | process peak MiB* |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted((r for r in drows if r["method"] != "whole"), key=lambda r: (r["ratio"], METHODS.index(r["method"]))):
             a, sd = ms(r["gcn"]["test_acc"])
