@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,49 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def append_row(path: Path, row: dict) -> None:
+    """Append one JSON line to ``path`` in a single ``write``, then flush and fsync (a crash loses at most the
+    line being written, which :func:`read_rows` then skips)."""
+    with Path(path).open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def parse_shard(text: str | tuple[int, int]) -> tuple[int, int]:
+    """``"1/4"`` -> (1, 4): shard ``i`` of ``n`` (0-based), checked."""
+    if isinstance(text, str):
+        try:
+            i_shard, n_shard = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard: {text!r}; allowed: i/n with 0 <= i < n, e.g. 0/2") from None
+    else:
+        i_shard, n_shard = text
+    if n_shard < 1 or not 0 <= i_shard < n_shard:
+        raise ConfigError(f"shard: {i_shard}/{n_shard}; allowed: i/n with 0 <= i < n")
+    return i_shard, n_shard
+
+
+def split_seed(split: str, seed: int) -> int:
+    """The seed a split is drawn with: the run's seed for drawn splits (label rate, k-shot, random), else 0."""
+    return seed if str(split).split(":")[0] in ("rate", "kshot", "random") else 0
+
+
+def fit_cell(graph, method: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Fit one fresh ``method`` estimator on ``graph`` (epoch selected on validation, test read once) and
+    return its metrics: accuracy and macro-F1 on val and test, epochs run, best epoch, epoch and fit time."""
+    from ..methods import get_method
+
+    est = get_method(method).create(**{**params, "seed": seed})
+    t0 = time.perf_counter()
+    est.fit(graph)
+    fit_time = time.perf_counter() - t0
+    val, test = est.score(graph, "val"), est.score(graph, "test")
+    return {"val_acc": val["acc"], "val_f1": val["f1"], "test_acc": test["acc"], "test_f1": test["f1"],
+            "epochs_run": len(est.history_.epochs), "best_epoch": est.history_.best_epoch,
+            "epoch_time_s": est.history_.epoch_time, "fit_time_s": fit_time}
+
+
 def run_suite(cfg: dict[str, Any], out: str | Path, root: str | None = None,
               on_cell: Callable[[dict, int, int], None] | None = None, shard: tuple[int, int] = (0, 1)) -> list[dict]:
     """Run every cell not yet in ``<out>/rows.jsonl``; returns all rows.
@@ -77,9 +121,7 @@ def run_suite(cfg: dict[str, Any], out: str | Path, root: str | None = None,
     ``n`` processes (or a scheduler's job array) can share one suite; each appends whole lines to the same
     ``rows.jsonl`` (single ``write`` calls on a file opened for appending).
     """
-    i_shard, n_shard = shard
-    if n_shard < 1 or not 0 <= i_shard < n_shard:
-        raise ConfigError(f"shard: {i_shard}/{n_shard}; allowed: i/n with 0 <= i < n")
+    i_shard, n_shard = parse_shard(shard)
     from ..data import load_dataset
     from ..methods import get_method
 
@@ -94,26 +136,16 @@ def run_suite(cfg: dict[str, Any], out: str | Path, root: str | None = None,
     todo = [c for k, c in enumerate(cells) if c not in done and k % n_shard == i_shard]
     graphs: dict[tuple[str, str, int], Any] = {}
     for i, (dname, split, method, seed) in enumerate(todo):
-        key = (dname, split, seed if split.split(":")[0] in ("rate", "kshot", "random") else 0)
+        key = (dname, split, split_seed(split, seed))
         if key not in graphs:
             graphs.clear()
             graphs[key] = load_dataset(dname, root=root, split=split, seed=key[2])
         graph = graphs[key]
-        params = {**cfg["params"], **cfg["method_params"].get(method, {}), "seed": seed}
-        est = get_method(method).create(**params)
-        t0 = time.perf_counter()
-        est.fit(graph)
-        fit_time = time.perf_counter() - t0
-        val, test = est.score(graph, "val"), est.score(graph, "test")
-        row = {
-            "dataset": dname, "split": split, "method": method, "seed": seed,
-            "val_acc": val["acc"], "val_f1": val["f1"], "test_acc": test["acc"], "test_f1": test["f1"],
-            "epochs_run": len(est.history_.epochs), "best_epoch": est.history_.best_epoch,
-            "epoch_time_s": est.history_.epoch_time, "fit_time_s": fit_time, "peak_memory_mb": peak_memory_mb(),
-            "dataset_checksum": graph.checksum(),
-        }
-        with rows_path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        params = {**cfg["params"], **cfg["method_params"].get(method, {})}
+        row = {"dataset": dname, "split": split, "method": method, "seed": seed,
+               **fit_cell(graph, method, params, seed),
+               "peak_memory_mb": peak_memory_mb(), "dataset_checksum": graph.checksum()}
+        append_row(rows_path, row)
         rows.append(row)
         if on_cell is not None:
             on_cell(row, i + 1, len(todo))
