@@ -43,7 +43,9 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except MagkitError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
+            from rich.markup import escape  # messages hold brackets: pip install -e ".[ray]"
+
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -453,6 +455,78 @@ def evaluate_cmd(
         atomic_write_json(json_out, {"condensed": str(path), "dataset": graph.name, "runs": runs, "seed": seed,
                                      "meta": condensed.meta, "results": res})
         console.print(f"wrote {json_out}")
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+@app.command("sweep")
+@friendly
+def sweep_cmd(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec YAML (task fit or condense; see docs/scaling.md).")],
+    out: Annotated[Path, typer.Option("--out", help="Sweep folder: rows.jsonl (rows.shard-i-of-n.jsonl for a shard) is appended there.")],
+    executor: Annotated[str, typer.Option(help="local (in this process, one cell after another) | ray (one Ray task per cell).")] = "local",
+    shard: Annotated[str, typer.Option(help="Run only shard i/n of the grid, e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.")] = "0/1",
+    ray_address: Annotated[str, typer.Option("--ray-address", help="local (start a Ray instance here) | auto (this machine's cluster) | host:port | ray://host:10001.")] = "local",
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also rerun the cells whose recorded row is an error.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cells and how many are already done; run nothing.")] = False,
+    root: RootOpt = None,
+):
+    """Run a grid of cells (methods x seeds x budgets x profiles); resumable: recorded cells are skipped."""
+    from .bench.sweep import load_spec, plan, run_sweep
+
+    spec = load_spec(spec_path)
+    if root is not None:
+        spec["root"] = str(root)
+    if dry_run:
+        p = plan(spec, out, shard, retry_failed)
+        mine = {c.key for c in p.shard_cells}
+        todo = {c.key for c in p.todo}
+        for c in p.cells:
+            state = "other shard" if c.key not in mine else ("run" if c.key in todo else p.state(c))
+            console.print(f"{c.id}  {state:<11}  {c.key}", highlight=False, soft_wrap=True)
+        n_done = sum(1 for c in p.cells if p.state(c) == "done")
+        n_failed = sum(1 for c in p.cells if p.state(c) == "failed")
+        console.print(f"{len(p.cells)} cells in the grid: {n_done} done, {n_failed} failed, {len(p.cells) - n_done - n_failed} not run; "
+                      f"shard {shard}: {len(p.shard_cells)} cells, {len(p.todo)} to run (rows to {p.rows_path})", highlight=False, soft_wrap=True)
+        return
+    with _progress() as progress:
+        task = progress.add_task(spec["name"], total=None, info="")
+
+        def on_start(p) -> None:
+            progress.update(task, total=len(p.todo), info=f"{len(p.shard_cells) - len(p.todo)} cells already done")
+
+        def on_row(row, i, n) -> None:
+            from rich.markup import escape
+
+            ok = row.get("status") == "ok"
+            what = f"test acc {row['metrics']['test_acc']:.3f}" if ok else f"[red]{escape(str(row.get('error')))}[/]"
+            progress.update(task, completed=i, info=f"{escape(row['key'])}: {what}")
+            if not ok:
+                progress.console.print(f"[red]failed[/] {escape(row['key'])}: {escape(str(row.get('error')))}", highlight=False, soft_wrap=True)
+
+        res = run_sweep(spec, out, executor=executor, shard=shard, retry_failed=retry_failed, ray_address=ray_address,
+                        on_start=on_start, on_row=on_row)
+    ok = len(res.rows) - len(res.failed)
+    console.print(f"{spec['name']}: ran {len(res.rows)} cells ({ok} ok, {len(res.failed)} failed), skipped {res.skipped} already "
+                  f"recorded; rows in {res.rows_path}", highlight=False, soft_wrap=True)
+    console.print(f"tables and plots: magkit report {out} --out {out}", highlight=False, soft_wrap=True)
+    if res.failed:
+        err_console.print(f"[yellow]{len(res.failed)} cell(s) failed; rerun them with --retry-failed[/]")
+        raise typer.Exit(1)
+
+
+@app.command("report")
+@friendly
+def report_cmd(
+    rows: Annotated[list[Path], typer.Argument(metavar="ROWS...", help="Rows files (.jsonl) or sweep folders; merged in order, the last row of a cell wins.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for results.md, results.json and the plots.")],
+):
+    """Merge sweep rows files into results.md (mean ± std per method and setting), results.json and plots."""
+    from .bench.report import render
+
+    res = render(rows, out)
+    console.print(f"{res['cells']} cells: {res['ok']} ok, {res['failed']} failed; {len(res['groups'])} groups", highlight=False, soft_wrap=True)
+    for p in [res["markdown"], res["json"], *res["plots"]]:
+        console.print(f"wrote {p}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
