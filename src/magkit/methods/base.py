@@ -12,6 +12,18 @@
 Subclasses provide ``_build(graph, inputs) -> nn.Module`` and may override ``_inputs`` (what the model
 reads, e.g. cached propagated features), ``_loss`` (default: cross-entropy on the training nodes) and
 ``_before_epoch`` (e.g. per-epoch reliability estimates).
+
+Data-parallel training (``distributed=True`` under torchrun, or ``"auto"`` when ``torch.distributed`` is
+initialised): the model is wrapped in DistributedDataParallel; every rank holds the whole graph. Full batch:
+rank r computes ``_loss`` on its disjoint shard S_r of the training nodes and back-propagates it times
+``W |S_r| / N``, so the gradient DDP averages over the W ranks is (1/N) Σ_i ∇ℓ_i, the single-process
+full-batch gradient, for any loss that is a mean over ``idx`` plus terms that do not depend on ``idx``
+(every rank draws the same dropout masks, so those terms are the same on every rank; GraphMNL normalises
+its presence-weighted branch terms by global counts to stay exact). Mini-batch: each epoch
+the training nodes are shuffled from (seed, epoch), sharded with padding (the same number of batches on
+every rank) and each rank samples its own neighbourhoods. Validation metrics and logged loss terms are
+all-reduced, so early stopping is decided alike everywhere and every rank ends with the same parameters.
+See :mod:`magkit.distributed` and docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import distributed as D
 from ..data.graph import MultimodalGraph, validate
 from ..exceptions import ConfigError, NotFittedError
 from ..functional import accuracy, macro_f1
@@ -98,6 +111,27 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigError(f"device: {device!r} is not a device; allowed: auto, cpu, cuda, cuda:N") from exc
 
 
+def _fingerprint(graph: MultimodalGraph, model: torch.nn.Module) -> list[int]:
+    """Exact integer checksums (sums of bit patterns, mod 2^31 - 1: the same on any machine) of the edges,
+    labels and split of ``graph``, of at most 4096 evenly spaced feature rows per modality (features may be
+    large or on disk), and the model's parameter count: what DDP ranks must share."""
+    def h(t: Tensor) -> int:
+        t = t.reshape(-1)
+        if t.is_floating_point():
+            t = t.float().view(torch.int32)
+        total, chunk = 0, 1 << 22  # bounded temporary memory on large graphs
+        for start in range(0, t.numel(), chunk):
+            part = t[start: start + chunk].long()
+            pos = torch.arange(start, start + part.numel(), device=t.device) % 65521 + 1
+            total = (total + int((part * pos).sum())) % 2147483647
+        return total
+
+    rows = torch.arange(0, graph.num_nodes, max(1, graph.num_nodes // 4096))
+    parts = [graph.num_nodes, graph.num_classes, h(graph.edge_index), h(graph.y), h(graph.split_index("train")),
+             h(graph.split_index("val")), sum(t.numel() for t in model.parameters())]
+    return parts + [h(torch.as_tensor(graph.feature(m)[rows])) for m in graph.modalities]
+
+
 class NodeClassifier:
     """Base class of magkit's node classifiers. See the module docstring for the API."""
 
@@ -118,7 +152,10 @@ class NodeClassifier:
         "fanouts": (10, 10),
         "seed": 0,
         "device": "cpu",
+        "distributed": False,  # True: DDP under torchrun; "auto": DDP when torch.distributed is initialised
     }
+    #: DDP's find_unused_parameters for models whose loss leaves some parameters out of some steps
+    ddp_find_unused_parameters: ClassVar[bool] = False
 
     def __init__(self, **params: Any):
         allowed = self._all_defaults()
@@ -167,6 +204,8 @@ class NodeClassifier:
             raise ConfigError(f"lr: {p['lr']!r}; allowed: > 0")
         if p["monitor"] not in MONITORS:
             raise ConfigError(f"monitor: {p['monitor']!r}; allowed: {', '.join(MONITORS)}")
+        if p["distributed"] not in (False, True, "auto"):
+            raise ConfigError(f"distributed: {p['distributed']!r}; allowed: false, true, auto")
 
     def _inputs(self, graph: MultimodalGraph) -> GraphInputs:
         # rows of an absent modality are zeroed here, whatever the file held, so no model can read them
@@ -193,12 +232,26 @@ class NodeClassifier:
         return torch.optim.Adam(model.parameters(), lr=self.params["lr"], weight_decay=self.params["weight_decay"])
 
     # ------------------------------------------------------------------ the API
+    def _use_ddp(self) -> bool:
+        """Whether this fit is data-parallel (joins torchrun's process group for ``distributed=True``)."""
+        mode = self.params["distributed"]
+        if mode is False:
+            return False
+        if mode == "auto":
+            return D.is_distributed() and D.world_size() > 1
+        if not D.is_distributed():
+            D.init_from_env(device=self.params["device"])
+        return True
+
     def fit(self, graph: MultimodalGraph, on_epoch=None) -> NodeClassifier:
         """Train on ``graph``'s training split, selecting the epoch on its validation split."""
         validate(graph)
         self._check_params()
         p = self.params
+        ddp = self._use_ddp()
         device = resolve_device(p["device"])
+        if ddp:
+            device = D.local_device(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p["seed"])
             gen = torch.Generator().manual_seed(p["seed"])
@@ -242,21 +295,92 @@ class NodeClassifier:
                     count += batch.batch_size
                 return {k: v / count for k, v in totals.items()}
 
+            if ddp:
+                step = self._ddp_step(graph, model, inputs, dev_inputs, y, train_idx, opt, device)
+
             def evaluate() -> dict:
                 logits = main_logits(model(dev_inputs))
                 c = graph.num_classes
-                return {
+                metrics = {
                     "train_acc": accuracy(logits[train_idx], y[train_idx]),
                     "val_acc": accuracy(logits[val_idx], y[val_idx]),
                     "val_f1": macro_f1(logits[val_idx], y[val_idx], c),
                     "val_loss": float(F.cross_entropy(logits[val_idx], y[val_idx])),
                 }
+                # every rank computes the same numbers from the same parameters; the all-reduce makes the
+                # early-stopping decision provably identical (a differing decision would deadlock DDP)
+                return D.all_reduce_mean(metrics) if ddp else metrics
 
             self.history_ = fit_loop(
                 model, step, evaluate, epochs=p["epochs"], patience=p["patience"], monitor=p["monitor"], on_epoch=on_epoch
             )
             model.eval()
+            self.distributed_ = {**D.describe(), "rank": D.rank()} if ddp else {"world_size": 1, "backend": None}
         return self
+
+    def _ddp_step(self, graph, model, inputs, dev_inputs, y, train_idx, opt, device):
+        """The per-epoch update of a data-parallel fit (see the module docstring): wraps ``model`` in DDP and
+        returns ``step(epoch) -> all-reduced loss terms``."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        p = self.params
+        world, rank = D.world_size(), D.rank()
+        n_train = int(train_idx.numel())
+        if n_train < world:
+            raise ConfigError(f"distributed: {n_train} training nodes for {world} ranks; allowed: at least one per rank")
+        # the ranks must train on the same graph, split and settings, or DDP would average unrelated gradients
+        D.check_same("the graph, its split or the model size", _fingerprint(graph, model))
+        net = DistributedDataParallel(model, find_unused_parameters=self.ddp_find_unused_parameters)
+
+        if p["batch_size"] is None:
+            local_idx = D.shard(train_idx, rank, world, pad=False)
+            scale = world * local_idx.numel() / n_train  # so that DDP's average is the full-batch gradient
+
+            def step(epoch: int) -> dict:
+                self._before_epoch(epoch, dev_inputs, graph)
+                net.train()
+                out = net(dev_inputs)
+                loss, parts = self._loss(out, y, local_idx, epoch)
+                opt.zero_grad()
+                (loss * scale).backward()
+                opt.step()
+                # loss terms weighted by shard size: means over the training nodes, as a single process logs
+                summed = D.all_reduce_sum({k: v * local_idx.numel() for k, v in parts.items()})
+                return {k: parts_sum / n_train for k, parts_sum in summed.items()}
+
+            return step
+
+        # mini-batch: one neighbour-sampling stream and one dropout stream per rank; the seed order from (seed, epoch)
+        sampler = NeighborSampler(graph.edge_index, graph.num_nodes, p["fanouts"], p["batch_size"], shuffle=False,
+                                  generator=torch.Generator().manual_seed(D.derive_seed(p["seed"], rank, 1)))
+        torch.manual_seed(D.derive_seed(p["seed"], rank, 2))
+        train_cpu = graph.split_index("train")
+        ycpu = graph.y
+
+        def step(epoch: int) -> dict:
+            self._before_epoch(epoch, dev_inputs, graph)
+            net.train()
+            order = train_cpu[torch.randperm(n_train, generator=torch.Generator().manual_seed(D.derive_seed(p["seed"], epoch)))]
+            mine = D.shard(order, rank, world)  # padded: the same number of batches on every rank
+            totals: dict[str, float] = {}
+            count = 0
+            for i in range(0, mine.numel(), sampler.batch_size):
+                batch = sampler.sample(mine[i: i + sampler.batch_size])
+                sub = inputs.subset(batch.n_id, batch.edge_index).to(device)
+                out = net(sub)
+                local = torch.arange(batch.batch_size, device=device)
+                loss, parts = self._loss(out, ycpu[batch.n_id].to(device), local, epoch)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                for k, v in parts.items():
+                    totals[k] = totals.get(k, 0.0) + v * batch.batch_size
+                count += batch.batch_size
+            summed = D.all_reduce_sum({**totals, "__count": float(count)})
+            n = summed.pop("__count")
+            return {k: v / n for k, v in summed.items()}
+
+        return step
 
     def _check_fitted(self) -> None:
         if "model_" not in self.__dict__:

@@ -308,7 +308,14 @@ class GraphMNL(NodeClassifier):
         # supervised terms: every branch on the training nodes where it is present, and the fusion
         zi, pi, yi = z[idx], present[idx].float(), y[idx]
         ce_b = F.cross_entropy(zi.reshape(-1, c), yi.repeat_interleave(nb), reduction="none").view(-1, nb)
-        ce_branches = ((ce_b * pi).sum(0) / pi.sum(0).clamp(min=1)).sum()
+        count = pi.sum(0)
+        n_lab = int(self._labelled.sum())
+        if idx.numel() < n_lab:
+            # a data-parallel shard of the labelled nodes: normalise by the branch's present count over all of
+            # them times the shard's share, so that the shard-size-weighted mean over the ranks (what DDP's
+            # gradient average and the W |S_r| / N loss scaling compute) is the full-batch per-branch mean
+            count = present[self._labelled.to(present.device)].float().sum(0) * (idx.numel() / n_lab)
+        ce_branches = ((ce_b * pi).sum(0) / count.clamp(min=1)).sum()
         ce_fused = F.cross_entropy(out["logits"][idx], yi)
         loss = ce_branches + ce_fused
 
