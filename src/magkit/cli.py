@@ -181,11 +181,11 @@ def results_table(rows: list[tuple[str, object]], title: str) -> Table:
     return t
 
 
-def _progress():
+def _progress(disable: bool = False):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), console=err_console, transient=True)
+                    TimeElapsedColumn(), console=err_console, transient=True, disable=disable)
 
 
 @app.command("fit")
@@ -199,13 +199,42 @@ def fit_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a parameter: --set lr=0.005 (repeatable).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for results.json and learning_curves.png.")] = None,
     root: RootOpt = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default: the method's, cpu); with --distributed, cuda is cuda:LOCAL_RANK.")] = None,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Data-parallel (DDP) training; launch with torchrun --nproc_per_node=N -m magkit.cli fit ... (docs/scaling.md).")] = False,
 ):
     """Fit a method on a dataset for several seeds; print mean ± std and write results.json + a plot."""
-    from .eval.experiment import load_config, parse_seeds, run_experiment, write_experiment
+    from .eval.experiment import load_config, parse_seeds
 
     seed_list = parse_seeds(seeds)
     params = load_config(config, set_ or [])
-    with _progress() as progress:
+    if device is not None:
+        from .exceptions import ConfigError
+
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            raise ConfigError(f"--device: {device!r}; allowed: auto, cpu, cuda")
+        params["device"] = device
+    quiet = False  # ranks other than 0 print and write nothing
+    if distributed:
+        from . import distributed as dist
+
+        info = dist.init_from_env(device=params.get("device", "cpu"))
+        params["distributed"] = True
+        quiet = info.rank != 0
+        if quiet:
+            logging.getLogger().setLevel(logging.WARNING)
+    try:
+        _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet)
+        if distributed:
+            dist.barrier()
+    finally:
+        if distributed:
+            dist.cleanup()
+
+
+def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bool) -> None:
+    from .eval.experiment import run_experiment, write_experiment
+
+    with _progress(disable=quiet) as progress:
         task = progress.add_task(f"{method}", total=len(seed_list), info="")
 
         def on_epoch(rec: dict) -> None:
@@ -215,8 +244,12 @@ def fit_cmd(
             progress.advance(task)
 
         payload, result = run_experiment(method, data, seed_list, split, params, root=root, on_run=on_run, on_epoch=on_epoch)
+    if quiet:
+        return
     console.print(results_table([(method, result)], f"{payload['dataset']['name']} · split {payload['split']} · seeds {seeds}"))
     console.print(f"wall time {payload['wall_time_s']:.1f} s · peak memory {payload['peak_memory_mb']:.0f} MiB · dataset checksum {payload['dataset']['checksum']}")
+    if payload["distributed"]["world_size"] > 1:
+        console.print(f"distributed: {payload['distributed']['world_size']} processes, backend {payload['distributed']['backend']}")
     if out is not None:
         paths = write_experiment(payload, result, out)
         for p in paths.values():

@@ -71,6 +71,7 @@ def run_experiment(
     on_epoch: Callable | None = None,
 ) -> tuple[dict[str, Any], RepeatResult]:
     """Fit ``method`` on ``data`` once per seed; return the results payload and the raw result."""
+    from .. import distributed
     from ..data import describe, load_dataset
     from ..methods import get_method
 
@@ -94,6 +95,7 @@ def run_experiment(
         "split": split or graph.meta.get("split", "magb"),
         "wall_time_s": wall,
         "peak_memory_mb": peak_memory_mb(),
+        "distributed": distributed.describe(),  # world_size 1, backend None for a single process
         "environment": environment(),
     }
     payload["config"].pop("seed", None)
