@@ -218,7 +218,7 @@ def _condense_tables(dataset: str, gs: list[dict]) -> list[str]:
     for g in sorted(gs, key=lambda g: (g["method"] != "whole", g["ratio"], methods.index(g["method"]) if g["method"] in methods else -1)):
         m = g["metrics"]
         nn = f"{m['num_nodes']['mean']:.0f}" if "num_nodes" in m else "–"
-        cs = f"{m['condense_s']['mean']:.1f}" if "condense_s" in m else "–"
+        cs = f"{m['condense_s']['mean']:.2f}" if "condense_s" in m else "–"
         mem = f"{g['peak_memory_mb']:.0f}" if g["peak_memory_mb"] is not None else "–"
         budget = "whole" if g["method"] == "whole" else _ratio(g["ratio"])
         lines.append(f"| {g['method']} | {budget} | {nn} | " + " | ".join(_pm(m.get(f"{b}_test_acc")) for b in backbones)
