@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -104,7 +105,7 @@ def test_shards_are_disjoint_balanced_and_cover_the_grid(fit_spec):
     assert rows_file("d", "1/4").name == "rows.shard-1-of-4.jsonl" and rows_file("d").name == "rows.jsonl"
 
 
-def test_resume_skips_done_cells_and_shards_equal_the_local_run(fit_spec, tmp_path, monkeypatch):
+def test_resume_skips_done_cells_and_shards_equal_the_local_run(fit_spec, tmp_path, monkeypatch, caplog):
     calls = []
     real = sweep_mod.run_cell
     monkeypatch.setattr(sweep_mod, "run_cell", lambda spec, cell, executor="local": calls.append(cell.key) or real(spec, cell, executor))
@@ -121,6 +122,11 @@ def test_resume_skips_done_cells_and_shards_equal_the_local_run(fit_spec, tmp_pa
     again = run_sweep(fit_spec, tmp_path / "local")
     assert len(calls) == 4 and again.rows == [] and again.skipped == 4  # nothing executed
     assert len(read_rows(tmp_path / "local" / "rows.jsonl")) == 4
+
+    # other parameters: nothing reruns, a warning says why
+    with caplog.at_level(logging.WARNING, logger="magkit.bench.sweep"):
+        assert plan(dict(fit_spec, effective_params={m: {"epochs": 4} for m in fit_spec["methods"]}), tmp_path / "local").todo == []
+    assert "4 recorded cell(s) ran with other parameters" in caplog.text
 
     # the grid grew by one seed: only its two cells run
     grown = dict(fit_spec, seeds=[0, 1, 2])

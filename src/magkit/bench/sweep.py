@@ -353,15 +353,24 @@ def plan(spec: dict[str, Any], out: str | Path, shard: tuple[int, int] | str = (
     cells = expand_grid(spec)
     mine = shard_cells(cells, shard)
     done = recorded(out)
-    todo = []
+    todo, other = [], []
     for c in mine:
         row = done.get(c.key)
         if row is None or (retry_failed and row.get("status") == "error"):
             todo.append(c)
-        elif row.get("params") is not None and row["params"] != _jsonable(spec["effective_params"][c.fields["method"]]):
-            log.warning("cell %s was recorded with other parameters (%s); it is not rerun: use another --out",
-                        c.key, row["params"])
+        elif row.get("params") is not None and any(row.get(k) != v for k, v in _config_of(spec, c).items()):
+            other.append(c.key)
+    if other:
+        log.warning("%d recorded cell(s) ran with other parameters than the spec's (e.g. %s); they are not rerun: "
+                    "use another --out for the new parameters", len(other), other[0])
     return Plan(cells, mine, done, todo, rows_file(out, shard))
+
+
+def _config_of(spec: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    cfg = {"params": _jsonable(spec["effective_params"][cell.fields["method"]])}
+    if cell.task == "condense":
+        cfg.update(evaluate=_jsonable(spec["evaluate"]), split=spec["split"], setting=spec["setting"])
+    return cfg
 
 
 def _jsonable(value: Any) -> Any:
@@ -541,6 +550,8 @@ def ray_options(resources: dict[str, Any]) -> dict[str, Any]:
 def _ray(spec: dict[str, Any], cells: list[Cell], address: str | None) -> Iterator[dict]:
     """One Ray task per cell; rows are yielded as tasks finish (``ray.wait``), to be written by the caller."""
     ray = import_ray()
+    if not cells:  # nothing to run: do not start or join a cluster for it
+        return
     started = False
     if not ray.is_initialized():
         if address in (None, "", "local"):
@@ -575,7 +586,7 @@ def _ray(spec: dict[str, Any], cells: list[Cell], address: str | None) -> Iterat
 
 def _driver_error_row(spec: dict[str, Any], cell: Cell, exc: BaseException) -> dict[str, Any]:
     return {"key": cell.key, "id": cell.id, "sweep": spec["name"], "task": cell.task, **cell.fields,
-            "params": _jsonable(spec["effective_params"].get(cell.fields["method"], {})), "status": "error",
+            **_config_of(spec, cell), "status": "error",
             "error": one_line(exc), "executor": "ray", "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
