@@ -401,9 +401,36 @@ def condense_cmd(
     data_set: Annotated[list[str] | None, typer.Option("--data-set", help="Dataset/generator option: --data-set space=aligned (repeatable).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint file (default: OUT with .ckpt.safetensors).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint after an interruption.")] = False,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Shard the real-graph gradients over processes; launch with torchrun --nproc_per_node=N -m magkit.cli condense ... (docs/scaling.md).")] = False,
     root: RootOpt = None,
 ):
     """Condense a dataset into a tiny synthetic graph; writes OUT (safetensors + JSON metadata)."""
+    quiet = False
+    if distributed:
+        from . import distributed as dist
+        from .condense.coreset import CORESETS
+        from .exceptions import ConfigError
+
+        if method in CORESETS:
+            raise ConfigError(f"--distributed: {method} is a coreset (milliseconds on one process); "
+                              "allowed with: srgm, srgm-no-decoupling, srgm-no-damping, gcond, gcond-x")
+        info = dist.init_from_env(device="cpu")
+        set_ = [*(set_ or []), "distributed=true"]
+        quiet = info.rank != 0
+        if quiet:
+            logging.getLogger().setLevel(logging.WARNING)
+    try:
+        _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, data_set, checkpoint, resume, root,
+                      quiet)
+        if distributed:
+            dist.barrier()
+    finally:
+        if distributed:
+            dist.cleanup()
+
+
+def _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, data_set, checkpoint, resume, root,
+                  quiet: bool) -> None:
     import time as _time
 
     from rich.progress import (
@@ -428,7 +455,8 @@ def condense_cmd(
     ckpt = checkpoint or out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
     t0 = _time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console, transient=True) as progress:
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console, transient=True,
+                  disable=quiet) as progress:
         total = cond.params.get("epochs", 1)
         task = progress.add_task(f"{method} {graph.name}", total=total, info="")
         last_val = {"v": float("nan")}
@@ -440,6 +468,8 @@ def condense_cmd(
 
         kwargs = {"progress": on_epoch, "checkpoint": ckpt, "resume": resume} if "epochs" in cond.params else {}
         condensed = cond.condense(graph, **kwargs)
+    if quiet:  # every rank holds the same S; rank 0 writes it
+        return
     path = condensed.save(out)
     if ckpt.exists():
         ckpt.unlink()

@@ -204,6 +204,17 @@ def all_reduce_mean(x: Tensor | Mapping[str, float]) -> Tensor | dict[str, float
     return _reduce(x, mean=True)
 
 
+def broadcast_floats(x: Mapping[str, float], src: int = 0) -> dict[str, float]:
+    """Rank ``src``'s dict of floats on every rank (keys sorted; every rank passes the same keys). Identity
+    when not distributed. Used where one rank computes a result (e.g. an evaluation) the others must share."""
+    keys = sorted(x)
+    if not is_distributed():
+        return {k: float(x[k]) for k in keys}
+    buf = torch.tensor([float(x[k]) for k in keys], dtype=torch.float64).to(_comm_device())
+    dist.broadcast(buf, src=src)
+    return dict(zip(keys, buf.cpu().tolist()))
+
+
 def check_same(what: str, values: Sequence[float]) -> None:
     """Raise :class:`ConfigError` on every rank when the ranks hold different ``values`` (e.g. a graph
     fingerprint: ranks training on different data would silently average unrelated gradients)."""

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import distributed as D
 from ..exceptions import ConfigError, DatasetError
 from ..functional import (
     GRADIENT_DISTANCES,
@@ -257,6 +258,7 @@ class GradientMatching(Condenser):
         "eval_backbone": "gcn",
         "eval_epochs": 200,
         "checkpoint_every": 10,
+        "distributed": False,       # False | True | "auto": shard the real side over torch.distributed ranks
     }
 
     def _check(self) -> None:
@@ -265,7 +267,7 @@ class GradientMatching(Condenser):
         choices = {"backbone": ("sgc", "gcn"), "structure": ("pge", "none"), "distance": GRADIENT_DISTANCES,
                    "decouple_space": ("auto", "input", "shared"),
                    "init": ("auto", "raw", "propagated"), "damping": (None, "structure", "field"),
-                   "damping_norm": ("edge", "trace", "none")}
+                   "damping_norm": ("edge", "trace", "none"), "distributed": (False, True, "auto")}
         for k, allowed in choices.items():
             if p[k] not in allowed:
                 raise ConfigError(f"{k}: {p[k]!r}; allowed: {', '.join(str(a) for a in allowed)}")
@@ -287,6 +289,16 @@ class GradientMatching(Condenser):
         if p["real_batch"] is not None and (not isinstance(p["real_batch"], int) or p["real_batch"] < 1):
             raise ConfigError(f"real_batch: {p['real_batch']!r}; allowed: None or an integer >= 1")
 
+    def _distributed(self) -> bool:
+        """Shard the real side over the ranks of the initialised process group? ``True`` requires one
+        (launch with torchrun; ``magkit condense --distributed`` joins it); ``"auto"``: when one exists."""
+        want = self.params["distributed"]
+        if want is True and not D.is_distributed():
+            raise ConfigError("distributed=True: no torch.distributed process group is initialised; launch with "
+                              "`torchrun --nproc_per_node=N -m magkit.cli condense ... --distributed` "
+                              "(or call magkit.distributed.init_from_env() first)")
+        return bool(want) and D.is_distributed() and D.world_size() > 1
+
     # ------------------------------------------------------------------ setup
     def _setup(self, graph) -> dict[str, Any]:
         p = self.params
@@ -303,6 +315,9 @@ class GradientMatching(Condenser):
         st: dict[str, Any] = {"views": views, "per": per, "dims": dims, "d": d, "adj": adj}
         st["classes"] = [k for k in range(c) if per[k] > 0]
         st["class_idx"] = {k: idx[y_tr == k] for k in st["classes"]}
+        # data parallelism over the real side: each rank holds its share of every class's training nodes
+        st["world"], st["rank"] = (D.world_size(), D.rank()) if self._distributed() else (1, 0)
+        st["class_local"] = {k: D.shard(v, st["rank"], st["world"], pad=False) for k, v in st["class_idx"].items()}
         if p["backbone"] == "sgc":
             x = tr.x
             for _ in range(p["k"]):
@@ -363,30 +378,45 @@ class GradientMatching(Condenser):
             out = []
             with torch.no_grad():
                 for k in st["classes"]:
-                    h = st["prop"][st["class_idx"][k]]
+                    h = st["prop"][st["class_local"][k]]
                     e = torch.softmax(h @ w.T + b, dim=1)
                     e[:, k] -= 1.0
-                    out.append((e.T @ h) / h.size(0))
-            return torch.stack(out)
+                    out.append((e.T @ h) / st["class_idx"][k].numel())  # this rank's share of the class mean
+            g = torch.stack(out)
+            return D.all_reduce_sum(g) if st["world"] > 1 else g
         cap = p["real_batch"] if p["real_batch"] is not None else (256 if p["backbone"] == "gcn" else None)
         out = {}
         for k in st["classes"]:
             nodes = st["class_idx"][k]
-            if cap is not None and nodes.numel() > cap:
+            sampled = cap is not None and nodes.numel() > cap
+            if sampled:  # every rank draws the same sample (same generator), then takes its share of it
                 nodes = nodes[torch.randperm(nodes.numel(), generator=gen)[:cap]]
-            if p["backbone"] == "sgc":
-                logits = net.logits(st["prop"][nodes])
+            total = nodes.numel()
+            if st["world"] > 1:
+                nodes = D.shard(nodes, st["rank"], st["world"], pad=False)
+            if nodes.numel() == 0:
+                out[k] = [torch.zeros_like(w) for w in net.weights]
+                continue
+            key = ("block", k)
+            if not sampled:
+                if key not in st:
+                    st[key] = self._real_block(st, nodes)
+                first, second = st[key]
             else:
-                key = ("block", k)
-                if cap is None or st["class_idx"][k].numel() <= cap:
-                    if key not in st:
-                        st[key] = self._real_block(st, nodes)
-                    first, second = st[key]
-                else:
-                    first, second = self._real_block(st, nodes)
-                logits = net.logits(first, second)
-            loss = F.cross_entropy(logits, torch.full((nodes.numel(),), k, dtype=torch.long))
+                first, second = self._real_block(st, nodes)
+            logits = net.logits(first, second)
+            # sum over this rank's nodes / the class total: the ranks' gradients add up to the class mean
+            loss = F.cross_entropy(logits, torch.full((nodes.numel(),), k, dtype=torch.long), reduction="sum") / total
             out[k] = [g.detach() for g in torch.autograd.grad(loss, net.weights)]
+        if st["world"] > 1:  # one all-reduce for every class and layer
+            flat = D.all_reduce_sum(torch.cat([g.flatten() for k in st["classes"] for g in out[k]]))
+            pos = 0
+            for k in st["classes"]:
+                parts = []
+                for g in out[k]:
+                    parts.append(flat[pos:pos + g.numel()].view_as(g))
+                    pos += g.numel()
+                out[k] = parts
         return out
 
     def _sgc_matching(self, st, net, x_syn, a, g_real, cls_w, onehot, cls_of) -> Tensor:
@@ -468,6 +498,9 @@ class GradientMatching(Condenser):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p["seed"])
             st = self._setup(graph)
+            if st["world"] > 1:  # ranks condensing different data would average unrelated gradients
+                D.check_same("the dataset (checksum) and the condensation seed",
+                             [float(int(graph.checksum()[:12], 16)), float(p["seed"])])
             gen0 = torch.Generator().manual_seed(p["seed"])
             x_syn = self._init_features(st, gen0).requires_grad_()
             pge = PGE(st["d"], p["pge_hidden"], gen0, p["pge_init_bias"]) if p["structure"] == "pge" else None
@@ -561,9 +594,13 @@ class GradientMatching(Condenser):
                 rec["edge_density"] = float(((a_now > 0.5).sum()) / off) if off else 0.0
                 rec["epoch_time_s"] = time.perf_counter() - t0
                 if (epoch + 1) % p["eval_every"] == 0 or epoch + 1 == p["epochs"]:
-                    cg = self._snapshot(graph, st, x_syn, a_now)
-                    ev = train_on_condensed(cg, p["eval_backbone"], views["val"], epochs=p["eval_epochs"], eval_every=20,
-                                            seed=p["seed"])
+                    ev = {"val_acc": float("nan"), "val_f1": float("nan")}
+                    if st["rank"] == 0:  # S is identical on every rank: one evaluation, its result broadcast
+                        cg = self._snapshot(graph, st, x_syn, a_now)
+                        ev = train_on_condensed(cg, p["eval_backbone"], views["val"], epochs=p["eval_epochs"],
+                                                eval_every=20, seed=p["seed"])
+                    if st["world"] > 1:
+                        ev = D.broadcast_floats({"val_acc": ev["val_acc"], "val_f1": ev["val_f1"]})
                     rec["val_acc"] = ev["val_acc"]
                     rec["val_f1"] = ev["val_f1"]
                     if state["best"] is None or ev["val_acc"] > state["best"]["val_acc"]:
@@ -576,7 +613,9 @@ class GradientMatching(Condenser):
                     progress({**rec, "epochs": p["epochs"]})
                 if checkpoint is not None and ((epoch + 1) % p["checkpoint_every"] == 0 or epoch + 1 == p["epochs"]):
                     state["elapsed"] = rec["wall_time_s"]
-                    _save_checkpoint(checkpoint, self, graph, state, x_syn, pge, opt_x, opt_a)
+                    if st["rank"] == 0:  # one writer; the others wait until the file is complete
+                        _save_checkpoint(checkpoint, self, graph, state, x_syn, pge, opt_x, opt_a)
+                    D.barrier()
                     state["elapsed"] = rec["wall_time_s"]
             best = state["best"]
             if best is None:  # epochs already done at resume and no eval recorded: take the current S
@@ -607,7 +646,7 @@ class GradientMatching(Condenser):
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def _config_key(cond: Condenser) -> str:
-    keep = {k: v for k, v in cond.params.items() if k not in ("epochs", "checkpoint_every", "eval_every")}
+    keep = {k: v for k, v in cond.params.items() if k not in ("epochs", "checkpoint_every", "eval_every", "distributed")}
     return json.dumps(keep, sort_keys=True, default=str)
 
 
