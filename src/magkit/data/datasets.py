@@ -15,6 +15,9 @@ name                            what it is
 ``files:<dir>``                 your own graph in the neutral format: ``<dir>/nodes.csv`` (or ``.jsonl``),
                                 ``<dir>/edges.csv`` and the feature files ``<dir>/features/<m>.npy`` written by
                                 ``magkit encode <dir>/nodes.csv --out <dir>/features``.
+``mmap:<dir>``                  a graph in the binary on-disk layout (``y.npy``, ``edge_index.npy``,
+                                ``features/<m>.npy``, optional masks): feature blocks stay memory-mapped and
+                                are read in float32 chunks (``magkit data generate`` writes one).
 ==============================  =====================================================================
 
 Data roots are searched in this order: the ``root`` argument, ``$MAGKIT_DATA``, ``./data``,
@@ -43,6 +46,7 @@ def dataset_names() -> list[str]:
         "magb:<Movies|Toys|Grocery|Reddit-S|Reddit-M>",
         "mmgraph:<name>",
         "files:<dir>",
+        "mmap:<dir>",
     ]
 
 
@@ -149,6 +153,11 @@ def load_dataset(
             raise DatasetError(f"dataset {key!r}: no feature files in {folder / 'features'}; "
                                f"run: magkit encode {nodes} --out {folder / 'features'}")
         graph = load_graph_files(nodes, folder / "edges.csv", features=feats, name=key, **kwargs)
+    elif kind_l == "mmap":
+        from .ondisk import load_mmap_graph
+
+        # its own stored split unless one is asked for (no stored masks: the default "magb")
+        return validate(load_mmap_graph(arg, split=split, seed=seed, name=key, **kwargs))
     else:
         raise ConfigError(f"dataset: unknown name {name!r}; allowed: {', '.join(dataset_names())}")
     if split is not None or kind_l != "mmgraph":

@@ -72,13 +72,13 @@ class MultimodalGraph(Data):
         mods = tuple(features)
         n = None
         for m, x in features.items():
-            if not isinstance(x, Tensor) or x.dim() != 2:
+            if not (isinstance(x, Tensor) or _is_mapped(x)) or x.dim() != 2:
                 raise GraphValidationError(
                     f"x_{m}", "must be a 2-D tensor [num_nodes, dim]",
                     value=getattr(x, "shape", type(x).__name__),
                 )
             n = x.size(0) if n is None else n
-            self[f"x_{m}"] = x.to(torch.float32)
+            self[f"x_{m}"] = x if _is_mapped(x) else x.to(torch.float32)
         self.num_nodes = int(y.numel()) if y is not None else int(n)
         if edge_index is None:
             edge_index = torch.empty(2, 0, dtype=torch.long)
@@ -147,9 +147,16 @@ class MultimodalGraph(Data):
         return {m: int(self[f"x_{m}"].size(1)) for m in self.modalities}
 
     def feature(self, modality: str) -> Tensor:
-        """The feature block of ``modality`` (``[N, d_m]``)."""
+        """The feature block of ``modality`` (``[N, d_m]``): a float32 tensor, or on a memory-mapped graph a
+        :class:`~magkit.data.ondisk.MappedFeatures` (``x[idx]`` gathers float32 rows; ``x.materialize()`` reads
+        all of it)."""
         self._check_modality(modality)
         return self[f"x_{modality}"]
+
+    @property
+    def is_mapped(self) -> bool:
+        """Whether any feature block stays on disk (memory-mapped, read in chunks)."""
+        return any(_is_mapped(self.get(f"x_{m}")) for m in self.modalities)
 
     def presence(self, modality: str) -> Tensor:
         """Bool ``[N]``: which nodes have ``modality``."""
@@ -165,7 +172,7 @@ class MultimodalGraph(Data):
     def fused(self, modalities: Iterable[str] | None = None) -> Tensor:
         """Early fusion: the concatenation of the chosen modality blocks (absent rows stay zero)."""
         mods = list(modalities) if modalities is not None else list(self.modalities)
-        return torch.cat([self.feature(m) * self.presence(m).unsqueeze(1) for m in mods], dim=1)
+        return torch.cat([_dense(self.feature(m)) * self.presence(m).unsqueeze(1) for m in mods], dim=1)
 
     def add_modality(self, modality: str, x: Tensor, present: Tensor | None = None) -> None:
         """Register a new modality block (or replace an existing one)."""
@@ -209,11 +216,32 @@ class MultimodalGraph(Data):
             if value is None:
                 continue
             h.update(key.encode())
+            if _is_mapped(value):  # the same float32 bytes, streamed chunk by chunk
+                value.update_hash(h)
+                continue
             h.update(value.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
+    def subgraph(self, subset: Tensor) -> MultimodalGraph:
+        """PyG's induced subgraph; memory-mapped blocks are gathered into float32 tensors for ``subset``."""
+        sub = super().subgraph(subset)
+        for m in self.modalities:
+            x = self.get(f"x_{m}")
+            if _is_mapped(x):
+                sub[f"x_{m}"] = x[subset]
+        return sub
+
     def __repr__(self) -> str:  # keep PyG's style, with the dataset name
         return f"{self.name}: " + super().__repr__()
+
+
+def _is_mapped(x: Any) -> bool:
+    """A disk-backed lazy block (:class:`magkit.data.ondisk.MappedFeatures`), recognised without importing it."""
+    return bool(getattr(x, "is_mapped_block", False))
+
+
+def _dense(x: Any) -> Tensor:
+    return x.materialize() if _is_mapped(x) else x
 
 
 # ---------------------------------------------------------------------- structure helpers
@@ -245,6 +273,8 @@ def _short(t: Tensor, k: int = 5) -> str:
 
 def nonfinite_problem(x: Tensor) -> tuple[str, str] | None:
     """``(message, offending rows)`` when a 2-D feature block holds NaN/Inf values, else ``None``."""
+    if _is_mapped(x):  # read chunk by chunk (cached while the file is unchanged)
+        return x.nonfinite_problem()
     bad = ~torch.isfinite(x)
     if not bool(bad.any()):
         return None
