@@ -38,6 +38,7 @@ from torch import Tensor
 
 from .. import distributed as D
 from ..data.graph import MultimodalGraph, validate
+from ..data.ondisk import model_rows
 from ..exceptions import ConfigError, NotFittedError
 from ..functional import accuracy, macro_f1
 from ..train.loop import MONITORS, fit_loop
@@ -209,14 +210,42 @@ class NodeClassifier:
 
     def _inputs(self, graph: MultimodalGraph) -> GraphInputs:
         # rows of an absent modality are zeroed here, whatever the file held, so no model can read them
+        lazy = self._lazy(graph)  # memory-mapped blocks stay on disk: mini-batches gather only their rows
         return GraphInputs(
-            xs={m: graph.feature(m) * graph.presence(m).unsqueeze(1).to(torch.float32) for m in graph.modalities},
+            xs={m: model_rows(graph.feature(m), graph.presence(m), lazy) for m in graph.modalities},
             present=graph.modality_mask,
             modalities=graph.modalities,
             edge_index=graph.edge_index,
             num_nodes=graph.num_nodes,
-            adj=graph_adjacency(graph),
+            adj=None if lazy else graph_adjacency(graph),
         )
+
+    def _lazy(self, graph: MultimodalGraph) -> bool:
+        """Mini-batch mode on a graph whose feature blocks are memory-mapped: features are read per batch and
+        evaluation/prediction run as sampled mini-batch inference (:meth:`_sampled_logits`)."""
+        return bool(getattr(graph, "is_mapped", False)) and self.params["batch_size"] is not None
+
+    def _sampled_logits(self, model, inputs: GraphInputs, graph: MultimodalGraph, nodes: Tensor, device) -> Tensor:
+        """Logits ``[N, C]`` for ``nodes`` (other rows zero) by mini-batch inference: each batch of ``batch_size``
+        nodes is sampled with the training fan-outs (a fixed sampling seed, so every call sees the same
+        neighbourhoods) -- the full-graph forward pass of a graph whose features stay on disk."""
+        p = self.params
+        key = (graph.edge_index.data_ptr(), tuple(graph.edge_index.shape), graph.num_nodes, tuple(p["fanouts"]), p["batch_size"])
+        cached = self.__dict__.get("_infer_sampler")
+        if cached is None or cached[0] != key:  # its CSR costs a sort of the edges: built once per graph
+            cached = (key, NeighborSampler(graph.edge_index, graph.num_nodes, p["fanouts"], p["batch_size"], shuffle=False))
+            self.__dict__["_infer_sampler"] = cached
+        sampler = cached[1]
+        sampler.generator = torch.Generator().manual_seed(p["seed"])
+        out = torch.zeros(graph.num_nodes, graph.num_classes, device=device)
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            for batch in sampler.batches(nodes.cpu()):
+                sub = inputs.subset(batch.n_id, batch.edge_index).to(device)
+                out[batch.n_id[:batch.batch_size].to(device)] = main_logits(model(sub))[:batch.batch_size]
+        model.train(was)
+        return out
 
     def _build(self, graph: MultimodalGraph, inputs: GraphInputs) -> torch.nn.Module:
         raise NotImplementedError
@@ -299,7 +328,8 @@ class NodeClassifier:
                 step = self._ddp_step(graph, model, inputs, dev_inputs, y, train_idx, opt, device)
 
             def evaluate() -> dict:
-                logits = main_logits(model(dev_inputs))
+                logits = (self._sampled_logits(model, inputs, graph, torch.cat([train_idx, val_idx]), device)
+                          if self._lazy(graph) else main_logits(model(dev_inputs)))
                 c = graph.num_classes
                 metrics = {
                     "train_acc": accuracy(logits[train_idx], y[train_idx]),
@@ -393,6 +423,9 @@ class NodeClassifier:
         if tuple(graph.modalities) != tuple(self.modalities_):
             raise ConfigError(f"graph modalities {graph.modalities} differ from the fitted ones {self.modalities_}")
         self.model_.eval()
+        if self._lazy(graph):  # features on disk: mini-batch inference over every node
+            nodes = torch.arange(graph.num_nodes)
+            return {"logits": self._sampled_logits(self.model_, self._inputs(graph), graph, nodes, self.device_)}
         return self.model_(self._inputs(graph).to(self.device_))
 
     def predict_proba(self, graph: MultimodalGraph) -> Tensor:
@@ -406,6 +439,12 @@ class NodeClassifier:
         """Accuracy and macro-F1 on ``split`` of ``graph``."""
         self._check_fitted()
         idx = graph.split_index(split)
-        proba = self.predict_proba(graph)
+        if self._lazy(graph):  # features on disk: infer only the split's nodes
+            if tuple(graph.modalities) != tuple(self.modalities_):
+                raise ConfigError(f"graph modalities {graph.modalities} differ from the fitted ones {self.modalities_}")
+            logits = self._sampled_logits(self.model_, self._inputs(graph), graph, idx, self.device_)
+            proba = torch.softmax(logits, dim=1).cpu()
+        else:
+            proba = self.predict_proba(graph)
         y = graph.y
         return {"acc": accuracy(proba[idx], y[idx]), "f1": macro_f1(proba[idx], y[idx], graph.num_classes)}

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from ..exceptions import ConfigError
 from ..functional import dropout
 from ..models.backbones import BACKBONES, build_backbone, masked_mean, masked_softmax, structure_for
+from ..train.diskprop import propagate_features
 from ..train.propagation import propagate
 from .base import GraphInputs, NodeClassifier
 
@@ -95,7 +96,7 @@ class _MultimodalBase(NodeClassifier):
         inp = super()._inputs(graph)
         if self.params["backbone"] == "sgc":
             k = self.params["k"]
-            xs = {m: propagate(graph, x, k) for m, x in inp.xs.items()}
+            xs = {m: propagate_features(graph, x, k) for m, x in inp.xs.items()}  # on disk for mapped graphs
             reach = torch.stack([propagate(graph, inp.present[:, j:j + 1].float(), k)[:, 0] > 0
                                  for j in range(len(inp.modalities))], dim=1)
             inp = GraphInputs(xs=xs, present=reach, modalities=inp.modalities, edge_index=inp.edge_index,

@@ -39,7 +39,8 @@ from ..functional import (
     transfer_gate,
 )
 from ..models.backbones import build_backbone, masked_softmax, structure_for
-from ..train.propagation import graph_adjacency, propagate
+from ..train.diskprop import propagate_features
+from ..train.propagation import graph_adjacency
 from .base import GraphInputs, NodeClassifier
 
 GUIDANCE = ("nl", "kd", "mnl", "none")
@@ -244,7 +245,7 @@ class GraphMNL(NodeClassifier):
         inp = super()._inputs(graph)
         branches = self._branches(graph)
         for m in {b.split(":", 1)[1] for b in branches if b.startswith("prop:")}:
-            inp.extra[f"prop_{m}"] = propagate(graph, inp.xs[m], self.params["prop_k"])
+            inp.extra[f"prop_{m}"] = propagate_features(graph, inp.xs[m], self.params["prop_k"])
         if "model_" in self.__dict__:  # a fitted model: reliability from its own branch predictions
             inp.extra["reliability"] = self._reliability_fixed_point(graph, inp)
         return inp
