@@ -247,9 +247,9 @@ class GradientMatching(Condenser):
         "damping": None,            # None | structure | field
         "damping_weight": 1.0,
         "damping_norm": "edge",     # edge | trace | none
-        "epochs": 100,
+        "epochs": 200,
         "outer_steps": 20,
-        "inner_steps": 10,
+        "inner_steps": 0,           # θ trained on S between outer steps (GCond: 10); 0 = match at fresh inits (validated, docs)
         "lr_feat": 5e-4,            # in units of the initial features' RMS (Adam steps are in feature units)
         "lr_adj": 1e-3,
         "lr_model": 0.01,

@@ -22,7 +22,7 @@ from ..exceptions import ConfigError
 from .base import Condenser, GradientMatching
 from .coreset import CORESETS, Coreset
 
-SRGM_DEFAULTS: dict[str, Any] = {"decouple": True, "damping": "structure", "damping_weight": 100.0}
+SRGM_DEFAULTS: dict[str, Any] = {"decouple": True, "damping": "structure", "damping_weight": 1.0}
 
 CONDENSERS: dict[str, dict[str, Any]] = {
     "gcond": {},
