@@ -436,6 +436,7 @@ def condense_cmd(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint file (default: OUT with .ckpt.safetensors).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint after an interruption.")] = False,
     distributed: Annotated[bool, typer.Option("--distributed", help="Shard the real-graph gradients over processes; launch with torchrun --nproc_per_node=N -m magkit.cli condense ... (docs/scaling.md).")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default cpu); with --distributed, cuda is cuda:LOCAL_RANK.")] = None,
     root: RootOpt = None,
 ):
     """Condense a dataset into a tiny synthetic graph; writes OUT (safetensors + JSON metadata)."""
@@ -448,11 +449,13 @@ def condense_cmd(
         if method in CORESETS:
             raise ConfigError(f"--distributed: {method} is a coreset (milliseconds on one process); "
                               "allowed with: srgm, srgm-no-decoupling, srgm-no-damping, gcond, gcond-x")
-        info = dist.init_from_env(device="cpu")
+        info = dist.init_from_env(device=device or "cpu")
         set_ = [*(set_ or []), "distributed=true"]
         quiet = info.rank != 0
         if quiet:
             logging.getLogger().setLevel(logging.WARNING)
+    if device is not None:
+        set_ = [*(set_ or []), f"device={device}"]
     try:
         _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, data_set, checkpoint, resume, root,
                       quiet)
@@ -530,6 +533,7 @@ def evaluate_cmd(
     split: SplitOpt = None,
     data_set: Annotated[list[str] | None, typer.Option("--data-set", help="Dataset/generator option, as given to condense (repeatable).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "cpu",
     root: RootOpt = None,
 ):
     """Train fresh GNNs on a condensed graph, select on the real validation split, test on the real graph."""
@@ -541,7 +545,7 @@ def evaluate_cmd(
     condensed = CondensedGraph.load(path)
     graph = load_dataset(data, root=root, split=split, **load_config(None, data_set or []))
     names = [b.strip() for b in backbones.split(",") if b.strip()]
-    res = evaluate_condensed(condensed, graph, names, runs=runs, seed=seed)
+    res = evaluate_condensed(condensed, graph, names, runs=runs, seed=seed, device=device)
     table = Table(title=f"{path.name} on {graph.name} · {runs} runs · mean ± std")
     for col in ("backbone", "test acc", "test macro-F1", "val acc"):
         table.add_column(col)

@@ -167,3 +167,31 @@ def test_distributed_true_without_process_group_raises():
 def test_bad_distributed_value():
     with pytest.raises(ConfigError, match="distributed"):
         make_condenser("gcond-x", distributed="yes").condense(graph())
+
+
+def test_device_cpu_is_the_default_path():
+    g = graph()
+    a = make_condenser("gcond", **SGC).condense(g)
+    b = make_condenser("gcond", **SGC, device="cpu").condense(g)
+    assert torch.equal(a.features["text"], b.features["text"]) and torch.equal(a.adj, b.adj)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        make_condenser("gcond-x", **SGC, device="cuda").condense(graph())
+    r = CliRunner().invoke(app, ["condense", "--method", "gcond-x", "--data", "synthetic", "--out",
+                                 str(tmp_path / "s.safetensors"), "--device", "cuda"])
+    assert r.exit_code != 0 and "CUDA is not available" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_condensation_matches_cpu():
+    g = graph()
+    a = make_condenser("gcond", **SGC).condense(g)
+    b = make_condenser("gcond", **SGC, device="cuda").condense(g)
+    assert b.features["text"].device.type == "cpu"  # S comes back on the CPU
+    assert float((a.features["text"] - b.features["text"]).abs().max()) < 1e-3
+    ra = evaluate_condensed(a, g, "gcn", runs=1, epochs=60)["gcn"]["test_acc"][0]
+    rb = evaluate_condensed(b, g, "gcn", runs=1, epochs=60, device="cuda")["gcn"]["test_acc"][0]
+    assert abs(ra - rb) <= ACC_TOLERANCE

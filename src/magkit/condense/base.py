@@ -129,7 +129,9 @@ def split_training(graph, views: dict[str, View]) -> tuple[Tensor, Tensor]:
 # ---------------------------------------------------------------------------------------------- models
 def _glorot(out_dim: int, in_dim: int, gen: torch.Generator) -> Tensor:
     a = math.sqrt(6.0 / (in_dim + out_dim))
-    return (torch.rand(out_dim, in_dim, generator=gen) * 2 - 1) * a
+    # drawn on the generator's device (CPU), then placed on the default device (``with torch.device(...)``)
+    w = (torch.rand(out_dim, in_dim, generator=gen, device=gen.device) * 2 - 1) * a
+    return w.to(torch.get_default_device())
 
 
 class _FunctionalNet:
@@ -259,6 +261,7 @@ class GradientMatching(Condenser):
         "eval_epochs": 200,
         "checkpoint_every": 10,
         "distributed": False,       # False | True | "auto": shard the real side over torch.distributed ranks
+        "device": "cpu",            # cpu | cuda | cuda:N | auto (with distributed + cuda: cuda:LOCAL_RANK)
     }
 
     def _check(self) -> None:
@@ -300,9 +303,17 @@ class GradientMatching(Condenser):
         return bool(want) and D.is_distributed() and D.world_size() > 1
 
     # ------------------------------------------------------------------ setup
+    def _device(self) -> torch.device:
+        from ..methods.base import resolve_device
+
+        dev = resolve_device(str(self.params["device"]))
+        if dev.type == "cuda" and dev.index is None and self._distributed():
+            dev = D.local_device("cuda")
+        return dev
+
     def _setup(self, graph) -> dict[str, Any]:
         p = self.params
-        views = graph_views(graph, p["setting"])
+        views = {k: v.to(torch.get_default_device()) for k, v in graph_views(graph, p["setting"]).items()}
         idx, y_tr = split_training(graph, views)
         tr = views["train"]
         c = graph.num_classes
@@ -352,8 +363,8 @@ class GradientMatching(Condenser):
         for k in st["classes"]:
             pool = st["class_idx"][k]
             n = int(st["per"][k])
-            pick = pool[torch.randperm(pool.numel(), generator=gen)[:n]] if n <= pool.numel() else \
-                pool[torch.randint(pool.numel(), (n,), generator=gen)]
+            pick = pool[torch.randperm(pool.numel(), generator=gen, device=gen.device)[:n].to(pool.device)] \
+                if n <= pool.numel() else pool[torch.randint(pool.numel(), (n,), generator=gen, device=gen.device).to(pool.device)]
             rows.append(x[pick])
         return torch.cat(rows).clone()
 
@@ -390,7 +401,7 @@ class GradientMatching(Condenser):
             nodes = st["class_idx"][k]
             sampled = cap is not None and nodes.numel() > cap
             if sampled:  # every rank draws the same sample (same generator), then takes its share of it
-                nodes = nodes[torch.randperm(nodes.numel(), generator=gen)[:cap]]
+                nodes = nodes[torch.randperm(nodes.numel(), generator=gen, device=gen.device)[:cap].to(nodes.device)]
             total = nodes.numel()
             if st["world"] > 1:
                 nodes = D.shard(nodes, st["rank"], st["world"], pad=False)
@@ -495,7 +506,8 @@ class GradientMatching(Condenser):
         from it (the config and the dataset checksum must match)."""
         p = self.params
         t_start = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
+        dev = self._device()
+        with torch.random.fork_rng(devices=[]), torch.device(dev):  # factories below allocate on `dev`
             torch.manual_seed(p["seed"])
             st = self._setup(graph)
             if st["world"] > 1:  # ranks condensing different data would average unrelated gradients
@@ -636,9 +648,9 @@ class GradientMatching(Condenser):
     def _snapshot(self, graph, st: dict, x: Tensor, adj: Tensor) -> CondensedGraph:
         feats, start = {}, 0
         for m, dm in zip(graph.modalities, st["dims"]):
-            feats[m] = x[:, start:start + dm].detach().clone()
+            feats[m] = x[:, start:start + dm].detach().cpu().clone()
             start += dm
-        a = adj.detach().clone()
+        a = adj.detach().cpu().clone()
         a = (a + a.T) / 2
         a.fill_diagonal_(0)
         return CondensedGraph(feats, a, st["y_syn"], num_classes=graph.num_classes, modalities=graph.modalities)
@@ -656,10 +668,10 @@ def _save_checkpoint(path, cond, graph, state, x_syn, pge, opt_x, opt_a) -> None
 
     from ..eval.results import atomic_write_bytes
 
-    tensors = {"x_syn": x_syn.detach().contiguous()}
+    tensors = {"x_syn": x_syn.detach().cpu().contiguous()}
     if pge is not None:
         for k, v in pge.state_dict().items():
-            tensors[f"pge.{k}"] = v.contiguous()
+            tensors[f"pge.{k}"] = v.cpu().contiguous()
     opt_meta = {}
     for name, opt in (("opt_x", opt_x), ("opt_a", opt_a)):
         if opt is None:
@@ -670,13 +682,13 @@ def _save_checkpoint(path, cond, graph, state, x_syn, pge, opt_x, opt_a) -> None
             keys = []
             for k, v in s.items():
                 if isinstance(v, Tensor):
-                    tensors[f"{name}.{pid}.{k}"] = v.detach().contiguous().reshape(v.shape)
+                    tensors[f"{name}.{pid}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
                     keys.append(k)
             opt_meta[name]["keys"][str(pid)] = keys
     best = state["best"]
     if best is not None:
-        tensors["best.x"] = best["x"].contiguous()
-        tensors["best.adj"] = best["adj"].contiguous()
+        tensors["best.x"] = best["x"].cpu().contiguous()
+        tensors["best.adj"] = best["adj"].cpu().contiguous()
     meta = {"format": CHECKPOINT_FORMAT, "config": _config_key(cond), "dataset_checksum": graph.checksum(),
             "epoch": state["epoch"], "elapsed": state["elapsed"], "records": state["records"], "optim": opt_meta,
             "best": None if best is None else {"val_acc": best["val_acc"], "epoch": best["epoch"]}}
@@ -713,7 +725,8 @@ def _load_checkpoint(path, cond, graph, x_syn, pge, opt_x, opt_a) -> dict:
         opt.load_state_dict({"state": st, "param_groups": om["param_groups"]})
     best = None
     if meta.get("best") is not None:
-        best = {**meta["best"], "x": tensors["best.x"], "adj": tensors["best.adj"]}
+        dev = x_syn.device
+        best = {**meta["best"], "x": tensors["best.x"].to(dev), "adj": tensors["best.adj"].to(dev)}
     return {"epoch": int(meta["epoch"]), "records": list(meta["records"]), "best": best,
             "elapsed": float(meta["elapsed"])}
 

@@ -54,6 +54,13 @@ class View:
     def num_nodes(self) -> int:
         return self.x.size(0)
 
+    def to(self, device) -> View:
+        """This view on ``device`` (the structure cache is rebuilt there on first use)."""
+        device = torch.device(device)
+        if self.x.device == device:
+            return self
+        return View(self.x.to(device), self.edge_index.to(device), self.y.to(device), self.idx.to(device))
+
     def structure(self, kind: str, k: int = 2) -> Any:
         if kind not in self._cache:
             self._cache[kind] = _sparse_structure(kind, self.edge_index, self.num_nodes, self.x, k)
@@ -176,13 +183,16 @@ def train_on_condensed(
 ) -> dict[str, float]:
     """Train one fresh ``backbone`` on S, select on ``val``; returns val/test accuracy and macro-F1 and times.
     Keyword arguments as :func:`train_model`."""
-    xs = torch.cat([condensed.features[m] for m in condensed.modalities], dim=1).float()
+    dev = val.x.device  # S is trained where the real views live
+    xs = torch.cat([condensed.features[m] for m in condensed.modalities], dim=1).float().to(dev)
     if xs.size(1) != val.x.size(1):
         raise ConfigError(
             f"condensed features have width {xs.size(1)} but the real graph's fused features have {val.x.size(1)}"
         )
-    structure = dense_structure(backbone, condensed.adj, xs)
-    return train_model(backbone, xs, structure, condensed.y, None, val, test, num_classes=condensed.num_classes, **kwargs)
+    with torch.device(dev):
+        structure = dense_structure(backbone, condensed.adj.to(dev), xs)
+    return train_model(backbone, xs, structure, condensed.y.to(dev), None, val, test,
+                       num_classes=condensed.num_classes, **kwargs)
 
 
 def train_whole(graph_or_views, backbone: str, setting: str = "transductive", **kwargs: Any) -> dict[str, float]:
@@ -215,7 +225,7 @@ def train_model(
     """Train a fresh model on (x, structure, y[train_idx]); keep the state with the best val accuracy."""
     if epochs < 1 or eval_every < 1:
         raise ConfigError(f"epochs and eval_every must be >= 1, got {epochs} and {eval_every}")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device(x.device):  # the model lives where the data does
         torch.manual_seed(seed)
         model = _build(backbone, x.size(1), hidden, num_classes, dropout_p)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -257,13 +267,15 @@ def evaluate_condensed(
     weight_decay: float = 5e-4,
     views: dict[str, View] | None = None,
     strict_checksum: bool = True,
+    device: str = "cpu",
 ) -> dict[str, dict[str, Any]]:
     """Train ``runs`` fresh models per backbone on ``condensed``; select on ``graph``'s validation split.
 
     Returns ``{backbone: {"test_acc": (mean, std), "test_f1": (mean, std), "val_acc": (mean, std),
     "runs": [per-run dicts]}}`` (accuracies as fractions). ``setting`` defaults to the one recorded in
     the condensed graph's config (``transductive`` if none). ``strict_checksum``: refuse a graph whose
-    content checksum differs from the one S was condensed from (``DatasetError``).
+    content checksum differs from the one S was condensed from (``DatasetError``). ``device``: ``cpu``,
+    ``cuda``/``cuda:N`` or ``auto``; the real views and S are moved there, the code path is the same.
     """
     from ..eval.protocol import mean_std
 
@@ -276,7 +288,10 @@ def evaluate_condensed(
         raise ConfigError(f"runs: {runs}; allowed: >= 1")
     if setting is None:
         setting = ((condensed.meta.get("config") or {}).get("setting")) or "transductive"
-    views = views or graph_views(graph, setting)
+    from ..methods.base import resolve_device
+
+    dev = resolve_device(str(device))  # one-line ConfigError for cuda without CUDA
+    views = {k: v.to(dev) for k, v in (views or graph_views(graph, setting)).items()}
     results: dict[str, dict[str, Any]] = {}
     for b in names:
         per = [train_on_condensed(condensed, b, views["val"], views["test"], epochs=epochs, hidden=hidden, lr=lr,
