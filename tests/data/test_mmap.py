@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pickle
 
 import numpy as np
@@ -71,6 +72,31 @@ def test_masked_view_zeroes_absent_rows_only(tmp_path):
     assert torch.equal(m[torch.arange(37)], want) and torch.equal(m[0:12], want[0:12])
     assert torch.equal(x[torch.tensor([0])], torch.from_numpy(arr[[0]].astype(np.float32)))  # the original is unmasked
     assert m.digest() != x.digest()
+    assert m._mm is x._mm and copy.copy(x)._mm is x._mm  # views share one mapping (pages counted once)
+
+
+def _mapped_kb(path) -> int:
+    total, cur = 0, None
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 5 and "-" in parts[0] and ":" in parts[3]:
+                cur = parts[5] if len(parts) > 5 else ""
+            elif line.startswith("Rss:") and cur == str(path):
+                total += int(parts[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads /proc/self/smaps")
+def test_sequential_reads_keep_the_mapped_pages_under_the_budget(tmp_path):
+    path = tmp_path / "big.npy"
+    np.save(path, np.ones((16384, 128), dtype=np.float32))  # 8 MiB
+    x = MappedFeatures(path, chunk_bytes=1 << 20, resident_bytes=2 << 20)
+    assert float(x.materialize().sum()) == 16384 * 128 and float(x.columns(3, 9).sum()) == 16384 * 6
+    assert _mapped_kb(path.resolve()) <= 3 * 1024  # at most the budget plus one chunk stays mapped
+    y = MappedFeatures(path, resident_bytes=1 << 40)  # never released: the whole file stays mapped
+    y.materialize()
+    assert _mapped_kb(path.resolve()) >= 7 * 1024
 
 
 def test_block_pickles_and_copies_by_reopening_the_file(tmp_path):

@@ -14,10 +14,17 @@ Structure, labels, presence and splits are read into memory (O(N + E)); each fea
 ``x_<m>`` field. A :class:`MappedFeatures` never materialises the block by itself: ``x[idx]`` gathers the
 requested rows and casts them to a float32 tensor in chunks of at most ``chunk_bytes`` of the stored dtype,
 ``x.rows(a, b)`` reads a row range, ``x.columns(a, b)`` a column range (row chunk by row chunk), and
-``x.materialize()`` reads everything (explicitly). After reads worth ``resident_bytes`` of pages, the mapping
-is dropped from the process's resident set (``madvise(MADV_DONTNEED)``: clean pages stay in the page cache,
-so a later read costs a minor fault, not a disk read), which keeps the process's RSS bounded whatever the
-file size.
+``x.materialize()`` reads everything (explicitly).
+
+Resident memory. Pages a read touches join the process's RSS as *file-backed* pages: clean page cache that
+the kernel can drop at any time, never anonymous memory. After reads worth ``resident_bytes`` of pages a block
+drops them from the process (``madvise(MADV_DONTNEED)``; they stay in the page cache, so a later read costs a
+minor fault, not a disk read). For row and column ranges (validation, hashing, propagation) this bounds the
+mapped pages by ``resident_bytes``. For scattered row gathers (mini-batches) the kernel maps up to 64 KB
+around every touched row (fault-around), so a batch of tens of thousands of random rows can map most of a
+file of a few hundred MB before the next release: there the file-backed part of RSS is bounded by
+``min(file size, resident_bytes + one gather)``; dropping pages inside every gather would cost 20-30x the gather
+time (measured), which is not worth it for reclaimable pages. Copies and masked views share one mapping.
 
 Mini-batch training (``batch_size`` set) on such a graph reads only the sampled rows of every batch; full-batch
 training reads each block into memory once (it needs all of it anyway).
@@ -158,9 +165,11 @@ class MappedFeatures:
         return f"MappedFeatures([{self._n}, {self._d}], {self.storage_dtype} on disk{mask}: {self.path})"
 
     # ------------------------------------------------------------------ reads
-    def _account(self, rows: int) -> None:
-        """Count the pages a read may have mapped; release them once past ``resident_bytes``."""
-        self._touched += rows * max(self._d * self.storage_dtype.itemsize, mmap.PAGESIZE)
+    def _account(self, rows: int, scattered: bool = False) -> None:
+        """Count the bytes of pages a read may have mapped (a row range: its bytes; scattered rows: at least a
+        page each); release them once past ``resident_bytes``."""
+        row_bytes = self._d * self.storage_dtype.itemsize
+        self._touched += rows * max(row_bytes, mmap.PAGESIZE) if scattered else rows * row_bytes + mmap.PAGESIZE
         if self._touched >= self.resident_bytes:
             self.release()
 
@@ -201,7 +210,7 @@ class MappedFeatures:
         for a in range(0, inp.size, step):
             part = np.take(self._arr, inp[a:a + step], axis=0)
             out[a:a + part.shape[0]].copy_(torch.from_numpy(part))
-            self._account(part.shape[0])
+            self._account(part.shape[0], scattered=True)
         return self._mask_rows(out, idx)
 
     def __getitem__(self, index) -> Tensor:
@@ -326,8 +335,15 @@ class MappedFeatures:
         self.__dict__.update(state)
         self._open(self._n)
 
+    def __copy__(self) -> MappedFeatures:
+        # share the mapping (copy.copy would otherwise go through __getstate__ and map the file again, and two
+        # mappings of one file count its pages twice in the resident set)
+        other = MappedFeatures.__new__(MappedFeatures)
+        other.__dict__.update(self.__dict__)
+        return other
+
     def __deepcopy__(self, memo) -> MappedFeatures:
-        other = copy.copy(self)  # the file is read-only: the copy maps the same pages
+        other = self.__copy__()  # the file is read-only: the copy maps the same pages
         other.present = None if self.present is None else self.present.clone()
         return other
 

@@ -28,6 +28,7 @@ See :mod:`magkit.distributed` and docs/scaling.md.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
@@ -225,18 +226,28 @@ class NodeClassifier:
         evaluation/prediction run as sampled mini-batch inference (:meth:`_sampled_logits`)."""
         return bool(getattr(graph, "is_mapped", False)) and self.params["batch_size"] is not None
 
+    def _inference_sampler(self, graph: MultimodalGraph, like: NeighborSampler | None = None) -> NeighborSampler:
+        """The (cached) sampler of :meth:`_sampled_logits`; ``like``: a training sampler of this graph whose CSR it
+        shares instead of building its own (a sort of the edges and 8 bytes per edge)."""
+        p = self.params
+        key = (graph.edge_index.data_ptr(), tuple(graph.edge_index.shape), graph.num_nodes, tuple(p["fanouts"]), p["batch_size"])
+        cached = self.__dict__.get("_infer_sampler")
+        if cached is None or cached[0] != key:
+            if like is not None:
+                sampler = copy.copy(like)
+                sampler.shuffle = False
+            else:
+                sampler = NeighborSampler(graph.edge_index, graph.num_nodes, p["fanouts"], p["batch_size"], shuffle=False)
+            cached = (key, sampler)
+            self.__dict__["_infer_sampler"] = cached
+        return cached[1]
+
     def _sampled_logits(self, model, inputs: GraphInputs, graph: MultimodalGraph, nodes: Tensor, device) -> Tensor:
         """Logits ``[N, C]`` for ``nodes`` (other rows zero) by mini-batch inference: each batch of ``batch_size``
         nodes is sampled with the training fan-outs (a fixed sampling seed, so every call sees the same
         neighbourhoods) -- the full-graph forward pass of a graph whose features stay on disk."""
-        p = self.params
-        key = (graph.edge_index.data_ptr(), tuple(graph.edge_index.shape), graph.num_nodes, tuple(p["fanouts"]), p["batch_size"])
-        cached = self.__dict__.get("_infer_sampler")
-        if cached is None or cached[0] != key:  # its CSR costs a sort of the edges: built once per graph
-            cached = (key, NeighborSampler(graph.edge_index, graph.num_nodes, p["fanouts"], p["batch_size"], shuffle=False))
-            self.__dict__["_infer_sampler"] = cached
-        sampler = cached[1]
-        sampler.generator = torch.Generator().manual_seed(p["seed"])
+        sampler = self._inference_sampler(graph)
+        sampler.generator = torch.Generator().manual_seed(self.params["seed"])
         out = torch.zeros(graph.num_nodes, graph.num_classes, device=device)
         was = model.training
         model.eval()
@@ -298,6 +309,9 @@ class NodeClassifier:
             sampler = None
             if p["batch_size"] is not None:
                 sampler = NeighborSampler(graph.edge_index, graph.num_nodes, p["fanouts"], p["batch_size"], generator=gen)
+                if self._lazy(graph):  # sampled evaluation shares this CSR
+                    self.__dict__.pop("_infer_sampler", None)
+                    self._inference_sampler(graph, like=sampler)
             ycpu = graph.y
 
             def step(epoch: int) -> dict:
