@@ -246,11 +246,14 @@ class MappedFeatures:
         out = torch.empty(self._n, max(stop - start, 0), dtype=torch.float32)
         for a, block in self.iter_rows(chunk_rows):
             out[a:a + block.size(0)] = block[:, start:stop]
+        self.release()  # a whole pass: its pages are not needed again soon
         return out
 
     def materialize(self) -> Tensor:
         """The whole block as one float32 tensor (reads everything: ``N * d * 4`` bytes)."""
-        return self.rows(0, self._n)
+        out = self.rows(0, self._n)
+        self.release()
+        return out
 
     # ------------------------------------------------------------------ tensor-API shims
     def to(self, *args, **kwargs) -> MappedFeatures | Tensor:
@@ -296,6 +299,7 @@ class MappedFeatures:
         if self.present is not None:
             h.update(b"present")
             h.update(self.present.numpy().tobytes())
+        self.release()
         self._digest = (stamp, h.hexdigest())
         return self._digest[1]
 
@@ -303,6 +307,7 @@ class MappedFeatures:
         """Feed the float32 bytes of every row, in order, to ``h`` (same bytes as the materialised tensor's)."""
         for _, block in self.iter_rows():
             h.update(block.numpy().tobytes())
+        self.release()
 
     def nonfinite_problem(self) -> tuple[str, str] | None:
         """``(message, rows)`` when the block holds NaN/Inf after the float32 cast, else ``None`` (chunked,
@@ -318,6 +323,7 @@ class MappedFeatures:
                 bad_values += int(bad.sum())
                 bad_rows += rows.numel()
                 first += rows[: max(0, 5 - len(first))].tolist()
+        self.release()
         problem = None
         if bad_values:
             more = ", ..." if bad_rows > len(first) else ""
