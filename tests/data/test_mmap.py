@@ -263,3 +263,29 @@ def test_generator_rejects_bad_parameters(tmp_path):
         generate_mmap_graph(tmp_path / "g", 100, num_classes=4, dtype="int8")
     with pytest.raises(ConfigError, match="homophily"):
         generate_mmap_graph(tmp_path / "g", 100, num_classes=4, homophily=1.5)
+
+
+# ---------------------------------------------------------------------- the command line
+def test_cli_generate_then_info_and_fit_on_the_mapped_graph(tmp_path):
+    from typer.testing import CliRunner
+
+    from magkit.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "g"
+    res = runner.invoke(app, ["data", "generate", "--nodes", "2000", "--classes", "4", "--dims", "text=16,image=8",
+                              "--degree", "6", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "2,000 nodes" in res.output and f"mmap:{out}" in res.output.replace("\n", "")
+    res = runner.invoke(app, ["data", "info", f"mmap:{out}", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["nodes"] == 2000 and info["modalities"]["text"]["dim"] == 16 and info["splits"]["train"] == 200
+    res = runner.invoke(app, ["fit", "-m", "sage-early", "-d", f"mmap:{out}", "--seeds", "0", "--set", "epochs=2",
+                              "--set", "batch_size=128", "--set", "hidden=16"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["data", "generate", "--nodes", "2000", "--classes", "4", "--dims", "text=16",
+                              "--out", str(out)])
+    assert res.exit_code == 2 and "other parameters" in res.output
+    res = runner.invoke(app, ["data", "generate", "--nodes", "2000", "--dims", "text:16", "--out", str(tmp_path / "h")])
+    assert res.exit_code == 2 and "--dims" in res.output
