@@ -271,6 +271,25 @@ class NodeClassifier:
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=self.params["lr"], weight_decay=self.params["weight_decay"])
 
+    def _batch_steps(self, model, inputs: GraphInputs, ycpu: Tensor, batches, opt, epoch: int,
+                     device) -> tuple[dict[str, float], int]:
+        """One optimiser step per sampled batch (seed nodes first in each); returns the loss terms summed
+        with weight = batch size, and the number of seed nodes seen."""
+        totals: dict[str, float] = {}
+        count = 0
+        for batch in batches:
+            sub = inputs.subset(batch.n_id, batch.edge_index).to(device)
+            out = model(sub)
+            local = torch.arange(batch.batch_size, device=device)
+            loss, parts = self._loss(out, ycpu[batch.n_id].to(device), local, epoch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            for k, v in parts.items():
+                totals[k] = totals.get(k, 0.0) + v * batch.batch_size
+            count += batch.batch_size
+        return totals, count
+
     # ------------------------------------------------------------------ the API
     def _use_ddp(self) -> bool:
         """Whether this fit is data-parallel (joins torchrun's process group for ``distributed=True``)."""
@@ -323,19 +342,8 @@ class NodeClassifier:
                     loss.backward()
                     opt.step()
                     return parts
-                totals: dict[str, float] = {}
-                count = 0
-                for batch in sampler.batches(graph.split_index("train")):
-                    sub = inputs.subset(batch.n_id, batch.edge_index).to(device)
-                    out = model(sub)
-                    local = torch.arange(batch.batch_size, device=device)
-                    loss, parts = self._loss(out, ycpu[batch.n_id].to(device), local, epoch)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    for k, v in parts.items():
-                        totals[k] = totals.get(k, 0.0) + v * batch.batch_size
-                    count += batch.batch_size
+                totals, count = self._batch_steps(model, inputs, ycpu, sampler.batches(graph.split_index("train")),
+                                                  opt, epoch, device)
                 return {k: v / count for k, v in totals.items()}
 
             if ddp:
@@ -406,20 +414,8 @@ class NodeClassifier:
             net.train()
             order = train_cpu[torch.randperm(n_train, generator=torch.Generator().manual_seed(D.derive_seed(p["seed"], epoch)))]
             mine = D.shard(order, rank, world)  # padded: the same number of batches on every rank
-            totals: dict[str, float] = {}
-            count = 0
-            for i in range(0, mine.numel(), sampler.batch_size):
-                batch = sampler.sample(mine[i: i + sampler.batch_size])
-                sub = inputs.subset(batch.n_id, batch.edge_index).to(device)
-                out = net(sub)
-                local = torch.arange(batch.batch_size, device=device)
-                loss, parts = self._loss(out, ycpu[batch.n_id].to(device), local, epoch)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                for k, v in parts.items():
-                    totals[k] = totals.get(k, 0.0) + v * batch.batch_size
-                count += batch.batch_size
+            batches = (sampler.sample(mine[i: i + sampler.batch_size]) for i in range(0, mine.numel(), sampler.batch_size))
+            totals, count = self._batch_steps(net, inputs, ycpu, batches, opt, epoch, device)
             summed = D.all_reduce_sum({**totals, "__count": float(count)})
             n = summed.pop("__count")
             return {k: v / n for k, v in summed.items()}
