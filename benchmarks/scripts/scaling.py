@@ -183,20 +183,18 @@ def phase_propagate(a) -> dict:
     blocks = {m: g.feature(m).masked(g.presence(m)) for m in g.modalities}
     for x in blocks.values():  # the content hash is part of the cache key: computed before the timed part
         x.digest()
+    def propagate_all():  # every block once; (per-block stats, seconds)
+        stats, t0 = {}, time.perf_counter()
+        for m, x in blocks.items():
+            stats[m] = {}
+            diskprop.propagate_to_disk(g.edge_index, x, a.k, cache, num_nodes=g.num_nodes,
+                                       max_memory_mb=a.prop_memory_mb, undirected=True, stats=stats[m])
+        return stats, time.perf_counter() - t0
+
     mon = MemoryMonitor().start()
-    first, t0 = {}, time.perf_counter()
-    for m, x in blocks.items():
-        first[m] = {}
-        diskprop.propagate_to_disk(g.edge_index, x, a.k, cache, num_nodes=g.num_nodes, max_memory_mb=a.prop_memory_mb,
-                                   undirected=True, stats=first[m])
-    t_first = time.perf_counter() - t0
+    first, t_first = propagate_all()
     mem = mon.stop()
-    second, t0 = {}, time.perf_counter()
-    for m, x in blocks.items():
-        second[m] = {}
-        diskprop.propagate_to_disk(g.edge_index, x, a.k, cache, num_nodes=g.num_nodes, max_memory_mb=a.prop_memory_mb,
-                                   undirected=True, stats=second[m])
-    t_second = time.perf_counter() - t0
+    second, t_second = propagate_all()  # the cache hit
     shutil.rmtree(cache, ignore_errors=True)
     return {**setup, "k": a.k, "max_memory_mb": a.prop_memory_mb, "seconds": t_first, "cached_seconds": t_second,
             "all_cached_second_time": all(s["cached"] for s in second.values()),
