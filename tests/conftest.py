@@ -37,3 +37,20 @@ def _single_threaded_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _run_ranks(worker, directory: Path, world: int = 2) -> list:
+    """Run ``worker(rank, world, rendezvous_file, out_dir)`` in ``world`` spawned processes (gloo, file://
+    rendezvous in ``directory``); each rank saves its results to ``out_dir/rank{r}.pt``, returned in rank
+    order."""
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.spawn(worker, args=(world, str(directory / "rendezvous"), str(directory)), nprocs=world, join=True)
+    return [torch.load(directory / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+@pytest.fixture(scope="session")
+def spawn_ranks():
+    """The distributed tests' launcher: ``spawn_ranks(worker, directory, world=2) -> [rank0, rank1, ...]``."""
+    return _run_ranks

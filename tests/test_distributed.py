@@ -22,7 +22,6 @@ import os
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
 from magkit import distributed as D
@@ -92,11 +91,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ddp(tmp_path_factory):
+def ddp(tmp_path_factory, spawn_ranks):
     """What each of the 2 ranks ended with: ``[rank0_results, rank1_results]``."""
-    d = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(WORLD, str(d / "rendezvous"), str(d)), nprocs=WORLD, join=True)
-    return [torch.load(d / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return spawn_ranks(_worker, tmp_path_factory.mktemp("ddp"), WORLD)
 
 
 def _assert_same_state(a: dict, b: dict) -> None:

@@ -14,12 +14,10 @@ the scenarios and saves what each rank ends with; the tests assert:
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
 from magkit import distributed as D
@@ -68,10 +66,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def dist_runs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ddp_condense")
-    mp.spawn(_worker, args=(WORLD, str(d / "rendezvous"), str(d)), nprocs=WORLD, join=True)
-    return [torch.load(d / f"rank{r}.pt") for r in range(WORLD)]
+def dist_runs(tmp_path_factory, spawn_ranks):
+    return spawn_ranks(_worker, tmp_path_factory.mktemp("ddp_condense"), WORLD)
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..eval.protocol import mean_std
 from ..eval.results import atomic_write_bytes, atomic_write_json, environment, peak_memory_mb
 from ..exceptions import ConfigError
@@ -35,12 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def load_suite(path: str | Path) -> dict[str, Any]:
-    from ..eval.experiment import parse_seeds
+    from ..eval.experiment import parse_seeds, read_yaml_mapping
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"suite: file {str(path)!r} does not exist")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = read_yaml_mapping(path, "suite", "a mapping of keys (datasets, splits, methods, seeds, ...)")
     for key in ("datasets", "methods"):
         if not cfg.get(key):
             raise ConfigError(f"suite {path}: {key!r} must list at least one entry")

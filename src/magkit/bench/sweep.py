@@ -54,8 +54,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..exceptions import ConfigError, MissingDependencyError
 from .suite import append_row, parse_shard, read_rows, split_seed
 
@@ -77,16 +75,10 @@ RAY_INSTALL = 'pip install -e ".[ray]"'
 # ---------------------------------------------------------------------------------------------- spec
 def load_spec(path: str | Path) -> dict[str, Any]:
     """Read and check a sweep spec (YAML); returns the normalised spec (see the module docstring)."""
+    from ..eval.experiment import read_yaml_mapping
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep spec: file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"sweep spec {path}: not valid YAML ({first})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"sweep spec {path}: must be a mapping of keys (task, datasets, methods, seeds, ...)")
+    raw = read_yaml_mapping(path, "sweep spec", "a mapping of keys (task, datasets, methods, seeds, ...)")
     raw.setdefault("name", path.stem)
     return normalize_spec(raw, where=str(path))
 

@@ -37,20 +37,29 @@ def parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def read_yaml_mapping(path: str | Path, what: str, shape: str = "a mapping") -> dict[str, Any]:
+    """The mapping held by the YAML file ``path`` (empty file: ``{}``). ``what`` names the file in the
+    one-line :class:`ConfigError` raised when it is missing, is not valid YAML, or holds something else
+    than a mapping (``shape`` describes the expected content in that message)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what}: file {str(path)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{what} {path}: not valid YAML ({first})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {path}: must hold {shape}, not a {type(loaded).__name__}")
+    return loaded
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Estimator parameters from a YAML file (a mapping; an optional ``params:`` sub-mapping is accepted)
     and ``key=value`` overrides."""
     cfg: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config: file {str(path)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config: {path} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config: {path} must hold a mapping of parameter names to values")
+        loaded = read_yaml_mapping(path, "config", "a mapping of parameter names to values")
         cfg.update(loaded.get("params", loaded))
     for item in overrides:
         key, sep, value = item.partition("=")
