@@ -199,6 +199,10 @@ def test_fixed_dominant_uses_one_modality(graph):
     ({"batch_size": 64}, "full-batch"),
     ({"branches": ["raw:audio"]}, r"branches: \['raw:audio'\]; allowed"),
     ({"beta": 2.0}, "beta"),
+    ({"prop_mode": "output"}, "prop_mode: 'output'; allowed: input, hidden"),
+    ({"struct_input": "max"}, "struct_input: 'max'; allowed: mean, reliability"),
+    ({"fusion": "attention"}, "fusion: 'attention'; allowed: reliability, learned"),
+    ({"input_temperature": 0}, "input_temperature"),
 ])
 def test_bad_parameters(graph, params, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -210,3 +214,37 @@ def test_not_fitted(graph):
         _ = GraphMNL().diagnostics_
     with pytest.raises(NotFittedError):
         GraphMNL().predict(graph)
+
+
+def test_hidden_propagation_is_the_same_function_as_input_propagation(graph):
+    """prop_mode="hidden" computes ReLU(Â^K (W x) + b), which equals the input mode's ReLU(W (Â^K X) + b): with the
+    same weights and no dropout both modes give the same branch logits (only training-time dropout differs)."""
+    a = create("graphmnl", seed=0, **{**FAST, "epochs": 3}).fit(graph)
+    b = create("graphmnl", seed=0, prop_mode="hidden", **{**FAST, "epochs": 3})
+    b.fit(graph)
+    b.model_.load_state_dict(a.model_.state_dict())
+    za = a.model_.eval()(a._inputs(graph))["branches"]
+    zb = b.model_.eval()(b._inputs(graph))["branches"]
+    torch.testing.assert_close(zb, za, atol=1e-4, rtol=1e-4)
+    assert "prop_text" not in b._inputs(graph).extra  # nothing cached in the hidden mode
+
+
+def test_reliability_weighted_struct_input_follows_the_scores(graph):
+    """struct_input="reliability": the struct branch reads Σ_m w_m(i) h_m(i), w = softmax of r̃_raw:m / T_in over
+    the present modalities; with r̃ = 1 for text and 0 for image and a small T_in that is the text projection."""
+    est = create("graphmnl", seed=0, struct_input="reliability", input_temperature=0.01, **{**FAST, "epochs": 3})
+    est.fit(graph)
+    net = est.model_.eval()
+    inp = est._inputs(graph)
+    rel = torch.zeros(graph.num_nodes, len(est.branches_))
+    rel[:, est.branches_.index("raw:text")] = 1.0
+    inp.extra["reliability"] = rel
+    hs = [torch.relu(net.proj[m](inp.xs[m])) * inp.present[:, j:j + 1] for j, m in enumerate(net.modalities)]
+    h0 = net._struct_input(inp, hs)
+    both = inp.present.all(1)
+    torch.testing.assert_close(h0[both], hs[0][both])
+    only_image = inp.present[:, 1] & ~inp.present[:, 0]
+    if bool(only_image.any()):  # an absent modality never gets weight
+        torch.testing.assert_close(h0[only_image], hs[1][only_image])
+    net.struct_input = "mean"
+    torch.testing.assert_close(net._struct_input(inp, hs)[both], (hs[0][both] + hs[1][both]) / 2)

@@ -130,6 +130,12 @@ def run_suite(cfg: dict[str, Any], out: str | Path, root: str | None = None,
         get_method(m)  # fail fast on a bad name
     cells = [(d, s, m, seed) for d in cfg["datasets"] for s in cfg["splits"] for m in cfg["methods"] for seed in cfg["seeds"]]
     todo = [c for k, c in enumerate(cells) if c not in done and k % n_shard == i_shard]
+    # one graph load per (dataset, split, split seed): drawn splits change with the seed, so group the cells
+    # by the graph they need (stable, so the grid order is kept within a graph)
+    order = {}
+    for d, s, _m, seed in todo:
+        order.setdefault((d, s, split_seed(s, seed)), len(order))
+    todo.sort(key=lambda c: order[(c[0], c[1], split_seed(c[1], c[3]))])
     graphs: dict[tuple[str, str, int], Any] = {}
     for i, (dname, split, method, seed) in enumerate(todo):
         key = (dname, split, split_seed(split, seed))

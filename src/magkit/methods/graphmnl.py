@@ -31,6 +31,7 @@ from ..functional import (
     dropout,
     ema_update,
     instability,
+    macro_f1,
     negative_learning_loss,
     negative_set,
     nontarget_soft_ce,
@@ -67,8 +68,13 @@ class GraphMNLNet(nn.Module):
     """The branch library with shared first-layer projections; fusion weights come from ``inp.extra``."""
 
     def __init__(self, branches, modalities, dims, hidden, num_classes, dropout_p, struct_backbone, struct_layers,
-                 temperature):
+                 temperature, prop_k: int = 2, prop_mode: str = "input"):
         super().__init__()
+        self.prop_k = int(prop_k)
+        self.prop_mode = prop_mode
+        self.struct_input = "mean"
+        self.fusion_bias = None
+        self.input_temperature = 0.1
         self.branches = tuple(branches)
         self.modalities = tuple(modalities)
         self.proj = nn.ModuleDict({m: nn.Linear(dims[m], hidden) for m in modalities})
@@ -93,7 +99,65 @@ class GraphMNLNet(nn.Module):
                 cols.append(present[:, self.modalities.index(b.split(":", 1)[1])])
         return torch.stack(cols, dim=1)
 
+    def _hidden_prop(self, inp: GraphInputs) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """``prop_mode="hidden"``: one projection per modality, u_m = W_m drop(x_m); raw:m reads ReLU(u_m + b_m),
+        prop:m reads ReLU(Â^K u_m + b_m) = ReLU(W_m Â^K drop(x_m) + b_m) (K sparse products of width h instead of
+        a second d_m x h projection of the cached Â^K X_m)."""
+        need = {b.split(":", 1)[1] for b in self.branches if b != "struct"}
+        if "struct" in self.branches:
+            need |= set(self.modalities)
+        h_raw: dict[str, Tensor] = {}
+        hidden: dict[str, Tensor] = {}
+        adj = inp.norm_adj() if any(b.startswith("prop:") for b in self.branches) else None
+        for m in self.modalities:
+            if m not in need:
+                continue
+            lin = self.proj[m]
+            u = F.linear(_dropout(inp.xs[m], self.dropout, self.training), lin.weight)
+            h_raw[m] = F.relu(u + lin.bias)
+            if f"raw:{m}" in self.branches:
+                hidden[f"raw:{m}"] = h_raw[m]
+            if f"prop:{m}" in self.branches:
+                v = u
+                for _ in range(self.prop_k):
+                    v = adj @ v
+                hidden[f"prop:{m}"] = F.relu(v + lin.bias)
+        return h_raw, {b: hidden[b] for b in self.branches if b in hidden}
+
     def forward(self, inp: GraphInputs) -> dict:
+        if self.prop_mode == "hidden":
+            h_raw, hidden = self._hidden_prop(inp)
+        else:
+            h_raw, hidden = self._input_prop(inp)
+        h0 = None
+        if "struct" in self.branches:
+            hs = []
+            for j, m in enumerate(self.modalities):
+                hm = h_raw.get(m)
+                if hm is None:
+                    hm = F.relu(self.proj[m](_dropout(inp.xs[m], self.dropout, self.training)))
+                hs.append(hm * inp.present[:, j:j + 1])
+            h0 = self._struct_input(inp, hs)
+        return self._heads(inp, hidden, h0)
+
+    def _struct_input(self, inp: GraphInputs, hs: list[Tensor]) -> Tensor:
+        """The struct branch's input: the mean of the present modalities' first-layer representations
+        (``struct_input="mean"``), or their reliability-weighted mean (``"reliability"``): w_m(i) = softmax over
+        present m of r̃_{raw:m}(i) / T_in (prop:m's score where raw:m is not a branch), so a modality the
+        arbitration finds unreliable at node i is down-weighted there before the GNN propagates it."""
+        present = inp.present
+        rel = inp.extra.get("reliability")
+        if self.struct_input == "mean" or rel is None:
+            return torch.stack(hs, 1).sum(1) / present.sum(1, keepdim=True).clamp(min=1)
+        cols = []
+        for m in self.modalities:
+            b = f"raw:{m}" if f"raw:{m}" in self.branches else f"prop:{m}"
+            cols.append(rel[:, self.branches.index(b)] if b in self.branches else torch.zeros_like(rel[:, 0]))
+        w = masked_softmax(torch.stack(cols, 1) / self.input_temperature, present)
+        return (torch.stack(hs, 1) * w.unsqueeze(-1)).sum(1)
+
+    def _input_prop(self, inp: GraphInputs) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """``prop_mode="input"``: prop:m projects the cached Â^K X_m with the shared P_m."""
         h_raw: dict[str, Tensor] = {}
         hidden: dict[str, Tensor] = {}
         for b in self.branches:
@@ -106,16 +170,9 @@ class GraphMNLNet(nn.Module):
                 hidden[b] = h_raw[m]
             else:
                 hidden[b] = F.relu(self.proj[m](_dropout(inp.extra[f"prop_{m}"], self.dropout, self.training)))
-        h0 = None
-        if "struct" in self.branches:
-            hs = []
-            for j, m in enumerate(self.modalities):
-                hm = h_raw.get(m)
-                if hm is None:
-                    hm = F.relu(self.proj[m](_dropout(inp.xs[m], self.dropout, self.training)))
-                hs.append(hm * inp.present[:, j:j + 1])
-            h0 = torch.stack(hs, 1).sum(1) / inp.present.sum(1, keepdim=True).clamp(min=1)
+        return h_raw, hidden
 
+    def _heads(self, inp: GraphInputs, hidden: dict[str, Tensor], h0: Tensor | None) -> dict:
         # one dropout mask per branch hidden, shared by the supervised pass and the guidance pass
         dropped = {b: _dropout(h, self.dropout, self.training) for b, h in hidden.items()}
         struct_adj = structure_for(self.struct_backbone, inp) if h0 is not None else None
@@ -127,7 +184,10 @@ class GraphMNLNet(nn.Module):
         rel = inp.extra.get("reliability")
         if rel is None:
             rel = torch.zeros(zs.shape[:2], device=zs.device)
-        alpha = masked_softmax(rel / self.temperature, present)
+        logit_w = rel / self.temperature
+        if self.fusion_bias is not None:
+            logit_w = logit_w + self.fusion_bias
+        alpha = masked_softmax(logit_w, present)
         fused = (alpha.unsqueeze(-1) * zs).sum(1)
         out = {"logits": fused, "branches": zs, "present": present, "alpha": alpha}
         if self.training and self.guide_heads_only:
@@ -159,7 +219,11 @@ class GraphMNL(NodeClassifier):
 
     Parameters (beyond the shared ones: hidden, dropout, lr, weight_decay, epochs, patience, seed, ...):
         branches: branch names (default: raw and prop for every modality, plus struct).
-        prop_k: hops K of the cached propagation Â^K X_m of the ``prop`` branches.
+        prop_k: hops K of the propagation of the ``prop`` branches.
+        struct_input / input_temperature: the struct branch's input, the plain mean of the present modalities'
+            projections (``mean``) or their reliability-weighted mean, softmax of r̃_{raw:m} / T_in (``reliability``).
+        prop_mode: ``input`` (prop:m projects the cached Â^K X_m) or ``hidden`` (prop:m propagates the shared
+            projection: ReLU(Â^K (W_m x_m) + b_m), one d_m x h product per modality instead of two).
         struct_backbone / struct_layers: the structure branch's GNN (gcn, appnp, sage) and depth.
         temperature: T of the reliability-weighted fusion softmax.
         beta / smooth_steps: graph-aware smoothing r̃ = (1 − β) r + β N(r̃), ``smooth_steps`` times.
@@ -183,6 +247,10 @@ class GraphMNL(NodeClassifier):
     defaults = {
         "branches": None,
         "prop_k": 2,
+        "prop_mode": "input",
+        "struct_input": "mean",
+        "fusion": "reliability",
+        "input_temperature": 0.1,
         "struct_backbone": "sage",  # validation sweep, docs/graphmnl.md
         "struct_layers": 2,
         "temperature": 0.1,
@@ -217,6 +285,14 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"guidance: {p['guidance']!r}; allowed: {', '.join(GUIDANCE)}")
         if p["guide_targets"] not in ("inferior", "all"):
             raise ConfigError(f"guide_targets: {p['guide_targets']!r}; allowed: inferior, all")
+        if p["prop_mode"] not in ("input", "hidden"):
+            raise ConfigError(f"prop_mode: {p['prop_mode']!r}; allowed: input, hidden")
+        if p["fusion"] not in ("reliability", "learned"):
+            raise ConfigError(f"fusion: {p['fusion']!r}; allowed: reliability, learned")
+        if p["struct_input"] not in ("mean", "reliability"):
+            raise ConfigError(f"struct_input: {p['struct_input']!r}; allowed: mean, reliability")
+        if p["input_temperature"] <= 0:
+            raise ConfigError(f"input_temperature: {p['input_temperature']!r}; allowed: > 0")
         if p["teacher"] not in ("dominant", "fused"):
             raise ConfigError(f"teacher: {p['teacher']!r}; allowed: dominant, fused")
         if p["score_rule"] not in ("mean", "agreement", "confidence"):
@@ -244,7 +320,7 @@ class GraphMNL(NodeClassifier):
     def _inputs(self, graph) -> GraphInputs:
         inp = super()._inputs(graph)
         branches = self._branches(graph)
-        for m in {b.split(":", 1)[1] for b in branches if b.startswith("prop:")}:
+        for m in {b.split(":", 1)[1] for b in branches if b.startswith("prop:") and self.params["prop_mode"] == "input"}:
             inp.extra[f"prop_{m}"] = propagate_features(graph, inp.xs[m], self.params["prop_k"])
         if "model_" in self.__dict__:  # a fitted model: reliability from its own branch predictions
             inp.extra["reliability"] = self._reliability_fixed_point(graph, inp)
@@ -260,8 +336,13 @@ class GraphMNL(NodeClassifier):
         self._epoch_stats: list[dict] = []
         self._fixed_index = None
         net = GraphMNLNet(self.branches_, graph.modalities, graph.modality_dims, p["hidden"], graph.num_classes,
-                          p["dropout"], p["struct_backbone"], p["struct_layers"], p["temperature"])
+                          p["dropout"], p["struct_backbone"], p["struct_layers"], p["temperature"],
+                          prop_k=p["prop_k"], prop_mode=p["prop_mode"])
         net.guide_heads_only = bool(p["guide_heads_only"])
+        net.struct_input = p["struct_input"]
+        if p["fusion"] == "learned":  # α(i) = softmax_b(r̃_b(i) / T + c_b), c_b learned by the fused CE
+            net.fusion_bias = nn.Parameter(torch.zeros(len(self.branches_)))
+        net.input_temperature = float(p["input_temperature"])
         return net
 
     # ------------------------------------------------------------------ reliability
@@ -417,6 +498,7 @@ class GraphMNL(NodeClassifier):
         preds = out["branches"].argmax(-1)
         yv = graph.y[val].to(preds.device)
         branch_acc = {b: float((preds[val, j] == yv).float().mean()) for j, b in enumerate(self.branches_)}
+        branch_f1 = {b: macro_f1(out["branches"][val, j], yv, graph.num_classes) for j, b in enumerate(self.branches_)}
         diag = {
             "branches": list(self.branches_),
             "dominant": dom.cpu(),
@@ -424,6 +506,7 @@ class GraphMNL(NodeClassifier):
             "alpha": out["alpha"].cpu(),
             "margin": margin.cpu(),
             "branch_val_acc": branch_acc,
+            "branch_val_f1": branch_f1,
             "dominant_share": {b: float((dom == j).float().mean()) for j, b in enumerate(self.branches_)},
             "gate_rate": self.history_.series("gate_rate"),
         }
