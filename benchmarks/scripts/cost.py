@@ -1,15 +1,17 @@
 """GraphMNL's time per training epoch against an early-fusion GCN of the same width, measured in one run.
 
-    python benchmarks/scripts/cost.py [DATASET] [EPOCHS] [SPLIT]
+    python benchmarks/scripts/cost.py [DATASET] [EPOCHS] [SPLIT] [GRAPHMNL_PARAMS]
 
 Both models train full-batch for EPOCHS epochs (default 40; no early stopping) on the same graph in the
 same process, alternating GCN, GraphMNL, GCN, GraphMNL so that machine noise hits both; torch runs on one
 thread. Printed: the ratio of median epoch times (training step only, as History.epoch_time) over all
 epochs, and separately over GraphMNL's warm-up epochs (no guidance term) and its guided epochs (epoch >=
 ``warmup``, where the gated negative-learning pass runs: most of a real fit). EPOCHS <= warmup (20)
-measures warm-up epochs only, as this script did before it reported the two phases.
+measures warm-up epochs only, as this script did before it reported the two phases. GRAPHMNL_PARAMS is a
+Python dict literal of GraphMNL parameters (e.g. "{'prop_mode': 'input'}"); SPLIT may be "-" for the default.
 """
 
+import ast
 import statistics
 import sys
 
@@ -23,7 +25,8 @@ from magkit.methods.graphmnl import GraphMNL
 def main(argv: list[str]) -> None:
     data = argv[0] if argv else "grocery-semi:balanced"
     epochs = int(argv[1]) if len(argv) > 1 else 40
-    split = argv[2] if len(argv) > 2 else None
+    split = argv[2] if len(argv) > 2 and argv[2] != "-" else None
+    gm_params = ast.literal_eval(argv[3]) if len(argv) > 3 else {}
     torch.set_num_threads(1)
     graph = load_dataset(data, split=split, seed=0) if split else load_dataset(data)
     warmup = GraphMNL.defaults["warmup"]
@@ -31,14 +34,15 @@ def main(argv: list[str]) -> None:
     phase: list[bool] = []  # per recorded GraphMNL epoch: guided (epoch >= warmup)?
     for _ in range(2):
         for method in times:
-            est = create(method, seed=0, hidden=128, epochs=epochs, patience=None).fit(graph)
+            extra = gm_params if method == "graphmnl" else {}
+            est = create(method, seed=0, hidden=128, epochs=epochs, patience=None, **extra).fit(graph)
             t = est.history_.series("time")
             times[method] += t[1:]  # the first epoch includes one-off set-up
             if method == "graphmnl":
                 phase += [e >= warmup for e in range(1, len(t))]
     gcn = statistics.median(times["gcn-early"])
     gm = times["graphmnl"]
-    line = (f"{data}{' ' + split if split else ''}, {epochs} epochs: gcn-early {1000 * gcn:.1f} ms/epoch, "
+    line = (f"{data}{' ' + split if split else ''}{' ' + repr(gm_params) if gm_params else ''}, {epochs} epochs: gcn-early {1000 * gcn:.1f} ms/epoch, "
             f"graphmnl {1000 * statistics.median(gm):.1f} ms/epoch, ratio {statistics.median(gm) / gcn:.2f}x")
     for name, flag in (("warm-up", False), ("guided", True)):
         sel = [t for t, f in zip(gm, phase) if f == flag]

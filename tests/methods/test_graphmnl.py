@@ -201,7 +201,7 @@ def test_fixed_dominant_uses_one_modality(graph):
     ({"beta": 2.0}, "beta"),
     ({"prop_mode": "output"}, "prop_mode: 'output'; allowed: input, hidden"),
     ({"struct_input": "max"}, "struct_input: 'max'; allowed: mean, reliability"),
-    ({"fusion": "attention"}, "fusion: 'attention'; allowed: reliability, learned"),
+    ({"fusion": "attention"}, "fusion: 'attention'; allowed: reliability, learned, grouped"),
     ({"input_temperature": 0}, "input_temperature"),
 ])
 def test_bad_parameters(graph, params, fragment):
@@ -248,3 +248,24 @@ def test_reliability_weighted_struct_input_follows_the_scores(graph):
         torch.testing.assert_close(h0[only_image], hs[1][only_image])
     net.struct_input = "mean"
     torch.testing.assert_close(net._struct_input(inp, hs)[both], (hs[0][both] + hs[1][both]) / 2)
+
+
+def test_grouped_fusion_and_arbitration_compare_branches_of_one_kind(graph):
+    """fusion="grouped": raw:* compete among themselves, prop:* among themselves, struct alone; each kind present at a
+    node gets an equal share of α; inferior branches are ≥ δ below their own kind's best, so struct never is."""
+    est = create("graphmnl", seed=0, fusion="grouped", temperature=0.1, **{**FAST, "epochs": 3}).fit(graph)
+    net = est.model_
+    assert net.kind_columns() == [[0, 1], [2, 3], [4]]
+    rel = torch.tensor([[0.9, 0.1, 0.2, 0.6, 0.1],
+                        [0.5, 0.5, 0.5, 0.5, 0.9]])
+    present = torch.tensor([[True, True, True, True, True],
+                            [False, True, True, True, True]])
+    alpha = net.fusion_weights(rel, present)
+    torch.testing.assert_close(alpha.sum(1), torch.ones(2))
+    torch.testing.assert_close(alpha[:, 4], torch.full((2,), 1 / 3))
+    e = torch.exp(torch.tensor(8.0))  # (0.9 - 0.1) / T
+    torch.testing.assert_close(alpha[0, :2], torch.stack([e / (e + 1), 1 / (e + 1)]) / 3)
+    torch.testing.assert_close(alpha[1, :2], torch.tensor([0.0, 1 / 3]))  # an absent branch gets nothing
+    inferior, margin = est._grouped_arbitration(rel, present)
+    assert inferior.tolist() == [[False, True, True, False, False], [False, False, False, False, False]]
+    torch.testing.assert_close(margin, torch.tensor([0.8, 0.0]))

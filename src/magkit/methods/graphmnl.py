@@ -74,6 +74,7 @@ class GraphMNLNet(nn.Module):
         self.prop_mode = prop_mode
         self.struct_input = "mean"
         self.fusion_bias = None
+        self.fusion = "reliability"
         self.input_temperature = 0.1
         self.branches = tuple(branches)
         self.modalities = tuple(modalities)
@@ -184,15 +185,35 @@ class GraphMNLNet(nn.Module):
         rel = inp.extra.get("reliability")
         if rel is None:
             rel = torch.zeros(zs.shape[:2], device=zs.device)
-        logit_w = rel / self.temperature
-        if self.fusion_bias is not None:
-            logit_w = logit_w + self.fusion_bias
-        alpha = masked_softmax(logit_w, present)
+        alpha = self.fusion_weights(rel, present)
         fused = (alpha.unsqueeze(-1) * zs).sum(1)
         out = {"logits": fused, "branches": zs, "present": present, "alpha": alpha}
         if self.training and self.guide_heads_only:
             out["_guide_inputs"] = (dropped, h0, struct_adj)
         return out
+
+    def fusion_weights(self, rel: Tensor, present: Tensor) -> Tensor:
+        """α [n, B]. ``fusion="reliability"``: softmax over the present branches of r̃ / T (+ c_b when learned).
+        ``fusion="grouped"``: the branches of one kind (raw, prop, struct) compete by r̃ / T among themselves (per-node
+        modality arbitration between comparable branches) and every kind present at a node gets an equal share."""
+        logit_w = rel / self.temperature
+        if self.fusion_bias is not None:
+            logit_w = logit_w + self.fusion_bias
+        if self.fusion != "grouped":
+            return masked_softmax(logit_w, present)
+        alpha = torch.zeros_like(rel)
+        n_kinds = torch.zeros_like(rel[:, 0])
+        for cols in self.kind_columns():
+            pk = present[:, cols]
+            alpha[:, cols] = masked_softmax(logit_w[:, cols], pk)
+            n_kinds = n_kinds + pk.any(1).to(rel.dtype)
+        return alpha / n_kinds.clamp(min=1).unsqueeze(1)
+
+    def kind_columns(self) -> list[list[int]]:
+        kinds: dict[str, list[int]] = {}
+        for j, b in enumerate(self.branches):
+            kinds.setdefault(b.split(":", 1)[0], []).append(j)
+        return list(kinds.values())
 
     def guided_logits(self, out: dict, rows: Tensor, cols: Tensor) -> Tensor:
         """Logits ``[P, C]`` of branch ``cols[k]`` at node ``rows[k]`` for the guidance term (pairs sorted by
@@ -287,8 +308,8 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"guide_targets: {p['guide_targets']!r}; allowed: inferior, all")
         if p["prop_mode"] not in ("input", "hidden"):
             raise ConfigError(f"prop_mode: {p['prop_mode']!r}; allowed: input, hidden")
-        if p["fusion"] not in ("reliability", "learned"):
-            raise ConfigError(f"fusion: {p['fusion']!r}; allowed: reliability, learned")
+        if p["fusion"] not in ("reliability", "learned", "grouped"):
+            raise ConfigError(f"fusion: {p['fusion']!r}; allowed: reliability, learned, grouped")
         if p["struct_input"] not in ("mean", "reliability"):
             raise ConfigError(f"struct_input: {p['struct_input']!r}; allowed: mean, reliability")
         if p["input_temperature"] <= 0:
@@ -333,6 +354,7 @@ class GraphMNL(NodeClassifier):
         self._labelled = graph.train_mask.clone()
         self._y_train = torch.where(self._labelled, graph.y, torch.full_like(graph.y, -1))
         self._ema = None
+        self._ema_fused = None
         self._epoch_stats: list[dict] = []
         self._fixed_index = None
         net = GraphMNLNet(self.branches_, graph.modalities, graph.modality_dims, p["hidden"], graph.num_classes,
@@ -340,6 +362,7 @@ class GraphMNL(NodeClassifier):
                           prop_k=p["prop_k"], prop_mode=p["prop_mode"])
         net.guide_heads_only = bool(p["guide_heads_only"])
         net.struct_input = p["struct_input"]
+        net.fusion = p["fusion"]
         if p["fusion"] == "learned":  # α(i) = softmax_b(r̃_b(i) / T + c_b), c_b learned by the fused CE
             net.fusion_bias = nn.Parameter(torch.zeros(len(self.branches_)))
         net.input_temperature = float(p["input_temperature"])
@@ -404,11 +427,18 @@ class GraphMNL(NodeClassifier):
         r, probs = self._scores(out)
         r_arb = self._fixed_reliability(r, present) if p["fixed_dominant"] is not None else r
         dom, inferior, margin = arbitrate(r_arb, present, p["delta"])
+        if p["fusion"] == "grouped" and p["fixed_dominant"] is None:
+            inferior, margin = self._grouped_arbitration(r_arb, present)
         self._ema = ema_update(self._ema, probs, p["ema_decay"])
         rows = torch.arange(n, device=z.device)
         d = dom.clamp(min=0)
         p_dom = probs[rows, d]
-        s = instability(p_dom, self._ema[rows, d], p["instability_kind"])
+        if p["teacher"] == "fused":  # the teacher's own stability: the fused posterior against its moving average
+            p_fused = torch.softmax(out["logits"].detach(), -1)
+            self._ema_fused = ema_update(getattr(self, "_ema_fused", None), p_fused, p["ema_decay"])
+            s = instability(p_fused, self._ema_fused, p["instability_kind"])
+        else:
+            s = instability(p_dom, self._ema[rows, d], p["instability_kind"])
         if p["gate"]:
             g = transfer_gate(s, margin, p["tau_s"], p["tau_m"], p["kappa"])
         else:
@@ -436,6 +466,19 @@ class GraphMNL(NodeClassifier):
             "inferior_rate": float(inferior.float().mean()),
         }
         return loss, stats
+
+    def _grouped_arbitration(self, r: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
+        """Arbitration among comparable branches (``fusion="grouped"``): within each kind (raw, prop) the branches
+        ≥ δ below that kind's best are inferior; the margin is the largest within-kind margin at the node."""
+        inferior = torch.zeros_like(present)
+        margin = torch.zeros(r.shape[0], device=r.device)
+        for cols in self.model_.kind_columns():
+            if len(cols) < 2:
+                continue
+            _, inf_k, m_k = arbitrate(r[:, cols], present[:, cols], self.params["delta"])
+            inferior[:, cols] = inf_k
+            margin = torch.maximum(margin, m_k)
+        return inferior, margin
 
     def _guidance(self, z: Tensor, rows: Tensor, p_dom: Tensor, g: Tensor, n_total: int) -> Tensor:
         """(1/N) Σ_pairs g(i) L(i, b) over the guided (node i = ``rows[k]``, inferior branch b) pairs, whose
