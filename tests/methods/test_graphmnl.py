@@ -116,11 +116,13 @@ def test_guidance_term_over_guided_pairs_matches_the_per_node_sum(graph):
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("targets, teacher", [("inferior", "dominant"), ("all", "fused"), ("all", "dominant")])
-def test_guide_targets_and_teacher_select_pairs_and_negative_sets(graph, targets, teacher):
+@pytest.mark.parametrize("targets, teacher, fusion", [("inferior", "dominant", "grouped"), ("inferior", "dominant", "reliability"),
+                                                      ("all", "fused", "grouped"), ("all", "dominant", "grouped")])
+def test_guide_targets_and_teacher_select_pairs_and_negative_sets(graph, targets, teacher, fusion):
     """``guide_targets`` picks the guided (node, branch) pairs (inferior ones, or every present branch at a
     gated node), ``teacher`` the posterior whose unlikely classes form C̄(i) (dominant branch or fusion)."""
-    est = create("graphmnl", seed=0, guide_targets=targets, teacher=teacher, **{**FAST, "epochs": 8, "warmup": 6})
+    est = create("graphmnl", seed=0, guide_targets=targets, teacher=teacher, fusion=fusion,
+                 **{**FAST, "epochs": 8, "warmup": 6})
     est.fit(graph)
     model = est.model_
     model.train()
@@ -145,6 +147,9 @@ def test_guide_targets_and_teacher_select_pairs_and_negative_sets(graph, targets
 
     r = est._next_reliability
     dom, inferior, _ = arbitrate(r, out["present"], est.params["delta"])
+    if fusion == "grouped":  # inferior within its own kind (raw / prop); struct never
+        inferior = est._grouped_arbitration(r, out["present"])[0]
+        assert not bool(inferior[:, est.branches_.index("struct")].any())
     pairs = torch.zeros_like(inferior)
     pairs[seen["rows"], seen["cols"]] = True
     assert int(pairs.sum()) == seen["rows"].numel()  # no pair twice

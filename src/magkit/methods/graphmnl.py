@@ -270,11 +270,11 @@ class GraphMNL(NodeClassifier):
         "prop_k": 2,
         "prop_mode": "input",
         "struct_input": "mean",
-        "fusion": "reliability",
+        "fusion": "grouped",  # validation, docs/graphmnl.md "Third round"
         "input_temperature": 0.1,
         "struct_backbone": "sage",  # validation sweep, docs/graphmnl.md
         "struct_layers": 2,
-        "temperature": 0.1,
+        "temperature": 0.3,  # validation, docs/graphmnl.md "Third round"
         "beta": 0.5,
         "smooth_steps": 2,
         "delta": 0.05,
@@ -427,7 +427,7 @@ class GraphMNL(NodeClassifier):
         r, probs = self._scores(out)
         r_arb = self._fixed_reliability(r, present) if p["fixed_dominant"] is not None else r
         dom, inferior, margin = arbitrate(r_arb, present, p["delta"])
-        if p["fusion"] == "grouped" and p["fixed_dominant"] is None:
+        if p["fusion"] == "grouped":
             inferior, margin = self._grouped_arbitration(r_arb, present)
         self._ema = ema_update(self._ema, probs, p["ema_decay"])
         rows = torch.arange(n, device=z.device)
