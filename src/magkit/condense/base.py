@@ -564,11 +564,14 @@ class GradientMatching(Condenser):
                     field = p["damping"] == "field" and not update_a
                     r_val = 0.0
                     if update_a:
-                        ga = torch.autograd.grad(loss, list(pge.parameters()), retain_graph=True)
-                        g, rate = self._field(st, torch.autograd.grad(loss, x_syn)[0].detach(), net)
-                        if p["damping"] is not None and lam > 0:
-                            a2 = pge(x_syn.detach())
-                            r = damping_term(g, a2, p["damping_norm"])
+                        # one backward pass for both gradients (Φ's and X''s); the damping term then reuses the
+                        # adjacency A = PGE(X') already built (same values as a fresh PGE(X') pass: X' does not
+                        # change during structure epochs), so its gradient only runs back through the PGE
+                        damp = p["damping"] is not None and lam > 0
+                        *ga, gx = torch.autograd.grad(loss, [*pge.parameters(), x_syn], retain_graph=damp)
+                        g, rate = self._field(st, gx.detach(), net)
+                        if damp:
+                            r = damping_term(g, a, p["damping_norm"])
                             gr = torch.autograd.grad(r, list(pge.parameters()))
                             ga = [x + lam * y for x, y in zip(ga, gr)]
                             r_val = float(r.detach())
