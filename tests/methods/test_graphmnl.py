@@ -274,3 +274,35 @@ def test_grouped_fusion_and_arbitration_compare_branches_of_one_kind(graph):
     inferior, margin = est._grouped_arbitration(rel, present)
     assert inferior.tolist() == [[False, True, True, False, False], [False, False, False, False, False]]
     torch.testing.assert_close(margin, torch.tensor([0.8, 0.0]))
+
+
+@pytest.mark.parametrize("teacher", ["dominant", "fused"])
+def test_gate_instability_is_measured_on_the_teacher(graph, monkeypatch, teacher):
+    """The gate's temporal instability s(i) is the teacher's: the dominant branch's posterior against its moving
+    average, or (teacher="fused") the fused posterior against the fused moving average."""
+    import magkit.methods.graphmnl as gm
+
+    est = create("graphmnl", seed=0, teacher=teacher, **{**FAST, "epochs": 4, "warmup": 2}).fit(graph)
+    model = est.model_.train()
+    inp = est._inputs(graph)
+    seen = []
+    real = gm.instability
+
+    def spy(p, avg, kind):
+        seen.append((p, avg))
+        return real(p, avg, kind)
+
+    monkeypatch.setattr(gm, "instability", spy)
+    out = model(inp)
+    est._loss(out, graph.y, graph.split_index("train"), epoch=3)
+    (p, avg), = seen
+    fused = torch.softmax(out["logits"].detach(), -1)
+    if teacher == "fused":
+        torch.testing.assert_close(p, fused)
+        assert avg is est._ema_fused
+    else:
+        r = est._next_reliability
+        dom = gm.arbitrate(r, out["present"], est.params["delta"])[0].clamp(min=0)
+        probs = torch.softmax(out["branches"].detach(), -1)
+        torch.testing.assert_close(p, probs[torch.arange(len(dom)), dom])
+        assert not torch.allclose(p, fused)
