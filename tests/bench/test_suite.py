@@ -56,3 +56,22 @@ def test_bad_suite_files(tmp_path):
         load_suite(p)
     with pytest.raises(ConfigError, match="does not exist"):
         load_suite(tmp_path / "nope.yaml")
+
+
+def test_graphmnl_rows_record_the_reliability_auc(tmp_path):
+    """On a generated graph (ground truth per node) GraphMNL's rows carry the reliability AUC per branch kind, and
+    results.md gets a table of it; methods without it (baselines) get none."""
+    p = tmp_path / "gm.yaml"
+    p.write_text("name: gm\ndatasets: [synthetic:balanced]\nsplits: [magb]\nseeds: 0..1\n"
+                 "params: {epochs: 30, hidden: 32}\nmethods: [graphmnl, mlp-early]\n"
+                 "method_params: {graphmnl: {warmup: 5}}\n")
+    cfg = load_suite(p)
+    rows = run_suite(cfg, tmp_path / "out")
+    gm = [r for r in rows if r["method"] == "graphmnl"]
+    assert len(gm) == 2 and all(set(r["reliability_auc"]) == {"raw", "prop"} for r in gm)
+    assert all(0.55 < r["reliability_auc"]["raw"] <= 1.0 for r in gm)  # better than chance
+    assert not any("reliability_auc" in r for r in rows if r["method"] == "mlp-early")
+    md = render(cfg, rows, tmp_path / "out", command="x")["markdown"].read_text()
+    table = md.split("## Reliability AUC")[1]
+    mean_raw = sum(r["reliability_auc"]["raw"] for r in gm) / 2
+    assert f"| synthetic:balanced | magb | graphmnl | {mean_raw:.3f} ± " in table and "mlp-early" not in table
