@@ -306,3 +306,14 @@ def test_gate_instability_is_measured_on_the_teacher(graph, monkeypatch, teacher
         probs = torch.softmax(out["branches"].detach(), -1)
         torch.testing.assert_close(p, probs[torch.arange(len(dom)), dom])
         assert not torch.allclose(p, fused)
+
+
+def test_learned_fusion_bias_is_trained_and_enters_the_weights(graph):
+    """fusion="learned": α = softmax(r̃ / T + c) with c a trained per-branch parameter."""
+    est = create("graphmnl", seed=0, fusion="learned", **{**FAST, "epochs": 10}).fit(graph)
+    c = est.model_.fusion_bias
+    assert c is not None and c.shape == (5,) and float(c.detach().abs().max()) > 0  # moved from its zero start
+    rel = torch.rand(4, 5)
+    present = torch.ones(4, 5, dtype=torch.bool)
+    want = torch.softmax(rel / est.params["temperature"] + c.detach(), 1)
+    torch.testing.assert_close(est.model_.fusion_weights(rel, present).detach(), want)
