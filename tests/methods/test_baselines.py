@@ -472,3 +472,38 @@ def test_kd_term_is_kl_from_the_dominant_branch():
     # identical branches: nothing to distil; an absent second branch: nothing either
     assert _kd_parts(torch.tensor([[b0, b0]]), torch.tensor([0]))["kd"] == pytest.approx(0.0, abs=1e-7)
     assert _kd_parts(torch.tensor([[b0, b1]]), torch.tensor([0]), torch.tensor([[True, False]]))["kd"] == 0.0
+
+
+def test_narrow_sage_layer_equals_the_standard_layer():
+    """GraphSAGE's narrowing layers applied as mean(A) (x W_l^T) + b_l + x W_r^T (GraphMNL's struct branch) equal
+    PyG's SAGEConv (aggregate, then W_l), outputs and parameter gradients, isolated nodes included."""
+    from magkit.models.backbones import build_backbone
+    from magkit.train.propagation import mean_adjacency
+
+    torch.manual_seed(0)
+    n = 50
+    ei = torch.randint(0, 40, (2, 200))  # nodes 40..49 have no neighbours: A x = 0 there, the bias must remain
+    adj = mean_adjacency(ei, n)
+    net = build_backbone("sage", 16, 12, 5, num_layers=2, dropout=0.0)
+    x = torch.randn(n, 16)
+    outs, grads = [], []
+    for narrow in (False, True):
+        net.zero_grad()
+        net.narrow_sage = narrow
+        out = net(x, adj)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert not torch.equal(outs[0][40:], torch.zeros_like(outs[0][40:]))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-4)
+    # the narrowing layer (16 -> 12 -> 5: the second) no longer goes through SAGEConv.forward; the first does
+    def refuse(*a, **k):
+        raise AssertionError("SAGEConv.forward called")
+
+    net.convs[1].forward = refuse
+    net(x, adj)
+    net.narrow_sage = False
+    with pytest.raises(AssertionError, match="SAGEConv.forward called"):
+        net(x, adj)

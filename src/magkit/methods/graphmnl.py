@@ -85,6 +85,8 @@ class GraphMNLNet(nn.Module):
                 self.struct_backbone = struct_backbone
                 self.struct = build_backbone(struct_backbone, hidden, hidden, num_classes, num_layers=struct_layers,
                                              dropout=dropout_p)
+                if hasattr(self.struct, "narrow_sage"):
+                    self.struct.narrow_sage = True
             else:
                 self.heads[b.replace(":", "_")] = nn.Linear(hidden, num_classes)
         self.dropout = dropout_p

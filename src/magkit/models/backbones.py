@@ -80,13 +80,27 @@ class GNN(nn.Module):
         for conv in self.convs:
             conv.reset_parameters()
 
+    #: GraphSAGE layers that narrow (out < in) apply W_l before the mean aggregation instead of after it: equal
+    #: maths (the aggregation is linear; the bias is added after it), float rounding differs. Off by default so
+    #: the baselines' numbers stay bitwise reproducible; GraphMNL's struct branch turns it on.
+    narrow_sage: bool = False
+
+    def _narrows(self, conv, adj) -> bool:
+        return (self.kind == "sage" and conv.out_channels < conv.in_channels and conv.root_weight
+                and not conv.normalize and not conv.project and (adj.is_sparse or adj.layout == torch.sparse_csr))
+
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         if self.kind in ("gcn", "sage") and not edge_index.is_sparse and edge_index.layout != torch.sparse_csr:
             norm = normalized_adjacency if self.kind == "gcn" else mean_adjacency
             edge_index = norm(edge_index, x.size(0))
         for i, conv in enumerate(self.convs):
             x = dropout(x, self.dropout, self.training)
-            x = conv(x, edge_index)
+            if self.narrow_sage and self._narrows(conv, edge_index):
+                # mean(A) (x W_l^T) + b_l + x W_r^T: the same layer, aggregating at the output width (C instead
+                # of h columns through the sparse product and its backward)
+                x = edge_index @ F.linear(x, conv.lin_l.weight) + conv.lin_l.bias + conv.lin_r(x)
+            else:
+                x = conv(x, edge_index)
             if i < len(self.convs) - 1:
                 x = F.relu(x)
         return x
