@@ -245,6 +245,26 @@ def test_negative_set_threshold_hand_example():
     assert torch.equal(got, expected)
 
 
+def test_negative_set_class_prior_hand_example():
+    # π = (1, 1, 1, 7) / 10, C = 4, ρ = 0.05: thresholds ρ C π = (0.02, 0.02, 0.02, 0.14)
+    #   node 0 (y = 0): 0.03 < 0.14 at class 3 only -> {3}   (0.05 at class 2 is no longer < its 0.02)
+    #   node 1 (argmax 2): 0.01 < 0.02 at class 0 -> {0}    (0.04 at class 1 is not; 0.35 at class 3 is not)
+    #   node 2 (y = 1): 0.04 < 0.14 at class 3 -> {3}
+    expected = torch.tensor(
+        [[False, False, False, True], [True, False, False, False], [False, False, False, True]]
+    )
+    assert torch.equal(negative_set(P4, Y4, L4, rho=0.05, class_prior=torch.tensor([1.0, 1, 1, 7])), expected)
+    # counts or shares give the same sets; a uniform prior is the plain threshold rule
+    assert torch.equal(negative_set(P4, Y4, L4, rho=0.05, class_prior=torch.tensor([0.1, 0.1, 0.1, 0.7])), expected)
+    assert torch.equal(negative_set(P4, Y4, L4, rho=0.05, class_prior=torch.ones(4)), negative_set(P4, Y4, L4, rho=0.05))
+    with pytest.raises(ConfigError, match="class_prior needs the threshold rule"):
+        negative_set(P4, Y4, L4, rho=None, k=2, class_prior=torch.ones(4))
+    with pytest.raises(ConfigError, match="class_prior: must be finite and non-negative"):
+        negative_set(P4, Y4, L4, rho=0.05, class_prior=torch.tensor([1.0, -1, 1, 1]))
+    with pytest.raises(ConfigError, match="class_prior"):
+        negative_set(P4, Y4, L4, rho=0.05, class_prior=torch.ones(3))
+
+
 def test_negative_set_count_hand_example():
     # k = 2: node 0: eligible {1, 2, 3} (not y = 0): two smallest 0.03 (3), 0.05 (2) -> {2, 3}
     #        node 1: eligible {0, 1, 3} (not argmax 2): 0.01 (0), 0.04 (1) -> {0, 1}

@@ -187,6 +187,7 @@ def negative_set(
     labelled: Tensor,
     rho: float | None = 0.05,
     k: int | None = None,
+    class_prior: Tensor | None = None,
 ) -> Tensor:
     """The negative set C̄(i): classes the dominant branch finds unlikely, as a ``[n, C]`` bool mask.
 
@@ -200,6 +201,10 @@ def negative_set(
     *non-target* classes are taken, so |C̄(i)| = k). On an unlabelled node (``target`` ignored, −1 by
     convention) the dominant's predicted class argmax_c p_dom,c(i) and, with ρ, every class with
     p_dom,c(i) ≥ ρ are excluded. Computed without gradient.
+
+    ``class_prior`` π ``[C]`` (threshold rule only) makes the threshold per class, ρ_c = ρ · C · π_c: class c is
+    negative where the dominant's probability is below ρ times c's prior-relative share, so a rare class is
+    ruled out only where the dominant is far surer of it than of a frequent one (uniform π gives ρ).
     """
     if p_dom.dim() != 2:
         raise ConfigError(f"p_dom: expected a [n, C] tensor, got shape {tuple(p_dom.shape)}")
@@ -213,6 +218,12 @@ def negative_set(
         raise ConfigError(f"rho: must lie in (0, 1), got {rho!r}")
     if k is not None and not (1 <= k <= c - 1):
         raise ConfigError(f"k: must lie in [1, C − 1] = [1, {c - 1}], got {k!r}")
+    if class_prior is not None:
+        if rho is None:
+            raise ConfigError("negative_set: class_prior needs the threshold rule (rho), not k")
+        _check_shape("class_prior", class_prior, (c,))
+        if bool((class_prior < 0).any()) or not torch.isfinite(class_prior).all():
+            raise ConfigError("class_prior: must be finite and non-negative")
     _check_shape("target", target, (n,))
     _check_shape("labelled", labelled, (n,))
     labelled = labelled.bool()
@@ -223,7 +234,8 @@ def negative_set(
         protected = torch.where(labelled, target.long().clamp(min=0), p.argmax(dim=1))
         banned = torch.zeros_like(p, dtype=torch.bool).scatter_(1, protected.view(-1, 1), True)
         if rho is not None:
-            return (p < rho) & ~banned
+            thr = rho if class_prior is None else rho * c * (class_prior / class_prior.sum()).to(p)
+            return (p < thr) & ~banned
         order = p.masked_fill(banned, float("inf")).topk(k, dim=1, largest=False).indices
         return torch.zeros_like(p, dtype=torch.bool).scatter_(1, order, True)
 

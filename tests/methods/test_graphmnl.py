@@ -103,10 +103,14 @@ def test_guidance_term_over_guided_pairs_matches_the_per_node_sum(graph):
     g = torch.rand(n, dtype=torch.float64) * (torch.rand(n) < 0.6)
     inferior = torch.rand(n, nb) < 0.5
     cols, rows = ((g > 0).unsqueeze(1) & inferior).T.nonzero(as_tuple=True)
-    for balance in (False, True):
-        est.params["nl_balance"] = balance
+    for balance, prior in ((False, False), (True, False), (False, True)):
+        est.params["nl_balance"], est.params["nl_prior"] = balance, prior
         got = est._guidance(z[rows, cols], rows, p_dom, g, n)
-        neg = negative_set(p_dom, est._y_train, est._labelled, rho=est.params["rho"])
+        counts = torch.bincount(graph.y[graph.train_mask], minlength=c).double() + 1  # add-one training shares
+        neg = negative_set(p_dom, est._y_train, est._labelled, rho=est.params["rho"],
+                           class_prior=counts if prior else None)
+        if prior:  # the per-class thresholds change the set on this graph
+            assert not torch.equal(neg, negative_set(p_dom, est._y_train, est._labelled, rho=est.params["rho"]))
         w = None
         if balance:
             mass = (g.unsqueeze(1) * neg).sum(0)
@@ -208,6 +212,7 @@ def test_fixed_dominant_uses_one_modality(graph):
     ({"struct_input": "max"}, "struct_input: 'max'; allowed: mean, reliability"),
     ({"fusion": "attention"}, "fusion: 'attention'; allowed: reliability, learned, grouped"),
     ({"input_temperature": 0}, "input_temperature"),
+    ({"nl_prior": True, "nl_k": 3}, r"nl_prior: per-class thresholds need the threshold rule \(rho\)"),
 ])
 def test_bad_parameters(graph, params, fragment):
     with pytest.raises(ConfigError, match=fragment):

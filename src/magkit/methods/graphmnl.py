@@ -255,6 +255,8 @@ class GraphMNL(NodeClassifier):
         ema_decay / instability_kind: the moving average of branch posteriors and the distance (tv | js).
         warmup: epochs without transfer.
         rho / nl_k: the negative-set rule (p_d,c < ρ, or the k least likely classes).
+        nl_prior: per-class thresholds ρ C π_c with π the training labels' class shares (rare classes are
+            ruled out less readily).
         lam: λ, the guidance weight.
         guidance: ``nl`` (target-preserving negative learning), ``kd`` (KL to the dominant: ablation),
             ``mnl`` (MNL's non-target soft CE: ablation), ``none`` (λ = 0).
@@ -295,6 +297,7 @@ class GraphMNL(NodeClassifier):
         "fixed_dominant": None,
         "score_rule": "mean",
         "nl_balance": False,
+        "nl_prior": False,
         "guide_heads_only": True,
         "guide_targets": "inferior",
         "teacher": "dominant",
@@ -324,6 +327,8 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"guidance_nodes: {p['guidance_nodes']!r}; allowed: unlabelled, all, labelled")
         if p["temperature"] <= 0:
             raise ConfigError(f"temperature: {p['temperature']!r}; allowed: > 0")
+        if p["nl_prior"] and p["nl_k"]:
+            raise ConfigError("nl_prior: per-class thresholds need the threshold rule (rho); use nl_k=None")
         if p["lam"] < 0:
             raise ConfigError(f"lam: {p['lam']!r}; allowed: >= 0")
         if not 0 <= p["ema_decay"] < 1:
@@ -489,7 +494,11 @@ class GraphMNL(NodeClassifier):
         kind = p["guidance"]
         pd = p_dom[rows]
         if kind == "nl":
-            neg = negative_set(p_dom, self._y_train, self._labelled, rho=None if p["nl_k"] else p["rho"], k=p["nl_k"])
+            prior = None
+            if p["nl_prior"]:  # per-class thresholds ρ C π_c, π the training labels' class shares (add-one)
+                prior = torch.bincount(self._y_train[self._labelled], minlength=p_dom.shape[1]).to(p_dom) + 1.0
+            neg = negative_set(p_dom, self._y_train, self._labelled, rho=None if p["nl_k"] else p["rho"], k=p["nl_k"],
+                               class_prior=prior)
             w = None
             if p["nl_balance"]:
                 # class-balanced push-down: every class receives the same total gated negative mass, so classes
