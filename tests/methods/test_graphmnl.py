@@ -1,7 +1,10 @@
 """GraphMNL: behaviour of each component on small generated graphs (the benchmark measures quality at scale)."""
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from magkit.exceptions import ConfigError, NotFittedError
 from magkit.functional import dropout, negative_learning_loss, negative_set
@@ -279,6 +282,73 @@ def test_grouped_fusion_and_arbitration_compare_branches_of_one_kind(graph):
     inferior, margin = est._grouped_arbitration(rel, present)
     assert inferior.tolist() == [[False, True, True, False, False], [False, False, False, False, False]]
     torch.testing.assert_close(margin, torch.tensor([0.8, 0.0]))
+
+
+def test_kind_shares_weight_the_grouped_fusion(graph):
+    """kind_share (raw, prop, struct) = (2, 1, 1): a node with every kind gives raw half of α, prop and struct a
+    quarter each; where a kind is absent the present kinds' shares are renormalised."""
+    est = create("graphmnl", seed=0, kind_weights={"raw": 2, "prop": 1, "struct": 1}, temperature=0.1,
+                 **{**FAST, "epochs": 3}).fit(graph)
+    assert est.kind_weights_ == pytest.approx({"raw": 0.5, "prop": 0.25, "struct": 0.25})
+    net = est.model_
+    rel = torch.tensor([[0.9, 0.1, 0.2, 0.6, 0.1],
+                        [0.5, 0.5, 0.5, 0.5, 0.9]])
+    present = torch.tensor([[True, True, True, True, True],
+                            [False, False, True, True, True]])
+    alpha = net.fusion_weights(rel, present)
+    torch.testing.assert_close(alpha.sum(1), torch.ones(2))
+    e = torch.exp(torch.tensor(8.0))
+    torch.testing.assert_close(alpha[0, :2], torch.stack([e / (e + 1), 1 / (e + 1)]) / 2)
+    torch.testing.assert_close(alpha[0, 4], torch.tensor(0.25))
+    torch.testing.assert_close(alpha[1], torch.tensor([0.0, 0.0, 0.25, 0.25, 0.5]))  # raw absent: prop, struct 1:1
+
+
+def test_compositions_cover_the_positive_simplex_grid():
+    from magkit.methods.graphmnl import _compositions
+
+    combos = list(_compositions(20, 3))
+    assert len(combos) == math.comb(19, 2) == len(set(combos))
+    assert all(sum(c) == 20 and min(c) >= 1 for c in combos)
+    assert list(_compositions(3, 1)) == [(3,)] and sorted(_compositions(4, 2)) == [(1, 3), (2, 2), (3, 1)]
+
+
+def test_validation_kind_shares_minimise_the_validation_cross_entropy(graph):
+    """kind_weights="validation": the fitted shares give a validation cross-entropy no higher than equal shares
+    or any other share on the grid tried here, and predictions use them."""
+    est = create("graphmnl", seed=0, kind_weights="validation", **{**FAST, "epochs": 30}).fit(graph)
+    w = est.kind_weights_
+    assert set(w) == {"raw", "prop", "struct"} and sum(w.values()) == pytest.approx(1.0)
+    assert min(w.values()) >= 0.05 - 1e-6
+    val = graph.split_index("val")
+    net = est.model_
+
+    def val_loss(shares):
+        net.kind_share.fill_(1.0)  # the reliability fixed point is computed under the training-time (equal) fusion
+        inp = est._inputs(graph)
+        net.kind_share.copy_(torch.tensor(shares, dtype=torch.float32))
+        net.eval()
+        with torch.no_grad():
+            return float(F.cross_entropy(net(inp)["logits"][val], graph.y[val]))
+
+    fitted = [w["raw"], w["prop"], w["struct"]]
+    best = val_loss(fitted)
+    assert best == pytest.approx(est.kind_weights_val_loss_, abs=1e-5)
+    for other in ([1 / 3] * 3, [0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.05, 0.9, 0.05], [0.4, 0.3, 0.3]):
+        assert best <= val_loss(other) + 1e-6
+    net.kind_share.copy_(torch.tensor(fitted))
+    if max(fitted) - min(fitted) > 0.05:  # shares away from equal change the fused probabilities
+        eq = create("graphmnl", seed=0, **{**FAST, "epochs": 30}).fit(graph)
+        assert not torch.allclose(eq.predict_proba(graph), est.predict_proba(graph))
+
+
+def test_kind_weight_errors(graph):
+    for bad, fragment in (({"kind_weights": "auto"}, "kind_weights: 'auto'; allowed: equal, validation"),
+                          ({"kind_weights": {"raw": 0, "struct": 1}}, "positive numbers for the kinds"),
+                          ({"kind_weights": {"text": 1}}, "positive numbers for the kinds"),
+                          ({"kind_weights": "validation", "fusion": "reliability"}, "fusion='grouped' only")):
+        with pytest.raises(ConfigError, match=fragment):
+            create("graphmnl", **{**FAST, "epochs": 2}, **bad).fit(graph)
+
 
 
 @pytest.mark.parametrize("teacher", ["dominant", "fused"])

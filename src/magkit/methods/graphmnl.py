@@ -92,6 +92,9 @@ class GraphMNLNet(nn.Module):
         self.dropout = dropout_p
         self.temperature = temperature
         self.guide_heads_only = False
+        # grouped fusion: the share of each branch kind (raw, prop, struct, in kind_columns() order); equal by
+        # default, fitted on validation nodes after training with kind_weights="validation"
+        self.register_buffer("kind_share", torch.ones(len(self.kind_columns())))
 
     def branch_present(self, present: Tensor) -> Tensor:
         cols = []
@@ -204,18 +207,23 @@ class GraphMNLNet(nn.Module):
         if self.fusion != "grouped":
             return masked_softmax(logit_w, present)
         alpha = torch.zeros_like(rel)
-        n_kinds = torch.zeros_like(rel[:, 0])
-        for cols in self.kind_columns():
+        total = torch.zeros_like(rel[:, 0])
+        share = self.kind_share.to(rel)
+        for k, cols in enumerate(self.kind_columns()):
             pk = present[:, cols]
-            alpha[:, cols] = masked_softmax(logit_w[:, cols], pk)
-            n_kinds = n_kinds + pk.any(1).to(rel.dtype)
-        return alpha / n_kinds.clamp(min=1).unsqueeze(1)
+            alpha[:, cols] = masked_softmax(logit_w[:, cols], pk) * share[k]
+            total = total + pk.any(1).to(rel.dtype) * share[k]
+        return alpha / total.clamp(min=1e-12).unsqueeze(1)
 
     def kind_columns(self) -> list[list[int]]:
+        return list(self.kinds().values())
+
+    def kinds(self) -> dict[str, list[int]]:
+        """Branch kind (raw, prop, struct) -> its branch columns, in first-appearance order."""
         kinds: dict[str, list[int]] = {}
         for j, b in enumerate(self.branches):
             kinds.setdefault(b.split(":", 1)[0], []).append(j)
-        return list(kinds.values())
+        return kinds
 
     def guided_logits(self, out: dict, rows: Tensor, cols: Tensor) -> Tensor:
         """Logits ``[P, C]`` of branch ``cols[k]`` at node ``rows[k]`` for the guidance term (pairs sorted by
@@ -266,6 +274,9 @@ class GraphMNL(NodeClassifier):
         teacher: ``dominant`` (C̄(i) from p_d(i)) or ``fused`` (from the fused prediction p_f(i)).
         fixed_dominant: None (per-node arbitration) or a modality name / ``auto`` (one global dominant
             modality: ablation).
+        kind_weights: the branch kinds' shares in the grouped fusion: ``equal`` (default), ``validation``
+            (fitted after training on the validation nodes' fused cross-entropy, simplex grid of step 0.05) or a
+            dict of positive shares, e.g. ``{"raw": 1, "prop": 1, "struct": 2}``. Read back as ``kind_weights_``.
     """
 
     description = "GraphMNL: graph-aware reliability arbitration + gated target-preserving negative learning"
@@ -301,6 +312,7 @@ class GraphMNL(NodeClassifier):
         "guide_heads_only": True,
         "guide_targets": "inferior",
         "teacher": "dominant",
+        "kind_weights": "equal",
     }
 
     # ------------------------------------------------------------------ set-up
@@ -327,6 +339,18 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"guidance_nodes: {p['guidance_nodes']!r}; allowed: unlabelled, all, labelled")
         if p["temperature"] <= 0:
             raise ConfigError(f"temperature: {p['temperature']!r}; allowed: > 0")
+        kw = p["kind_weights"]
+        if isinstance(kw, dict):
+            bad = {k: v for k, v in kw.items() if k not in ("raw", "prop", "struct") or not isinstance(v, (int, float))
+                   or not v > 0}
+            if bad or not kw:
+                raise ConfigError(f"kind_weights: {kw!r}; a dict needs positive numbers for the kinds raw, prop, struct")
+            if p["fusion"] != "grouped":
+                raise ConfigError("kind_weights: kind shares apply to fusion='grouped' only")
+        elif kw not in ("equal", "validation"):
+            raise ConfigError(f"kind_weights: {kw!r}; allowed: equal, validation, or a dict of positive kind shares")
+        elif kw == "validation" and p["fusion"] != "grouped":
+            raise ConfigError("kind_weights: kind shares apply to fusion='grouped' only")
         if p["nl_prior"] and p["nl_k"]:
             raise ConfigError("nl_prior: per-class thresholds need the threshold rule (rho); use nl_k=None")
         if p["lam"] < 0:
@@ -536,8 +560,55 @@ class GraphMNL(NodeClassifier):
     # ------------------------------------------------------------------ diagnostics
     def fit(self, graph, on_epoch=None):
         super().fit(graph, on_epoch=on_epoch)
+        kw = self.params["kind_weights"]
+        if isinstance(kw, dict):
+            self._set_kind_shares({k: float(kw.get(k, 1.0)) for k in self.model_.kinds()})
+        elif kw == "validation":
+            self._fit_kind_shares(graph)
+        share = self.model_.kind_share
+        self.kind_weights_ = dict(zip(self.model_.kinds(), (share / share.sum()).tolist()))
         self.diagnostics_ = self.diagnose(graph)
         return self
+
+    def _set_kind_shares(self, shares: dict[str, float]) -> None:
+        self.model_.kind_share.copy_(torch.tensor([shares[k] for k in self.model_.kinds()]))
+
+    @torch.no_grad()
+    def _fit_kind_shares(self, graph, step: float = 0.05) -> None:
+        """``kind_weights="validation"``: after training, the kinds' shares of the grouped fusion minimise the
+        fused prediction's cross-entropy on the validation nodes, over the simplex grid with steps of ``step``
+        (every share ≥ ``step``). The branches and their within-kind reliability weights stay as trained: this
+        is a stacking step with as many free numbers as kinds minus one, fitted on held-out labels."""
+        val = graph.split_index("val") if graph.get("val_mask") is not None else torch.zeros(0, dtype=torch.long)
+        if val.numel() == 0:
+            raise ConfigError("kind_weights='validation' needs validation nodes (graph.val_mask); none are set")
+        model = self.model_
+        kinds = model.kinds()
+        model.kind_share.fill_(1.0)
+        model.eval()
+        inp = self._inputs(graph).to(self.device_)
+        out = model(inp)
+        z, present, rel = out["branches"], out["present"], inp.extra["reliability"].to(out["branches"].device)
+        val = val.to(z.device)
+        y = graph.y.to(z.device)[val]
+        # per kind: the kind's within-kind fused logits and where the kind is present, on the validation nodes
+        per_kind, kp = [], []
+        for cols in kinds.values():
+            a = masked_softmax(rel[val][:, cols] / model.temperature, present[val][:, cols])
+            per_kind.append((a.unsqueeze(-1) * z[val][:, cols]).sum(1))
+            kp.append(present[val][:, cols].any(1).to(z.dtype))
+        zk, kp = torch.stack(per_kind, 1), torch.stack(kp, 1)  # [v, K, C], [v, K]
+        units = int(round(1 / step))
+        best, best_loss = None, float("inf")
+        for combo in _compositions(units, len(kinds)):
+            w = torch.tensor(combo, dtype=z.dtype, device=z.device) / units
+            share = kp * w
+            share = share / share.sum(1, keepdim=True).clamp(min=1e-12)
+            loss = float(F.cross_entropy((share.unsqueeze(-1) * zk).sum(1), y))
+            if loss < best_loss - 1e-9:
+                best, best_loss = w, loss
+        model.kind_share.copy_(best.to(model.kind_share))
+        self.kind_weights_val_loss_ = best_loss
 
     @torch.no_grad()
     def diagnose(self, graph) -> dict:
@@ -574,6 +645,16 @@ class GraphMNL(NodeClassifier):
                                                  graph.get("gt_biased"))
             diag["reliability_auc"] = aucs
         return diag
+
+
+def _compositions(total: int, parts: int):
+    """Every tuple of ``parts`` positive integers summing to ``total`` (the simplex grid without zero shares)."""
+    if parts == 1:
+        yield (total,)
+        return
+    for first in range(1, total - parts + 2):
+        for rest in _compositions(total - first, parts - 1):
+            yield (first,) + rest
 
 
 ABLATIONS = {
