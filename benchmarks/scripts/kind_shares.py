@@ -1,0 +1,95 @@
+"""Validation-only check of ``kind_weights="validation"`` (the grouped fusion's kind shares fitted after training):
+two-fold cross-fitting on the validation nodes, so that no test label is read and no share is scored on the nodes
+it was fitted on.
+
+    OMP_NUM_THREADS=1 python benchmarks/scripts/kind_shares.py OUT.jsonl DATASET SPLIT SEEDS
+
+For each seed: fit GraphMNL with its defaults (hidden 128, <= 200 epochs, patience 30), split the validation nodes
+at random into halves A and B, fit the shares on A (minimum fused cross-entropy over the simplex grid, step 0.05,
+as the estimator does), score on B, and the other way round. One JSON line per seed: the fitted shares per fold
+and accuracy / macro-F1 on the held-out half for equal shares, fitted shares and the struct branch alone, each
+averaged over the two folds. Lines already in OUT (same dataset, split, seed) are skipped.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from magkit.data import load_dataset
+from magkit.eval.experiment import parse_seeds
+from magkit.functional import macro_f1
+from magkit.methods import create
+from magkit.methods.graphmnl import _compositions
+from magkit.models.backbones import masked_softmax
+
+
+def kind_logits(est, graph):
+    """Per-kind fused logits [n, K, C] and kind presence [n, K] of a fitted GraphMNL (equal shares)."""
+    net = est.model_.eval()
+    inp = est._inputs(graph)
+    with torch.no_grad():
+        out = net(inp)
+    z, present, rel = out["branches"], out["present"], inp.extra["reliability"]
+    zk, kp = [], []
+    for cols in net.kinds().values():
+        a = masked_softmax(rel[:, cols] / net.temperature, present[:, cols])
+        zk.append((a.unsqueeze(-1) * z[:, cols]).sum(1))
+        kp.append(present[:, cols].any(1).float())
+    return torch.stack(zk, 1), torch.stack(kp, 1), z
+
+
+def fuse(zk, kp, w):
+    share = kp * w
+    share = share / share.sum(1, keepdim=True).clamp(min=1e-12)
+    return (share.unsqueeze(-1) * zk).sum(1)
+
+
+def main(argv: list[str]) -> None:
+    out, data, split, seeds = Path(argv[0]), argv[1], argv[2], parse_seeds(argv[3])
+    torch.set_num_threads(1)
+    done = set()
+    if out.exists():
+        done = {(r["dataset"], r["split"], r["seed"]) for r in map(json.loads, out.read_text().splitlines())}
+    for seed in seeds:
+        if (data, split, seed) in done:
+            continue
+        t0 = time.time()
+        graph = load_dataset(data, split=split, seed=seed)
+        est = create("graphmnl", seed=seed, hidden=128, epochs=200, patience=30).fit(graph)
+        zk, kp, z = kind_logits(est, graph)
+        kinds = list(est.model_.kinds())
+        struct = z[:, est.branches_.index("struct")] if "struct" in est.branches_ else None
+        val, y, c = graph.split_index("val"), graph.y, graph.num_classes
+        perm = val[torch.randperm(val.numel(), generator=torch.Generator().manual_seed(seed))]
+        halves = (perm[: perm.numel() // 2], perm[perm.numel() // 2:])
+        grid = [torch.tensor(g, dtype=torch.float32) / 20 for g in _compositions(20, len(kinds))]
+        scores = {"equal": [], "fitted": [], "struct": []}
+        shares = []
+        for fit_idx, held in (halves, halves[::-1]):
+            w = min(grid, key=lambda g: float(F.cross_entropy(fuse(zk[fit_idx], kp[fit_idx], g), y[fit_idx])))
+            shares.append(dict(zip(kinds, [round(float(v), 2) for v in w])))
+            for name, logits in (("equal", fuse(zk, kp, torch.ones(len(kinds)))), ("fitted", fuse(zk, kp, w)),
+                                 ("struct", struct)):
+                if logits is None:
+                    continue
+                scores[name].append(((logits[held].argmax(1) == y[held]).float().mean().item(),
+                                     macro_f1(logits[held], y[held], c)))
+        rec = {"dataset": data, "split": split, "seed": seed, "shares": shares,
+               "seconds": round(time.time() - t0, 1)}
+        for name, v in scores.items():
+            if v:
+                rec[f"{name}_acc"] = sum(a for a, _ in v) / len(v)
+                rec[f"{name}_f1"] = sum(f for _, f in v) / len(v)
+        with out.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(f"{data} {split} seed {seed}: shares {shares}; held-out val acc / F1: "
+              + ", ".join(f"{k} {100 * rec[k + '_acc']:.2f} / {100 * rec[k + '_f1']:.2f}" for k in scores if scores[k]),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
