@@ -8,7 +8,9 @@ For each seed: fit GraphMNL with its defaults (hidden 128, <= 200 epochs, patien
 at random into halves A and B, fit the shares on A (minimum fused cross-entropy over the simplex grid, step 0.05,
 as the estimator does), score on B, and the other way round. One JSON line per seed: the fitted shares per fold
 and accuracy / macro-F1 on the held-out half for equal shares, fitted shares and the struct branch alone, each
-averaged over the two folds. Lines already in OUT (same dataset, split, seed) are skipped.
+averaged over the two folds. Criteria for the fit: ``fitted`` (cross-entropy, what the estimator uses),
+``fitted_bal`` (class-balanced cross-entropy), ``fitted_acc`` (accuracy) and ``fitted_f1`` (macro-F1); ties go
+to the first grid point. With ``CACHE_DIR`` (5th argument) each fit's per-kind logits are saved there and reused. Lines already in OUT (same dataset, split, seed) are skipped.
 """
 
 import json
@@ -50,6 +52,7 @@ def fuse(zk, kp, w):
 
 def main(argv: list[str]) -> None:
     out, data, split, seeds = Path(argv[0]), argv[1], argv[2], parse_seeds(argv[3])
+    cache = Path(argv[4]) if len(argv) > 4 else None
     torch.set_num_threads(1)
     done = set()
     if out.exists():
@@ -59,21 +62,42 @@ def main(argv: list[str]) -> None:
             continue
         t0 = time.time()
         graph = load_dataset(data, split=split, seed=seed)
-        est = create("graphmnl", seed=seed, hidden=128, epochs=200, patience=30).fit(graph)
-        zk, kp, z = kind_logits(est, graph)
-        kinds = list(est.model_.kinds())
-        struct = z[:, est.branches_.index("struct")] if "struct" in est.branches_ else None
+        path = cache / f"{data.replace(':', '_')}_{split.replace(':', '_')}_{seed}.pt" if cache else None
+        if path is not None and path.exists():
+            saved = torch.load(path)
+            zk, kp, struct, kinds = saved["zk"], saved["kp"], saved["struct"], saved["kinds"]
+        else:
+            est = create("graphmnl", seed=seed, hidden=128, epochs=200, patience=30).fit(graph)
+            zk, kp, z = kind_logits(est, graph)
+            kinds = list(est.model_.kinds())
+            struct = z[:, est.branches_.index("struct")] if "struct" in est.branches_ else None
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"zk": zk, "kp": kp, "struct": struct, "kinds": kinds}, path)
         val, y, c = graph.split_index("val"), graph.y, graph.num_classes
         perm = val[torch.randperm(val.numel(), generator=torch.Generator().manual_seed(seed))]
         halves = (perm[: perm.numel() // 2], perm[perm.numel() // 2:])
         grid = [torch.tensor(g, dtype=torch.float32) / 20 for g in _compositions(20, len(kinds))]
-        scores = {"equal": [], "fitted": [], "struct": []}
-        shares = []
+
+        def criteria(idx):
+            cw = 1.0 / torch.bincount(y[idx], minlength=c).clamp(min=1).float()
+            return {  # lower is better
+                "fitted": lambda lg: float(F.cross_entropy(lg, y[idx])),
+                # class-balanced: each class's nodes weigh the same in total (macro-F1's view)
+                "fitted_bal": lambda lg: float(F.cross_entropy(lg, y[idx], weight=cw)),
+                "fitted_acc": lambda lg: -float((lg.argmax(1) == y[idx]).float().mean()),
+                "fitted_f1": lambda lg: -macro_f1(lg, y[idx], c),
+            }
+
+        scores = {k: [] for k in ("equal", "fitted", "fitted_bal", "fitted_acc", "fitted_f1", "struct")}
+        shares = {k: [] for k in ("fitted", "fitted_bal", "fitted_acc", "fitted_f1")}
         for fit_idx, held in (halves, halves[::-1]):
-            w = min(grid, key=lambda g: float(F.cross_entropy(fuse(zk[fit_idx], kp[fit_idx], g), y[fit_idx])))
-            shares.append(dict(zip(kinds, [round(float(v), 2) for v in w])))
-            for name, logits in (("equal", fuse(zk, kp, torch.ones(len(kinds)))), ("fitted", fuse(zk, kp, w)),
-                                 ("struct", struct)):
+            cands = {"equal": fuse(zk, kp, torch.ones(len(kinds))), "struct": struct}
+            for name, crit in criteria(fit_idx).items():
+                w = min(grid, key=lambda g: crit(fuse(zk[fit_idx], kp[fit_idx], g)))
+                shares[name].append(dict(zip(kinds, [round(float(v), 2) for v in w])))
+                cands[name] = fuse(zk, kp, w)
+            for name, logits in cands.items():
                 if logits is None:
                     continue
                 scores[name].append(((logits[held].argmax(1) == y[held]).float().mean().item(),
@@ -86,7 +110,7 @@ def main(argv: list[str]) -> None:
                 rec[f"{name}_f1"] = sum(f for _, f in v) / len(v)
         with out.open("a") as f:
             f.write(json.dumps(rec) + "\n")
-        print(f"{data} {split} seed {seed}: shares {shares}; held-out val acc / F1: "
+        print(f"{data} {split} seed {seed}: held-out val acc / F1: "
               + ", ".join(f"{k} {100 * rec[k + '_acc']:.2f} / {100 * rec[k + '_f1']:.2f}" for k in scores if scores[k]),
               flush=True)
 
