@@ -263,14 +263,18 @@ def test_reliability_weighted_struct_input_follows_the_scores(graph):
     torch.testing.assert_close(net._struct_input(inp, hs)[both], (hs[0][both] + hs[1][both]) / 2)
 
 
+# reliability of (raw:text, raw:image, prop:text, prop:image, struct) at two nodes, for the fusion hand examples
+REL_TWO_NODES = torch.tensor([[0.9, 0.1, 0.2, 0.6, 0.1],
+                              [0.5, 0.5, 0.5, 0.5, 0.9]])
+
+
 def test_grouped_fusion_and_arbitration_compare_branches_of_one_kind(graph):
     """fusion="grouped": raw:* compete among themselves, prop:* among themselves, struct alone; each kind present at a
     node gets an equal share of α; inferior branches are ≥ δ below their own kind's best, so struct never is."""
     est = create("graphmnl", seed=0, fusion="grouped", temperature=0.1, **{**FAST, "epochs": 3}).fit(graph)
     net = est.model_
     assert net.kind_columns() == [[0, 1], [2, 3], [4]]
-    rel = torch.tensor([[0.9, 0.1, 0.2, 0.6, 0.1],
-                        [0.5, 0.5, 0.5, 0.5, 0.9]])
+    rel = REL_TWO_NODES
     present = torch.tensor([[True, True, True, True, True],
                             [False, True, True, True, True]])
     alpha = net.fusion_weights(rel, present)
@@ -291,8 +295,7 @@ def test_kind_shares_weight_the_grouped_fusion(graph):
                  **{**FAST, "epochs": 3}).fit(graph)
     assert est.kind_weights_ == pytest.approx({"raw": 0.5, "prop": 0.25, "struct": 0.25})
     net = est.model_
-    rel = torch.tensor([[0.9, 0.1, 0.2, 0.6, 0.1],
-                        [0.5, 0.5, 0.5, 0.5, 0.9]])
+    rel = REL_TWO_NODES
     present = torch.tensor([[True, True, True, True, True],
                             [False, False, True, True, True]])
     alpha = net.fusion_weights(rel, present)
