@@ -19,6 +19,7 @@ from magkit.functional import (
     negative_learning_loss,
     negative_set,
     nontarget_soft_ce,
+    prior_once_fusion,
     reliability_auc,
     roc_auc,
     smooth_scores,
@@ -741,3 +742,40 @@ def test_reliability_auc_hand_example_bias_and_exclusions():
     assert reliability_auc(r, quality, present) == pytest.approx(1.0)
     with pytest.raises(ConfigError, match=r"quality: expected \[n, 2\]"):
         reliability_auc(torch.zeros(3, 3), torch.zeros(3, 3), torch.ones(3, 3, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------- prior counted once in the fusion
+
+
+def test_prior_once_fusion_is_the_product_of_experts_with_one_prior():
+    """Branch logits z_k = ℓ_k + log π (evidence plus the shared training prior): with K equal shares the corrected
+    fusion is (Σ_k ℓ_k + log π) / K, the product of experts counting the prior once (divided by K), where the plain
+    average (Σ_k ℓ_k) / K + log π counts it K times against the averaged evidence."""
+    gen = torch.Generator().manual_seed(0)
+    n, c, k = 6, 5, 3
+    ell = torch.randn(n, k, c, generator=gen)
+    log_pi = torch.log(torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05]))
+    z = ell + log_pi
+    shares = torch.full((n, k), 1 / k)
+    fused = (shares.unsqueeze(-1) * z).sum(1)
+    out = prior_once_fusion(fused, shares, log_pi)
+    torch.testing.assert_close(out, (ell.sum(1) + log_pi) / k)
+    # hand example, two experts with shares 0.75 / 0.25: excess 1 - (0.5625 + 0.0625) = 0.375
+    f = torch.tensor([[1.0, 2.0]])
+    lp = torch.log(torch.tensor([0.8, 0.2]))
+    torch.testing.assert_close(prior_once_fusion(f, torch.tensor([[0.75, 0.25]]), lp), f - 0.375 * lp)
+
+
+def test_prior_once_fusion_leaves_single_experts_alone_and_checks_shapes():
+    f = torch.tensor([[1.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
+    lp = torch.log(torch.tensor([0.6, 0.3, 0.1]))
+    one = torch.tensor([[0.0, 1.0], [0.0, 0.0]])  # one expert at node 0, none at node 1
+    torch.testing.assert_close(prior_once_fusion(f, one, lp), f)
+    # rare classes gain: the correction is − (1 − Σ s²) log π, largest for the smallest π
+    out = prior_once_fusion(f, torch.full((2, 2), 0.5), lp)
+    gain = out - f
+    assert bool((gain[:, 2] > gain[:, 1]).all()) and bool((gain[:, 1] > gain[:, 0]).all())
+    with pytest.raises(ConfigError, match="log_prior"):
+        prior_once_fusion(f, one, lp[:2])
+    with pytest.raises(ConfigError, match=r"fused \[n, C\] and shares \[n, G\]"):
+        prior_once_fusion(f, one[:1], lp)

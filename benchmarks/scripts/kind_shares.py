@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from magkit.data import load_dataset
 from magkit.eval.experiment import parse_seeds
-from magkit.functional import macro_f1
+from magkit.functional import macro_f1, prior_once_fusion
 from magkit.methods import create
 from magkit.methods.graphmnl import _compositions
 from magkit.models.backbones import masked_softmax
@@ -44,10 +44,12 @@ def kind_logits(est, graph):
     return torch.stack(zk, 1), torch.stack(kp, 1), z
 
 
-def fuse(zk, kp, w):
+def fuse(zk, kp, w, log_prior=None):
+    """The grouped fusion with kind shares w (and the prior counted once where ``log_prior`` is given)."""
     share = kp * w
     share = share / share.sum(1, keepdim=True).clamp(min=1e-12)
-    return (share.unsqueeze(-1) * zk).sum(1)
+    fused = (share.unsqueeze(-1) * zk).sum(1)
+    return fused if log_prior is None else prior_once_fusion(fused, share, log_prior)
 
 
 def main(argv: list[str]) -> None:
@@ -66,14 +68,16 @@ def main(argv: list[str]) -> None:
         if path is not None and path.exists():
             saved = torch.load(path)
             zk, kp, struct, kinds = saved["zk"], saved["kp"], saved["struct"], saved["kinds"]
+            log_prior = saved.get("log_prior")
         else:
             est = create("graphmnl", seed=seed, hidden=128, epochs=200, patience=30).fit(graph)
             zk, kp, z = kind_logits(est, graph)
             kinds = list(est.model_.kinds())
             struct = z[:, est.branches_.index("struct")] if "struct" in est.branches_ else None
+            log_prior = est.model_.log_prior if est.model_.fusion_prior != "none" else None
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"zk": zk, "kp": kp, "struct": struct, "kinds": kinds}, path)
+                torch.save({"zk": zk, "kp": kp, "struct": struct, "kinds": kinds, "log_prior": log_prior}, path)
         val, y, c = graph.split_index("val"), graph.y, graph.num_classes
         perm = val[torch.randperm(val.numel(), generator=torch.Generator().manual_seed(seed))]
         halves = (perm[: perm.numel() // 2], perm[perm.numel() // 2:])
@@ -92,11 +96,11 @@ def main(argv: list[str]) -> None:
         scores = {k: [] for k in ("equal", "fitted", "fitted_bal", "fitted_acc", "fitted_f1", "struct")}
         shares = {k: [] for k in ("fitted", "fitted_bal", "fitted_acc", "fitted_f1")}
         for fit_idx, held in (halves, halves[::-1]):
-            cands = {"equal": fuse(zk, kp, torch.ones(len(kinds))), "struct": struct}
+            cands = {"equal": fuse(zk, kp, torch.ones(len(kinds)), log_prior), "struct": struct}
             for name, crit in criteria(fit_idx).items():
-                w = min(grid, key=lambda g: crit(fuse(zk[fit_idx], kp[fit_idx], g)))
+                w = min(grid, key=lambda g: crit(fuse(zk[fit_idx], kp[fit_idx], g, log_prior)))
                 shares[name].append(dict(zip(kinds, [round(float(v), 2) for v in w])))
-                cands[name] = fuse(zk, kp, w)
+                cands[name] = fuse(zk, kp, w, log_prior)
             for name, logits in cands.items():
                 if logits is None:
                     continue

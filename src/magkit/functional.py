@@ -421,6 +421,29 @@ def transfer_gate(s: Tensor, m: Tensor, tau_s: float, tau_m: float, kappa: float
     return (s < tau_s).to(m.dtype) * torch.sigmoid(kappa * (m - tau_m))
 
 
+def prior_once_fusion(fused: Tensor, shares: Tensor, log_prior: Tensor) -> Tensor:
+    """Count the class prior once in a weighted average of branch logits, ``[n, C]``.
+
+    Each branch trained with cross-entropy on the same labelled nodes gives logits z_g(i) = ℓ_g(i) + log π + c_g(i)
+    (ℓ_g its evidence, π the training class prior). The weighted product of experts p ∝ π Π_g (p_g / π)^{W s_g},
+    with s_g(i) ≥ 0 the experts' normalised shares (Σ_g s_g = 1) and W(i) = 1 / Σ_g s_g² their effective number
+    (K for K equal shares, 1 for one expert), counts the prior once; dividing its log by W gives
+
+        z(i) = Σ_g s_g(i) z_g(i) − (1 − Σ_g s_g(i)²) log π,
+
+    i.e. the plain weighted average ``fused`` = Σ_g s_g z_g (which counts the prior W times against the averaged
+    evidence and so favours frequent classes) plus a per-node prior correction. ``shares`` [n, G] are the
+    experts' shares (rows summing to 1, or all-zero rows: no correction there); ``log_prior`` [C] is log π.
+    """
+    if fused.dim() != 2 or shares.dim() != 2 or shares.shape[0] != fused.shape[0]:
+        raise ConfigError(f"prior_once_fusion: fused [n, C] and shares [n, G] expected, got {tuple(fused.shape)} "
+                          f"and {tuple(shares.shape)}")
+    _check_shape("log_prior", log_prior, (fused.shape[1],))
+    excess = 1.0 - shares.pow(2).sum(dim=1, keepdim=True)
+    excess = torch.where(shares.sum(dim=1, keepdim=True) > 0, excess, torch.zeros_like(excess))
+    return fused - excess * log_prior.to(fused).unsqueeze(0)
+
+
 def roc_auc(scores: Tensor, labels: Tensor) -> float:
     """Area under the ROC curve via Mann–Whitney: AUC = (R₊ − n₊(n₊ + 1)/2) / (n₊ n₋).
 

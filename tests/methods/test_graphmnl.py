@@ -354,6 +354,36 @@ def test_kind_weight_errors(graph):
 
 
 
+@pytest.mark.parametrize("fusion", ["grouped", "reliability"])
+def test_fusion_prior_once_corrects_the_average_of_branch_logits(graph, fusion):
+    """fusion_prior="once": fused logits = Σ_b α_b z_b − (1 − Σ_g s_g²) log π, the experts g being the branch kinds
+    (grouped fusion) or the branches; log π from the training labels, add-one smoothed. "predict" applies it in
+    eval mode only; "none" is the plain average."""
+    est = create("graphmnl", seed=0, fusion=fusion, fusion_prior="once", **{**FAST, "epochs": 5}).fit(graph)
+    net = est.model_
+    counts = torch.bincount(graph.y[graph.train_mask], minlength=graph.num_classes).double() + 1
+    torch.testing.assert_close(net.log_prior, (counts / counts.sum()).log().float())
+    inp = est._inputs(graph)
+    net.eval()
+    with torch.no_grad():
+        out = net(inp)
+    alpha, zs = out["alpha"], out["branches"]
+    shares = torch.stack([alpha[:, c].sum(1) for c in net.kind_columns()], 1) if fusion == "grouped" else alpha
+    plain = (alpha.unsqueeze(-1) * zs).sum(1)
+    expected = plain - (1 - shares.pow(2).sum(1, keepdim=True)) * net.log_prior
+    torch.testing.assert_close(out["logits"], expected)
+    assert float((out["logits"] - plain).abs().max()) > 0.1  # the correction is not negligible here
+    net.fusion_prior = "predict"
+    with torch.no_grad():
+        torch.testing.assert_close(net(inp)["logits"], expected)
+        net.train()
+        torch.manual_seed(0)
+        tr = net(inp)
+    torch.testing.assert_close(tr["logits"], (tr["alpha"].unsqueeze(-1) * tr["branches"]).sum(1))
+    with pytest.raises(ConfigError, match="fusion_prior: 'twice'; allowed: none, once, predict"):
+        create("graphmnl", fusion_prior="twice", **{**FAST, "epochs": 2}).fit(graph)
+
+
 @pytest.mark.parametrize("teacher", ["dominant", "fused"])
 def test_gate_instability_is_measured_on_the_teacher(graph, monkeypatch, teacher):
     """The gate's temporal instability s(i) is the teacher's: the dominant branch's posterior against its moving

@@ -35,6 +35,7 @@ from ..functional import (
     negative_learning_loss,
     negative_set,
     nontarget_soft_ce,
+    prior_once_fusion,
     reliability_auc,
     smooth_scores,
     transfer_gate,
@@ -95,6 +96,10 @@ class GraphMNLNet(nn.Module):
         # grouped fusion: the share of each branch kind (raw, prop, struct, in kind_columns() order); equal by
         # default, fitted on validation nodes after training with kind_weights="validation"
         self.register_buffer("kind_share", torch.ones(len(self.kind_columns())))
+        # fusion_prior="once": the fused logits count the training class prior once (prior_once_fusion); log π
+        # is set from the training labels when the estimator builds the net
+        self.fusion_prior = "none"
+        self.register_buffer("log_prior", torch.zeros(num_classes))
 
     def branch_present(self, present: Tensor) -> Tensor:
         cols = []
@@ -191,11 +196,23 @@ class GraphMNLNet(nn.Module):
         if rel is None:
             rel = torch.zeros(zs.shape[:2], device=zs.device)
         alpha = self.fusion_weights(rel, present)
-        fused = (alpha.unsqueeze(-1) * zs).sum(1)
+        fused = self.fuse(zs, alpha)
         out = {"logits": fused, "branches": zs, "present": present, "alpha": alpha}
         if self.training and self.guide_heads_only:
             out["_guide_inputs"] = (dropped, h0, struct_adj)
         return out
+
+    def fuse(self, zs: Tensor, alpha: Tensor) -> Tensor:
+        """Fused logits [n, C] from branch logits [n, B, C] and fusion weights α [n, B]: Σ_b α_b z_b, with the
+        class prior counted once (``fusion_prior="once"``; always, or ``"predict"``: in eval mode only). The
+        experts are the branch kinds under grouped fusion (their shares Σ_{b in k} α_b), the branches otherwise."""
+        fused = (alpha.unsqueeze(-1) * zs).sum(1)
+        if self.fusion_prior == "none" or (self.fusion_prior == "predict" and self.training):
+            return fused
+        shares = alpha
+        if self.fusion == "grouped":
+            shares = torch.stack([alpha[:, cols].sum(1) for cols in self.kind_columns()], 1)
+        return prior_once_fusion(fused, shares, self.log_prior)
 
     def fusion_weights(self, rel: Tensor, present: Tensor) -> Tensor:
         """α [n, B]. ``fusion="reliability"``: softmax over the present branches of r̃ / T (+ c_b when learned).
@@ -313,6 +330,7 @@ class GraphMNL(NodeClassifier):
         "guide_targets": "inferior",
         "teacher": "dominant",
         "kind_weights": "equal",
+        "fusion_prior": "none",
     }
 
     # ------------------------------------------------------------------ set-up
@@ -351,6 +369,8 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"kind_weights: {kw!r}; allowed: equal, validation, or a dict of positive kind shares")
         elif kw == "validation" and p["fusion"] != "grouped":
             raise ConfigError("kind_weights: kind shares apply to fusion='grouped' only")
+        if p["fusion_prior"] not in ("none", "once", "predict"):
+            raise ConfigError(f"fusion_prior: {p['fusion_prior']!r}; allowed: none, once, predict")
         if p["nl_prior"] and p["nl_k"]:
             raise ConfigError("nl_prior: per-class thresholds need the threshold rule (rho); use nl_k=None")
         if p["lam"] < 0:
@@ -397,6 +417,10 @@ class GraphMNL(NodeClassifier):
         if p["fusion"] == "learned":  # α(i) = softmax_b(r̃_b(i) / T + c_b), c_b learned by the fused CE
             net.fusion_bias = nn.Parameter(torch.zeros(len(self.branches_)))
         net.input_temperature = float(p["input_temperature"])
+        net.fusion_prior = p["fusion_prior"]
+        # log π of the training labels (add-one smoothed, so a class without training nodes stays finite)
+        counts = torch.bincount(graph.y[graph.train_mask], minlength=graph.num_classes).double() + 1.0
+        net.log_prior.copy_((counts / counts.sum()).log().float())
         return net
 
     # ------------------------------------------------------------------ reliability
@@ -604,7 +628,10 @@ class GraphMNL(NodeClassifier):
             w = torch.tensor(combo, dtype=z.dtype, device=z.device) / units
             share = kp * w
             share = share / share.sum(1, keepdim=True).clamp(min=1e-12)
-            loss = float(F.cross_entropy((share.unsqueeze(-1) * zk).sum(1), y))
+            fused = (share.unsqueeze(-1) * zk).sum(1)
+            if model.fusion_prior != "none":
+                fused = prior_once_fusion(fused, share, model.log_prior)
+            loss = float(F.cross_entropy(fused, y))
             if loss < best_loss - 1e-9:
                 best, best_loss = w, loss
         model.kind_share.copy_(best.to(model.kind_share))
