@@ -291,6 +291,9 @@ class GraphMNL(NodeClassifier):
         teacher: ``dominant`` (C̄(i) from p_d(i)) or ``fused`` (from the fused prediction p_f(i)).
         fixed_dominant: None (per-node arbitration) or a modality name / ``auto`` (one global dominant
             modality: ablation).
+        fusion_prior: ``once`` (default: the fused logits count the training class prior once, Σ_b α_b z_b −
+            (1 − Σ_g s_g²) log π over the experts g, kinds under grouped fusion; see ``prior_once_fusion``),
+            ``predict`` (the same at prediction time only) or ``none`` (the plain weighted average).
         kind_weights: the branch kinds' shares in the grouped fusion: ``equal`` (default), ``validation``
             (fitted after training on the validation nodes' fused cross-entropy, simplex grid of step 0.05) or a
             dict of positive shares, e.g. ``{"raw": 1, "prop": 1, "struct": 2}``. Read back as ``kind_weights_``.
@@ -330,7 +333,7 @@ class GraphMNL(NodeClassifier):
         "guide_targets": "inferior",
         "teacher": "dominant",
         "kind_weights": "equal",
-        "fusion_prior": "none",
+        "fusion_prior": "once",  # validation, docs/graphmnl.md "Fifth round"
     }
 
     # ------------------------------------------------------------------ set-up
