@@ -26,22 +26,6 @@ from magkit.eval.experiment import parse_seeds
 from magkit.functional import macro_f1, prior_once_fusion
 from magkit.methods import create
 from magkit.methods.graphmnl import _compositions
-from magkit.models.backbones import masked_softmax
-
-
-def kind_logits(est, graph):
-    """Per-kind fused logits [n, K, C] and kind presence [n, K] of a fitted GraphMNL (equal shares)."""
-    net = est.model_.eval()
-    inp = est._inputs(graph)
-    with torch.no_grad():
-        out = net(inp)
-    z, present, rel = out["branches"], out["present"], inp.extra["reliability"]
-    zk, kp = [], []
-    for cols in net.kinds().values():
-        a = masked_softmax(rel[:, cols] / net.temperature, present[:, cols])
-        zk.append((a.unsqueeze(-1) * z[:, cols]).sum(1))
-        kp.append(present[:, cols].any(1).float())
-    return torch.stack(zk, 1), torch.stack(kp, 1), z
 
 
 def fuse(zk, kp, w, log_prior=None):
@@ -71,7 +55,7 @@ def main(argv: list[str]) -> None:
             log_prior = saved.get("log_prior")
         else:
             est = create("graphmnl", seed=seed, hidden=128, epochs=200, patience=30).fit(graph)
-            zk, kp, z = kind_logits(est, graph)
+            zk, kp, z = est.kind_logits(graph)
             kinds = list(est.model_.kinds())
             struct = z[:, est.branches_.index("struct")] if "struct" in est.branches_ else None
             log_prior = est.model_.log_prior if est.model_.fusion_prior != "none" else None
@@ -83,7 +67,7 @@ def main(argv: list[str]) -> None:
         halves = (perm[: perm.numel() // 2], perm[perm.numel() // 2:])
         grid = [torch.tensor(g, dtype=torch.float32) / 20 for g in _compositions(20, len(kinds))]
 
-        def criteria(idx):
+        def criteria(idx, y=y, c=c):
             cw = 1.0 / torch.bincount(y[idx], minlength=c).clamp(min=1).float()
             return {  # lower is better
                 "fitted": lambda lg: float(F.cross_entropy(lg, y[idx])),

@@ -15,21 +15,6 @@ import torch
 from magkit.data import load_dataset
 from magkit.methods import create
 from magkit.methods.graphmnl import GraphMNL
-from magkit.models.backbones import masked_softmax
-
-
-def kind_predictions(est, graph):
-    """Per branch kind, the argmax of its within-kind fused logits [n] (the kind's vote in the fusion)."""
-    net = est.model_.eval()
-    inp = est._inputs(graph)
-    with torch.no_grad():
-        out = net(inp)
-    z, present, rel = out["branches"], out["present"], inp.extra["reliability"]
-    preds = {}
-    for kind, cols in net.kinds().items():
-        a = masked_softmax(rel[:, cols] / net.temperature, present[:, cols])
-        preds[kind] = (a.unsqueeze(-1) * z[:, cols]).sum(1).argmax(1)
-    return preds
 
 
 def main(argv: list[str]) -> None:
@@ -48,7 +33,8 @@ def main(argv: list[str]) -> None:
         prec = [float((yv[pred == k] == k).float().mean()) if bool((pred == k).any()) else float("nan") for k in range(c)]
         res[m] = (rec, prec, torch.bincount(pred, minlength=c).tolist())
         if m == methods[0] and isinstance(est, GraphMNL):
-            kinds = {kind: p[val] for kind, p in kind_predictions(est, g).items()}
+            zk = est.kind_logits(g)[0]
+            kinds = {kind: zk[val, j].argmax(1) for j, kind in enumerate(est.model_.kinds())}
         print(m, {k: round(100 * v, 2) for k, v in est.score(g, "val").items()})
     n_train = torch.bincount(y[g.train_mask], minlength=c)
     n_val = torch.bincount(yv, minlength=c)

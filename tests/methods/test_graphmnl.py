@@ -345,6 +345,27 @@ def test_validation_kind_shares_minimise_the_validation_cross_entropy(graph):
         assert not torch.allclose(eq.predict_proba(graph), est.predict_proba(graph))
 
 
+def test_kind_logits_rebuild_the_fused_prediction(graph):
+    """kind_logits: the kinds' within-kind fused logits and presence; sharing them equally among the present kinds
+    and counting the prior once gives back the estimator's fused logits."""
+    from magkit.functional import prior_once_fusion
+
+    est = create("graphmnl", seed=0, **{**FAST, "epochs": 10}).fit(graph)
+    zk, kp, z = est.kind_logits(graph)
+    n, c = graph.num_nodes, graph.num_classes
+    assert zk.shape == (n, 3, c) and kp.shape == (n, 3) and z.shape == (n, 5, c)
+    assert bool((kp == 1).all())  # every modality present: every kind present
+    torch.testing.assert_close(zk[:, 2], z[:, 4])  # struct is alone in its kind
+    share = kp / kp.sum(1, keepdim=True)
+    fused = prior_once_fusion((share.unsqueeze(-1) * zk).sum(1), share, est.model_.log_prior)
+    torch.testing.assert_close(torch.softmax(fused, 1), est.predict_proba(graph))
+    est.model_.train()
+    est.kind_logits(graph)
+    assert est.model_.training  # the model's mode is restored
+    with pytest.raises(NotFittedError):
+        GraphMNL().kind_logits(graph)
+
+
 def test_kind_weight_errors(graph):
     for bad, fragment in (({"kind_weights": "auto"}, "kind_weights: 'auto'; allowed: equal, validation"),
                           ({"kind_weights": {"raw": 0, "struct": 1}}, "positive numbers for the kinds"),

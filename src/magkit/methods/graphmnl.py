@@ -612,23 +612,13 @@ class GraphMNL(NodeClassifier):
         model = self.model_
         kinds = model.kinds()
         model.kind_share.fill_(1.0)
-        model.eval()
-        inp = self._inputs(graph).to(self.device_)
-        out = model(inp)
-        z, present, rel = out["branches"], out["present"], inp.extra["reliability"].to(out["branches"].device)
-        val = val.to(z.device)
-        y = graph.y.to(z.device)[val]
-        # per kind: the kind's within-kind fused logits and where the kind is present, on the validation nodes
-        per_kind, kp = [], []
-        for cols in kinds.values():
-            a = masked_softmax(rel[val][:, cols] / model.temperature, present[val][:, cols])
-            per_kind.append((a.unsqueeze(-1) * z[val][:, cols]).sum(1))
-            kp.append(present[val][:, cols].any(1).to(z.dtype))
-        zk, kp = torch.stack(per_kind, 1), torch.stack(kp, 1)  # [v, K, C], [v, K]
+        zk, kp, _ = self.kind_logits(graph)
+        val = val.to(zk.device)
+        zk, kp, y = zk[val], kp[val], graph.y.to(zk.device)[val]  # [v, K, C], [v, K]
         units = int(round(1 / step))
         best, best_loss = None, float("inf")
         for combo in _compositions(units, len(kinds)):
-            w = torch.tensor(combo, dtype=z.dtype, device=z.device) / units
+            w = torch.tensor(combo, dtype=zk.dtype, device=zk.device) / units
             share = kp * w
             share = share / share.sum(1, keepdim=True).clamp(min=1e-12)
             fused = (share.unsqueeze(-1) * zk).sum(1)
@@ -639,6 +629,27 @@ class GraphMNL(NodeClassifier):
                 best, best_loss = w, loss
         model.kind_share.copy_(best.to(model.kind_share))
         self.kind_weights_val_loss_ = best_loss
+
+    @torch.no_grad()
+    def kind_logits(self, graph) -> tuple[Tensor, Tensor, Tensor]:
+        """Per branch kind (raw, prop, struct, in ``model_.kinds()`` order), the kind's within-kind fused logits
+        Σ_{b in k} softmax_k(r̃ / T)_b z_b ``[n, K, C]``, where the kind is present ``[n, K]`` (float), and every
+        branch's logits ``[n, B, C]``; eval mode, reliability from the fitted model. These are the kinds' votes
+        that the grouped fusion weighs (exploration and the validation fit of the kind shares)."""
+        self._check_fitted()
+        model = self.model_
+        was = model.training
+        model.eval()
+        inp = self._inputs(graph).to(self.device_)
+        out = model(inp)
+        model.train(was)
+        z, present, rel = out["branches"], out["present"], inp.extra["reliability"].to(out["branches"].device)
+        zk, kp = [], []
+        for cols in model.kinds().values():
+            a = masked_softmax(rel[:, cols] / model.temperature, present[:, cols])
+            zk.append((a.unsqueeze(-1) * z[:, cols]).sum(1))
+            kp.append(present[:, cols].any(1).to(z.dtype))
+        return torch.stack(zk, 1), torch.stack(kp, 1), z
 
     @torch.no_grad()
     def diagnose(self, graph) -> dict:
