@@ -7,6 +7,11 @@ Heavy modules (torch, torch_geometric) are imported on first use so that ``impor
 from __future__ import annotations
 
 import importlib
+import warnings
+
+# torch warns once per process that sparse CSR support is "in beta" the first time magkit builds an adjacency;
+# magkit's CSR use (sparse @ dense products) is covered by its tests, so the notice is noise for users
+warnings.filterwarnings("ignore", message=r"Sparse CSR tensor support is in beta", category=UserWarning)
 
 __version__ = "0.1.0"
 

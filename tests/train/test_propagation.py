@@ -158,3 +158,18 @@ def test_tensor_digest_depends_on_content_shape_and_dtype():
     assert tensor_digest(t) != tensor_digest(t + 1)
     assert tensor_digest(t) != tensor_digest(t.view(2, 3))
     assert tensor_digest(t) != tensor_digest(t.double())
+
+
+def test_building_an_adjacency_does_not_print_torch_beta_notice():
+    """torch's once-per-process 'Sparse CSR tensor support is in beta' UserWarning is filtered by magkit: in a fresh
+    interpreter where UserWarnings are errors, building Â must not raise."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from magkit.train.propagation import normalized_adjacency; "
+            "a = normalized_adjacency(torch.tensor([[0, 1], [1, 0]]), 2); print(a.layout)")
+    res = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "sparse_csr" in res.stdout
+    assert "beta" not in res.stderr
