@@ -5,7 +5,8 @@
 1. per (profile, split): graphmnl and λ = 0 (graphmnl-no-guidance), and the best baseline by test accuracy and by
    test macro-F1 among the baselines with all five seeds (mean ± sample std, %, seeds in brackets);
 2. the ablations as paired differences to graphmnl on the same seeds (mean ± std of the per-seed differences,
-   test accuracy / macro-F1), for every setting where graphmnl and all ablations have five seeds.
+   test accuracy / macro-F1; bold where the cost exceeds that std), one row per setting where graphmnl and all
+   ablations have five seeds, and per ablation the settings where it costs beyond the std.
 """
 
 import json
@@ -57,20 +58,35 @@ def main(argv):
     if not settings:
         print("(no setting has five seeds of graphmnl and of every ablation yet)")
         return
-    print("| method | " + " | ".join(f"{d} {s}" for d, s in settings) + " |")
-    print("| --- | " + " | ".join("---" for _ in settings) + " |")
-    print("| graphmnl (absolute) | " + " | ".join(
-        f"{st.mean(100 * r['test_acc'] for r in g[(d, s, 'graphmnl')]):.2f} / "
-        f"{st.mean(100 * r['test_f1'] for r in g[(d, s, 'graphmnl')]):.2f}" for d, s in settings) + " |")
-    for m in ABLATIONS:
+    short = {m: m.replace("graphmnl-", "") for m in ABLATIONS}
+    print("Ablation − graphmnl, paired on the seed (mean ± std of the five per-seed differences, test acc / macro-F1, "
+          "points); **bold**: a cost larger than the std of the differences; [k] seeds of five where the ablation "
+          "is worse in accuracy.")
+    print()
+    print("| setting | graphmnl acc / F1 | " + " | ".join(short[m] for m in ABLATIONS) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in ABLATIONS) + " |")
+    costs = defaultdict(list)
+    for d, s in settings:
+        base = {r["seed"]: r for r in g[(d, s, "graphmnl")]}
         cells = []
-        for d, s in settings:
-            base = {r["seed"]: r for r in g[(d, s, "graphmnl")]}
+        for m in ABLATIONS:
             da = [100 * (r["test_acc"] - base[r["seed"]]["test_acc"]) for r in g[(d, s, m)]]
             df = [100 * (r["test_f1"] - base[r["seed"]]["test_f1"]) for r in g[(d, s, m)]]
-            cells.append(f"{st.mean(da):+.2f} ± {st.stdev(da):.2f} / {st.mean(df):+.2f} ± {st.stdev(df):.2f}")
-        print(f"| {m} | " + " | ".join(cells) + " |")
-
+            parts = []
+            for v, what in ((da, "acc"), (df, "F1")):
+                text = f"{st.mean(v):+.2f} ± {st.stdev(v):.2f}"
+                if st.mean(v) < 0 and -st.mean(v) > st.stdev(v):
+                    text = f"**{text}**"
+                    costs[m].append(f"{d} {s} ({what})")
+                parts.append(text)
+            worse = sum(x < 0 for x in da)
+            cells.append(f"{parts[0]} / {parts[1]} [{worse}]")
+        gm = g[(d, s, "graphmnl")]
+        print(f"| {d} {s} | {st.mean(100 * r['test_acc'] for r in gm):.2f} / "
+              f"{st.mean(100 * r['test_f1'] for r in gm):.2f} | " + " | ".join(cells) + " |")
+    print()
+    for m in ABLATIONS:
+        print(f"- {short[m]}: costs beyond the std in " + (", ".join(costs[m]) if costs[m] else "no setting"))
 
 if __name__ == "__main__":
     main(sys.argv[1:])
