@@ -16,6 +16,8 @@ from collections import defaultdict
 
 PROFILES = ("text-dominant", "image-dominant", "balanced")
 SPLITS = ("magb", "rate:0.05", "rate:0.01")
+# two-sided 5% critical values of Student's t by degrees of freedom (paired differences over n seeds: df = n - 1)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 ABLATIONS = ("graphmnl-no-smoothing", "graphmnl-no-gate", "graphmnl-kd", "graphmnl-mnl-loss",
              "graphmnl-fixed-dominant", "graphmnl-no-guidance")
 
@@ -61,7 +63,7 @@ def main(argv):
     short = {m: m.replace("graphmnl-", "") for m in ABLATIONS}
     print("Ablation − graphmnl, paired on the seed (mean ± std of the five per-seed differences, test acc / macro-F1, "
           "points); **bold**: a cost larger than the std of the differences; [k] seeds of five where the ablation "
-          "is worse in accuracy.")
+          "is worse in accuracy; † a paired t-test rejects 'no difference' at 5% (two-sided), either direction.")
     print()
     print("| setting | graphmnl acc / F1 | " + " | ".join(short[m] for m in ABLATIONS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in ABLATIONS) + " |")
@@ -75,9 +77,12 @@ def main(argv):
             parts = []
             for v, what in ((da, "acc"), (df, "F1")):
                 text = f"{st.mean(v):+.2f} ± {st.stdev(v):.2f}"
+                sig = abs(st.mean(v)) * len(v) ** 0.5 > T975[len(v) - 1] * st.stdev(v)
                 if st.mean(v) < 0 and -st.mean(v) > st.stdev(v):
                     text = f"**{text}**"
-                    costs[m].append(f"{d} {s} ({what})")
+                    costs[m].append(f"{d} {s} ({what}{', †' if sig else ''})")
+                if sig:
+                    text += "†"
                 parts.append(text)
             worse = sum(x < 0 for x in da)
             cells.append(f"{parts[0]} / {parts[1]} [{worse}]")
