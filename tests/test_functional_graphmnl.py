@@ -18,6 +18,7 @@ from magkit.functional import (
     instability,
     negative_learning_loss,
     negative_set,
+    nontarget_distillation,
     nontarget_soft_ce,
     prior_once_fusion,
     reliability_auc,
@@ -218,6 +219,72 @@ def test_nontarget_soft_ce_pushes_target_down_where_nl_does_not():
 def test_nontarget_soft_ce_rejects_out_of_range_targets():
     with pytest.raises(ConfigError, match=r"target: labelled nodes need class ids in \[0, 2\]"):
         nontarget_soft_ce(torch.zeros(2, 3), torch.full((2, 3), 1 / 3), torch.tensor([0, -1]))
+
+
+def test_nontarget_distillation_hand_example_and_gradients():
+    # y = 0; p̄ = [0.2, 0.1] / 0.3 = [2/3, 1/3]; q̄ = softmax([0, ln 2]) = [1/3, 2/3] (z_0 = 5 does not enter)
+    # L = 2/3 log 2 + 1/3 log ½ = (1/3) ln 2;  ∂L/∂z_c = q̄_c − p̄_c = [0, −1/3, +1/3]
+    z = torch.tensor([[5.0, 0.0, LN2]], dtype=torch.float64, requires_grad=True)
+    p = torch.tensor([[0.7, 0.2, 0.1]], dtype=torch.float64)
+    loss = nontarget_distillation(z, p, torch.tensor([0]))
+    torch.testing.assert_close(loss, torch.tensor([LN2 / 3], dtype=torch.float64))
+    loss.sum().backward()
+    torch.testing.assert_close(z.grad, torch.tensor([[0.0, -1 / 3, 1 / 3]], dtype=torch.float64))
+
+
+def test_nontarget_distillation_never_touches_the_target_logit():
+    g = _gen(11)
+    n, c = 300, 6
+    z = (torch.randn(n, c, generator=g, dtype=torch.float64) * 4).requires_grad_(True)
+    p_dom = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 3, 1)
+    y = torch.randint(0, c, (n,), generator=g)
+    loss = nontarget_distillation(z, p_dom, y)
+    loss.sum().backward()
+    rows = torch.arange(n)
+    assert (z.grad[rows, y] == 0).all()  # exactly zero, not merely non-positive
+    assert (loss >= -1e-12).all() and bool((loss > 1e-3).any())
+    # the target logit does not enter the loss at all
+    z2 = z.detach().clone()
+    z2[rows, y] += torch.randn(n, generator=g, dtype=torch.float64) * 10
+    torch.testing.assert_close(nontarget_distillation(z2, p_dom, y), loss.detach())
+    # zero where the branch already ranks the non-target classes like the teacher, whatever its target logit
+    z3 = torch.log(p_dom).clone()
+    z3[rows, y] = 7.0
+    torch.testing.assert_close(nontarget_distillation(z3, p_dom, y), torch.zeros(n, dtype=torch.float64))
+    # against positive distillation, the "imitation" part is gone: KD raises the target where the teacher is surer
+    z.grad = None
+    q = torch.log_softmax(z, 1)
+    (p_dom * (torch.log(p_dom) - q)).sum().backward()
+    assert bool((z.grad[rows, y] != 0).all())
+
+
+def test_mnl_loss_is_nontarget_distillation_plus_a_push_on_the_target():
+    """MNL's non-target soft CE = (1 − p_y) [KL(p̄ ‖ q̄) + H(p̄)] − (1 − p_y) log(1 − q_y): the target-preserving
+    distillation, weighted, plus a negative-learning term on the target itself (what the mnl-loss ablation adds)."""
+    g = _gen(12)
+    n, c = 100, 7
+    z = torch.randn(n, c, generator=g, dtype=torch.float64) * 3
+    p = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 2, 1)
+    y = torch.randint(0, c, (n,), generator=g)
+    rows = torch.arange(n)
+    w = 1 - p[rows, y]
+    pbar = p.scatter(1, y.view(-1, 1), 0.0) / w.unsqueeze(1)
+    ent = -(pbar * torch.log(pbar.clamp_min(1e-300))).sum(1)
+    q_y = torch.softmax(z, 1)[rows, y]
+    want = w * (nontarget_distillation(z, p, y) + ent) - w * torch.log1p(-q_y)
+    torch.testing.assert_close(nontarget_soft_ce(z, p, y), want)
+
+
+def test_nontarget_distillation_is_finite_for_extreme_logits_and_checks_input():
+    z = torch.tensor([[50.0, -50.0, 0.0, 20.0], [-50.0, 50.0, 50.0, -50.0]], requires_grad=True)
+    p = torch.tensor([[0.97, 0.0, 0.01, 0.02], [0.5, 0.5, 0.0, 0.0]])
+    loss = nontarget_distillation(z, p, torch.tensor([0, 1]))
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(z.grad).all()
+    with pytest.raises(ConfigError, match=r"target: labelled nodes need class ids in \[0, 2\]"):
+        nontarget_distillation(torch.zeros(2, 3), torch.full((2, 3), 1 / 3), torch.tensor([0, 3]))
+    with pytest.raises(ConfigError, match=r"p_dom: expected shape \(2, 3\)"):
+        nontarget_distillation(torch.zeros(2, 3), torch.full((2, 4), 1 / 4), torch.tensor([0, 1]))
 
 
 # ----------------------------------------------------------------------------------------------------

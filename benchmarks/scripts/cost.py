@@ -1,6 +1,6 @@
 """GraphMNL's time per training epoch against an early-fusion GCN of the same width, measured in one run.
 
-    python benchmarks/scripts/cost.py [DATASET] [EPOCHS] [SPLIT] [GRAPHMNL_PARAMS]
+    python benchmarks/scripts/cost.py [DATASET] [EPOCHS] [SPLIT] [GRAPHMNL_PARAMS] [DATASET_KWARGS]
 
 Both models train full-batch for EPOCHS epochs (default 40; no early stopping) on the same graph in the
 same process, alternating GCN, GraphMNL, GCN, GraphMNL so that machine noise hits both; torch runs on one
@@ -9,6 +9,8 @@ epochs, and separately over GraphMNL's warm-up epochs (no guidance term) and its
 ``warmup``, where the gated negative-learning pass runs: most of a real fit). EPOCHS <= warmup (20)
 measures warm-up epochs only, as this script did before it reported the two phases. GRAPHMNL_PARAMS is a
 Python dict literal of GraphMNL parameters (e.g. "{'prop_mode': 'input'}"); SPLIT may be "-" for the default.
+DATASET_KWARGS is a dict literal for ``load_dataset``, e.g. "{'dims': 768}" for generated features of the widths
+real text / image encoders give (the default generated features are 128-wide).
 """
 
 import ast
@@ -27,8 +29,9 @@ def main(argv: list[str]) -> None:
     epochs = int(argv[1]) if len(argv) > 1 else 40
     split = argv[2] if len(argv) > 2 and argv[2] != "-" else None
     gm_params = ast.literal_eval(argv[3]) if len(argv) > 3 else {}
+    data_kwargs = ast.literal_eval(argv[4]) if len(argv) > 4 else {}
     torch.set_num_threads(1)
-    graph = load_dataset(data, split=split, seed=0) if split else load_dataset(data)
+    graph = load_dataset(data, split=split, seed=0, **data_kwargs) if split else load_dataset(data, **data_kwargs)
     warmup = GraphMNL.defaults["warmup"]
     times: dict[str, list[float]] = {"gcn-early": [], "graphmnl": []}
     phase: list[bool] = []  # per recorded GraphMNL epoch: guided (epoch >= warmup)?
@@ -42,7 +45,8 @@ def main(argv: list[str]) -> None:
                 phase += [e >= warmup for e in range(1, len(t))]
     gcn = statistics.median(times["gcn-early"])
     gm = times["graphmnl"]
-    line = (f"{data}{' ' + split if split else ''}{' ' + repr(gm_params) if gm_params else ''}, {epochs} epochs: gcn-early {1000 * gcn:.1f} ms/epoch, "
+    line = (f"{data}{' ' + split if split else ''}{' ' + repr(gm_params) if gm_params else ''}"
+            f"{' ' + repr(data_kwargs) if data_kwargs else ''}, {epochs} epochs: gcn-early {1000 * gcn:.1f} ms/epoch, "
             f"graphmnl {1000 * statistics.median(gm):.1f} ms/epoch, ratio {statistics.median(gm) / gcn:.2f}x")
     for name, flag in (("warm-up", False), ("guided", True)):
         sel = [t for t, f in zip(gm, phase) if f == flag]

@@ -181,6 +181,37 @@ def nontarget_soft_ce(logits_b: Tensor, p_dom: Tensor, target: Tensor) -> Tensor
     return -(nontarget * logq).sum(dim=1)
 
 
+def nontarget_distillation(logits_b: Tensor, p_dom: Tensor, target: Tensor) -> Tensor:
+    """Target-preserving non-target distillation: KL between the teacher's and the branch's distributions over
+    the non-target classes, each renormalised there (the "non-target class" part of decoupled KD, Zhao et al. 2022).
+
+    L(i) = Σ_{c≠y} p̄_c log(p̄_c / q̄_c),  p̄_c = p_dom,c / Σ_{k≠y} p_dom,k,  q̄ = softmax over {z_c : c ≠ y}.
+
+    It teaches the branch *how unlikely* each non-target class is relative to the others (a graded form of
+    negative learning) and leaves the target alone: z_y does not enter L, so ∂L/∂z_y = 0 exactly, unlike MNL's
+    :func:`nontarget_soft_ce` (which pushes the target down) and positive distillation (which pulls it up).
+    ``p_dom`` is the teacher (pass it detached); ``target`` holds a class id in [0, C) for every row (on
+    unlabelled nodes, e.g. the dominant's argmax). Returns ``[n]`` (≥ 0; 0 where q̄ = p̄). C ≥ 3 (with two
+    classes there is one non-target class and nothing to teach: the loss is 0).
+    """
+    if logits_b.dim() != 2:
+        raise ConfigError(f"logits_b: expected a [n, C] tensor, got shape {tuple(logits_b.shape)}")
+    n, c = logits_b.shape
+    if c < 2:
+        raise ConfigError(f"logits_b: non-target distillation needs at least 2 classes, got C = {c}")
+    _check_shape("p_dom", p_dom, (n, c))
+    _check_shape("target", target, (n,))
+    _check_targets(target, torch.ones(n, dtype=torch.bool, device=target.device), c)
+    is_t = torch.zeros_like(logits_b, dtype=torch.bool).scatter_(1, target.long().view(-1, 1), True)
+    logq = torch.log_softmax(logits_b.masked_fill(is_t, float("-inf")), dim=1)
+    p = p_dom.detach().masked_fill(is_t, 0.0)
+    p = p / p.sum(1, keepdim=True).clamp_min(1e-12)
+    logp = torch.log(p.clamp_min(1e-12))
+    # the target column is −inf in logq: keep it out of the sum (and of the gradient) with where, not a product
+    term = torch.where(is_t | (p <= 0), torch.zeros_like(logq), p * (logp - logq))
+    return term.sum(dim=1)
+
+
 def negative_set(
     p_dom: Tensor,
     target: Tensor,

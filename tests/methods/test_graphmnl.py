@@ -199,6 +199,21 @@ def test_ablations_train(graph, name):
         assert any(v != 0.0 for v in est.history_.series("guide"))
 
 
+def test_nontarget_distillation_guidance_trains_and_leaves_guided_targets_alone(graph):
+    est = create("graphmnl", seed=0, guidance="ntkd", **FAST).fit(graph)
+    assert est.score(graph, "test")["acc"] >= 0.8
+    assert any(v > 0.0 for v in est.history_.series("guide"))
+    # the per-pair term is the renormalised non-target KL against the dominant, at the dominant's class
+    n, c = graph.num_nodes, graph.num_classes
+    z = (torch.randn(n, c, dtype=torch.float64) * 3).requires_grad_(True)
+    p_dom = torch.softmax(torch.randn(n, c, dtype=torch.float64) * 3, -1)
+    rows = (~est._labelled).nonzero().flatten()[:50]
+    g = torch.ones(n, dtype=torch.float64)
+    est._guidance(z[rows], rows, p_dom, g, n).backward()
+    assert (z.grad[rows, p_dom[rows].argmax(1)] == 0).all()
+    assert bool((z.grad[rows] != 0).any())
+
+
 def test_fixed_dominant_uses_one_modality(graph):
     est = create("graphmnl", seed=0, fixed_dominant="text", **FAST)
     est.fit(graph)
@@ -206,7 +221,7 @@ def test_fixed_dominant_uses_one_modality(graph):
 
 
 @pytest.mark.parametrize("params, fragment", [
-    ({"guidance": "pl"}, "guidance: 'pl'; allowed: nl, kd, mnl, none"),
+    ({"guidance": "pl"}, "guidance: 'pl'; allowed: nl, ntkd, kd, mnl, none"),
     ({"guidance_nodes": "some"}, "guidance_nodes"),
     ({"temperature": 0}, "temperature"),
     ({"batch_size": 64}, "full-batch"),

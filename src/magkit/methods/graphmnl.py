@@ -34,6 +34,7 @@ from ..functional import (
     macro_f1,
     negative_learning_loss,
     negative_set,
+    nontarget_distillation,
     nontarget_soft_ce,
     prior_once_fusion,
     reliability_auc,
@@ -45,7 +46,7 @@ from ..train.diskprop import propagate_features
 from ..train.propagation import graph_adjacency
 from .base import GraphInputs, NodeClassifier
 
-GUIDANCE = ("nl", "kd", "mnl", "none")
+GUIDANCE = ("nl", "ntkd", "kd", "mnl", "none")
 
 
 def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -283,7 +284,9 @@ class GraphMNL(NodeClassifier):
         nl_prior: per-class thresholds ρ C π_c with π the training labels' class shares (rare classes are
             ruled out less readily).
         lam: λ, the guidance weight.
-        guidance: ``nl`` (target-preserving negative learning), ``kd`` (KL to the dominant: ablation),
+        guidance: ``nl`` (target-preserving negative learning), ``ntkd`` (target-preserving non-target
+            distillation: KL between the dominant's and the branch's renormalised non-target distributions, zero
+            gradient on the target logit), ``kd`` (KL to the dominant: ablation),
             ``mnl`` (MNL's non-target soft CE: ablation), ``none`` (λ = 0).
         guidance_nodes: ``unlabelled`` (default), ``all`` or ``labelled``.
         guide_targets: ``inferior`` (default: the branches ≥ δ below the dominant) or ``all`` (every present
@@ -560,9 +563,9 @@ class GraphMNL(NodeClassifier):
             per = negative_learning_loss(z, neg[rows], w)
         elif kind == "kd":
             per = (pd * (torch.log(pd.clamp_min(1e-12)) - F.log_softmax(z, -1))).sum(-1)
-        else:  # mnl: non-target soft CE against the dominant (target = label, or the dominant's class)
+        else:  # mnl / ntkd: against the dominant on the non-target classes (target = label, or the dominant's class)
             tgt = torch.where(self._labelled[rows], self._y_train[rows], pd.argmax(1))
-            per = nontarget_soft_ce(z, pd, tgt)
+            per = nontarget_soft_ce(z, pd, tgt) if kind == "mnl" else nontarget_distillation(z, pd, tgt)
         return (g[rows] * per).sum() / n_total
 
     def _fixed_reliability(self, r: Tensor, present: Tensor) -> Tensor:
