@@ -709,6 +709,7 @@ ABLATIONS = {
     "graphmnl-mnl-loss": ({"guidance": "mnl"}, "GraphMNL with MNL's non-target soft CE (not target-preserving)"),
     "graphmnl-fixed-dominant": ({"fixed_dominant": "auto"}, "GraphMNL with one global dominant modality"),
     "graphmnl-no-guidance": ({"guidance": "none"}, "GraphMNL branches + reliability fusion only (λ = 0)"),
+    "graphmnl-ntkd": ({"guidance": "ntkd"}, "GraphMNL with target-preserving non-target distillation instead of NL (variant)"),
 }
 
 
