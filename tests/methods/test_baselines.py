@@ -507,3 +507,21 @@ def test_narrow_sage_layer_equals_the_standard_layer():
     net.narrow_sage = False
     with pytest.raises(AssertionError, match="SAGEConv.forward called"):
         net(x, adj)
+
+
+def test_early_input_is_built_once_and_rebuilt_when_the_blocks_change():
+    from magkit.methods.base import GraphInputs
+
+    xs = {"text": torch.randn(5, 3), "image": torch.randn(5, 2)}
+    present = torch.tensor([[True, True], [True, False], [False, True], [True, True], [True, True]])
+    inp = GraphInputs(xs=xs, present=present, modalities=("text", "image"), edge_index=torch.zeros(2, 0, dtype=torch.long),
+                      num_nodes=5)
+    a = inp.early_input()
+    torch.testing.assert_close(a, torch.cat([xs["text"], xs["image"], present.float()], dim=1))
+    assert inp.early_input() is a  # cached
+    # another order asks for another block layout
+    torch.testing.assert_close(inp.early_input(("image", "text")), torch.cat([xs["image"], xs["text"], present.float()], 1))
+    # new tensors (a device move, a sampled batch) are never served the stale concatenation
+    inp.xs = {"text": torch.zeros(5, 3), "image": torch.ones(5, 2)}
+    b = inp.early_input()
+    assert b is not a and torch.equal(b[:, :3], torch.zeros(5, 3)) and torch.equal(b[:, 3:5], torch.ones(5, 2))

@@ -71,8 +71,7 @@ class MultimodalNet(nn.Module):
         if self.fusion in self.modalities:
             return {"logits": self.net(inp.xs[self.fusion], ei), "present": inp.present}
         if self.fusion == "early":
-            x = torch.cat([inp.xs[m] for m in self.modalities] + [inp.present.float()], dim=1)
-            return self.net(x, ei)
+            return self.net(inp.early_input(self.modalities), ei)
         if self.fusion == "late":
             z = torch.stack([self.nets[m](inp.xs[m], ei) for m in self.modalities], dim=1)
             return masked_mean(z, inp.present)
