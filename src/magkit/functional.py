@@ -82,6 +82,16 @@ def _check_shape(name: str, t: Tensor, shape: tuple) -> None:
         raise ConfigError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
 
 
+def _check_logits(name: str, logits: Tensor, needs: str) -> tuple[int, int]:
+    """[n, C] logits with C ≥ 2 (``needs`` names the loss in the error); returns (n, C)."""
+    if logits.dim() != 2:
+        raise ConfigError(f"{name}: expected a [n, C] tensor, got shape {tuple(logits.shape)}")
+    n, c = logits.shape
+    if c < 2:
+        raise ConfigError(f"{name}: {needs} needs at least 2 classes, got C = {c}")
+    return n, c
+
+
 def _check_targets(target: Tensor, labelled: Tensor, num_classes: int) -> None:
     """Labelled nodes must carry a class id in [0, C); unlabelled ones may carry anything (−1 by convention)."""
     t = target[labelled]
@@ -149,11 +159,7 @@ def negative_learning_loss(logits: Tensor, neg_mask: Tensor, weights: Tensor | N
     Numerically stable: log(1 − q_c) is log1p(−q_c) for non-top classes (q_c ≤ ½) and
     logsumexp_{k≠c} z_k − logsumexp_k z_k for the top class, so logits of ±50 give finite values and gradients.
     """
-    if logits.dim() != 2:
-        raise ConfigError(f"logits: expected a [n, C] tensor, got shape {tuple(logits.shape)}")
-    n, c = logits.shape
-    if c < 2:
-        raise ConfigError(f"logits: negative learning needs at least 2 classes, got C = {c}")
+    n, c = _check_logits("logits", logits, "negative learning")
     _check_shape("neg_mask", neg_mask, (n, c))
     neg_mask = neg_mask.bool()
     log1mq = _log1m_softmax(logits)
@@ -194,11 +200,7 @@ def nontarget_distillation(logits_b: Tensor, p_dom: Tensor, target: Tensor) -> T
     unlabelled nodes, e.g. the dominant's argmax). Returns ``[n]`` (≥ 0; 0 where q̄ = p̄). C ≥ 3 (with two
     classes there is one non-target class and nothing to teach: the loss is 0).
     """
-    if logits_b.dim() != 2:
-        raise ConfigError(f"logits_b: expected a [n, C] tensor, got shape {tuple(logits_b.shape)}")
-    n, c = logits_b.shape
-    if c < 2:
-        raise ConfigError(f"logits_b: non-target distillation needs at least 2 classes, got C = {c}")
+    n, c = _check_logits("logits_b", logits_b, "non-target distillation")
     _check_shape("p_dom", p_dom, (n, c))
     _check_shape("target", target, (n,))
     _check_targets(target, torch.ones(n, dtype=torch.bool, device=target.device), c)
