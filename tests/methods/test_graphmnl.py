@@ -228,7 +228,7 @@ def test_fixed_dominant_uses_one_modality(graph):
     ({"branches": ["raw:audio"]}, r"branches: \['raw:audio'\]; allowed"),
     ({"beta": 2.0}, "beta"),
     ({"prop_mode": "output"}, "prop_mode: 'output'; allowed: input, hidden"),
-    ({"struct_input": "max"}, "struct_input: 'max'; allowed: mean, reliability"),
+    ({"struct_input": "max"}, "struct_input: 'max'; allowed: mean, reliability, concat, early"),
     ({"fusion": "attention"}, "fusion: 'attention'; allowed: reliability, learned, grouped"),
     ({"input_temperature": 0}, "input_temperature"),
     ({"nl_prior": True, "nl_k": 3}, r"nl_prior: per-class thresholds need the threshold rule \(rho\)"),
@@ -277,6 +277,40 @@ def test_reliability_weighted_struct_input_follows_the_scores(graph):
         torch.testing.assert_close(h0[only_image], hs[1][only_image])
     net.struct_input = "mean"
     torch.testing.assert_close(net._struct_input(inp, hs)[both], (hs[0][both] + hs[1][both]) / 2)
+
+
+def test_early_struct_input_is_sage_early_as_a_branch(graph):
+    """struct_input="early": the struct branch reads its own early-fusion input [x_text | x_image | presence] (not
+    the shared projections), so with sage-early's weights it computes sage-early's logits."""
+    est = create("graphmnl", seed=0, struct_input="early", **{**FAST, "epochs": 3}).fit(graph)
+    base = create("sage-early", seed=0, hidden=FAST["hidden"], epochs=3).fit(graph)
+    net = est.model_.eval()
+    base_net = base.model_.eval()
+    inp = est._inputs(graph)
+    x_early = inp.early_input(net.modalities)
+    assert net.struct.convs[0].in_channels == x_early.shape[1] == sum(graph.modality_dims.values()) + 2
+    net.struct.load_state_dict(base_net.net.state_dict())
+    z_struct = net(inp)["branches"][:, est.branches_.index("struct")]
+    z_base = base_net(base._inputs(graph))
+    torch.testing.assert_close(z_struct, z_base, atol=1e-4, rtol=1e-4)  # narrow_sage: rounding differs
+    # and the shared projections do not reach it: zeroing them leaves the struct logits unchanged
+    with torch.no_grad():
+        for lin in net.proj.values():
+            lin.weight.zero_()
+    torch.testing.assert_close(net(inp)["branches"][:, est.branches_.index("struct")], z_struct)
+
+
+def test_concat_struct_input_keeps_the_modalities_apart(graph):
+    """struct_input="concat": the struct GNN reads [h_text | h_image] (2h wide), an absent modality's block zero."""
+    est = create("graphmnl", seed=0, struct_input="concat", **FAST).fit(graph)
+    net = est.model_.eval()
+    assert net.struct.convs[0].in_channels == 2 * FAST["hidden"]
+    inp = est._inputs(graph)
+    hs = [torch.relu(net.proj[m](inp.xs[m])) * inp.present[:, j:j + 1] for j, m in enumerate(net.modalities)]
+    h0 = net._struct_input(inp, hs)
+    torch.testing.assert_close(h0, torch.cat(hs, 1))
+    s = est.score(graph, "test")
+    assert s["acc"] >= 0.85 and s["f1"] >= 0.8  # the default's quality floor (test_quality_floor_and_branch_library)
 
 
 # reliability of (raw:text, raw:image, prop:text, prop:image, struct) at two nodes, for the fusion hand examples

@@ -70,11 +70,11 @@ class GraphMNLNet(nn.Module):
     """The branch library with shared first-layer projections; fusion weights come from ``inp.extra``."""
 
     def __init__(self, branches, modalities, dims, hidden, num_classes, dropout_p, struct_backbone, struct_layers,
-                 temperature, prop_k: int = 2, prop_mode: str = "input"):
+                 temperature, prop_k: int = 2, prop_mode: str = "input", struct_input: str = "mean"):
         super().__init__()
         self.prop_k = int(prop_k)
         self.prop_mode = prop_mode
-        self.struct_input = "mean"
+        self.struct_input = struct_input
         self.fusion_bias = None
         self.fusion = "reliability"
         self.input_temperature = 0.1
@@ -85,7 +85,11 @@ class GraphMNLNet(nn.Module):
         for b in self.branches:
             if b == "struct":
                 self.struct_backbone = struct_backbone
-                self.struct = build_backbone(struct_backbone, hidden, hidden, num_classes, num_layers=struct_layers,
+                # struct_input: "mean"/"reliability" read one h-wide pooled projection, "concat" the M projections
+                # side by side, "early" its own early-fusion input [x_m | presence] (then it is sage-early's net)
+                in_dim = {"concat": hidden * len(modalities),
+                          "early": sum(dims[m] for m in modalities) + len(modalities)}.get(struct_input, hidden)
+                self.struct = build_backbone(struct_backbone, in_dim, hidden, num_classes, num_layers=struct_layers,
                                              dropout=dropout_p)
                 if hasattr(self.struct, "narrow_sage"):
                     self.struct.narrow_sage = True
@@ -142,7 +146,9 @@ class GraphMNLNet(nn.Module):
         else:
             h_raw, hidden = self._input_prop(inp)
         h0 = None
-        if "struct" in self.branches:
+        if "struct" in self.branches and self.struct_input == "early":
+            h0 = inp.early_input(self.modalities)
+        elif "struct" in self.branches:
             hs = []
             for j, m in enumerate(self.modalities):
                 hm = h_raw.get(m)
@@ -159,6 +165,8 @@ class GraphMNLNet(nn.Module):
         arbitration finds unreliable at node i is down-weighted there before the GNN propagates it."""
         present = inp.present
         rel = inp.extra.get("reliability")
+        if self.struct_input == "concat":
+            return torch.cat(hs, 1)
         if self.struct_input == "mean" or rel is None:
             return torch.stack(hs, 1).sum(1) / present.sum(1, keepdim=True).clamp(min=1)
         cols = []
@@ -270,7 +278,9 @@ class GraphMNL(NodeClassifier):
         branches: branch names (default: raw and prop for every modality, plus struct).
         prop_k: hops K of the propagation of the ``prop`` branches.
         struct_input / input_temperature: the struct branch's input, the plain mean of the present modalities'
-            projections (``mean``) or their reliability-weighted mean, softmax of r̃_{raw:m} / T_in (``reliability``).
+            projections (``mean``), their reliability-weighted mean, softmax of r̃_{raw:m} / T_in (``reliability``),
+            the projections side by side (``concat``, an M·h-wide first GNN layer), or its own early-fusion input
+            [x_1 | ... | x_M | presence] (``early``: the struct branch is then sage-early's network, sharing nothing).
         prop_mode: ``input`` (prop:m projects the cached Â^K X_m) or ``hidden`` (prop:m propagates the shared
             projection: ReLU(Â^K (W_m x_m) + b_m), one d_m x h product per modality instead of two).
         struct_backbone / struct_layers: the structure branch's GNN (gcn, appnp, sage) and depth.
@@ -351,8 +361,8 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"prop_mode: {p['prop_mode']!r}; allowed: input, hidden")
         if p["fusion"] not in ("reliability", "learned", "grouped"):
             raise ConfigError(f"fusion: {p['fusion']!r}; allowed: reliability, learned, grouped")
-        if p["struct_input"] not in ("mean", "reliability"):
-            raise ConfigError(f"struct_input: {p['struct_input']!r}; allowed: mean, reliability")
+        if p["struct_input"] not in ("mean", "reliability", "concat", "early"):
+            raise ConfigError(f"struct_input: {p['struct_input']!r}; allowed: mean, reliability, concat, early")
         if p["input_temperature"] <= 0:
             raise ConfigError(f"input_temperature: {p['input_temperature']!r}; allowed: > 0")
         if p["teacher"] not in ("dominant", "fused"):
@@ -416,9 +426,8 @@ class GraphMNL(NodeClassifier):
         self._fixed_index = None
         net = GraphMNLNet(self.branches_, graph.modalities, graph.modality_dims, p["hidden"], graph.num_classes,
                           p["dropout"], p["struct_backbone"], p["struct_layers"], p["temperature"],
-                          prop_k=p["prop_k"], prop_mode=p["prop_mode"])
+                          prop_k=p["prop_k"], prop_mode=p["prop_mode"], struct_input=p["struct_input"])
         net.guide_heads_only = bool(p["guide_heads_only"])
-        net.struct_input = p["struct_input"]
         net.fusion = p["fusion"]
         if p["fusion"] == "learned":  # α(i) = softmax_b(r̃_b(i) / T + c_b), c_b learned by the fused CE
             net.fusion_bias = nn.Parameter(torch.zeros(len(self.branches_)))
