@@ -2,6 +2,8 @@
 
     python benchmarks/scripts/sweep_vs_suite.py SWEEP.jsonl [SUITE_ROWS.jsonl] [METHOD ...]
 
+SUITE_ROWS may also be another sweep's rows file; METHOD then names one of its labels (e.g. "prop hidden").
+
 For each sweep row, the suite rows of METHODs (default graphmnl, graphmnl-mnl-loss, graphmnl-no-guidance) on the
 same dataset, split and seed (the protocols are the same: epochs 200, patience 30, hidden 128, one thread; a
 re-fit of a suite cell by sweep.py reproduces it bitwise). Prints one line per sweep row with its validation
@@ -19,7 +21,8 @@ def main(argv):
     sweep = [json.loads(x) for x in open(argv[0]).read().splitlines() if x]
     suite_path = argv[1] if len(argv) > 1 else "benchmarks/graphmnl/rows.jsonl"
     methods = argv[2:] or ["graphmnl", "graphmnl-mnl-loss", "graphmnl-no-guidance"]
-    ref = {(r["method"], r["dataset"], r["split"], r["seed"]): r
+    # the reference may be another sweep's rows: then METHOD names its label (e.g. "prop hidden")
+    ref = {(r.get("label", r["method"]), r["dataset"], r["split"], r["seed"]): r
            for r in map(json.loads, open(suite_path).read().splitlines()) if r}
     keys = ("val_acc", "val_f1", "test_acc", "test_f1")
     diffs = defaultdict(lambda: defaultdict(list))  # (method, group) -> metric -> [diff]
