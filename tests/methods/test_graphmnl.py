@@ -228,7 +228,7 @@ def test_fixed_dominant_uses_one_modality(graph):
     ({"branches": ["raw:audio"]}, r"branches: \['raw:audio'\]; allowed"),
     ({"beta": 2.0}, "beta"),
     ({"prop_mode": "output"}, "prop_mode: 'output'; allowed: input, hidden"),
-    ({"struct_input": "max"}, "struct_input: 'max'; allowed: mean, reliability, concat, early"),
+    ({"struct_input": "max"}, "struct_input: 'max'; allowed: mean, reliability, concat, early, own"),
     ({"fusion": "attention"}, "fusion: 'attention'; allowed: reliability, learned, grouped"),
     ({"input_temperature": 0}, "input_temperature"),
     ({"nl_prior": True, "nl_k": 3}, r"nl_prior: per-class thresholds need the threshold rule \(rho\)"),
@@ -298,6 +298,25 @@ def test_early_struct_input_is_sage_early_as_a_branch(graph):
         for lin in net.proj.values():
             lin.weight.zero_()
     torch.testing.assert_close(net(inp)["branches"][:, est.branches_.index("struct")], z_struct)
+
+
+def test_own_struct_input_projects_the_early_input_once(graph):
+    """struct_input="own": h0 = ReLU(Q drop([x_1 | ... | x_M | presence])) with the struct branch's own Q (one
+    input-width product), then the GNN at width h; the shared projections do not reach it."""
+    est = create("graphmnl", seed=0, struct_input="own", **FAST).fit(graph)
+    net = est.model_.eval()
+    inp = est._inputs(graph)
+    x_early = inp.early_input(net.modalities)
+    assert net.struct_proj.in_features == x_early.shape[1] and net.struct.convs[0].in_channels == FAST["hidden"]
+    j = est.branches_.index("struct")
+    z = net(inp)["branches"][:, j]
+    torch.testing.assert_close(z, net.struct(torch.relu(net.struct_proj(x_early)), inp.mean_adj()))
+    with torch.no_grad():
+        for lin in net.proj.values():
+            lin.weight.zero_()
+    torch.testing.assert_close(net(inp)["branches"][:, j], z)
+    s = est.score(graph, "test")
+    assert s["acc"] >= 0.85 and s["f1"] >= 0.8
 
 
 def test_concat_struct_input_keeps_the_modalities_apart(graph):

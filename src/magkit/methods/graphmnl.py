@@ -87,8 +87,10 @@ class GraphMNLNet(nn.Module):
                 self.struct_backbone = struct_backbone
                 # struct_input: "mean"/"reliability" read one h-wide pooled projection, "concat" the M projections
                 # side by side, "early" its own early-fusion input [x_m | presence] (then it is sage-early's net)
-                in_dim = {"concat": hidden * len(modalities),
-                          "early": sum(dims[m] for m in modalities) + len(modalities)}.get(struct_input, hidden)
+                early_dim = sum(dims[m] for m in modalities) + len(modalities)
+                in_dim = {"concat": hidden * len(modalities), "early": early_dim}.get(struct_input, hidden)
+                if struct_input == "own":  # its own projection of the early input, then the GNN at width h
+                    self.struct_proj = nn.Linear(early_dim, hidden)
                 self.struct = build_backbone(struct_backbone, in_dim, hidden, num_classes, num_layers=struct_layers,
                                              dropout=dropout_p)
                 if hasattr(self.struct, "narrow_sage"):
@@ -148,6 +150,8 @@ class GraphMNLNet(nn.Module):
         h0 = None
         if "struct" in self.branches and self.struct_input == "early":
             h0 = inp.early_input(self.modalities)
+        elif "struct" in self.branches and self.struct_input == "own":
+            h0 = F.relu(self.struct_proj(_dropout(inp.early_input(self.modalities), self.dropout, self.training)))
         elif "struct" in self.branches:
             hs = []
             for j, m in enumerate(self.modalities):
@@ -280,7 +284,9 @@ class GraphMNL(NodeClassifier):
         struct_input / input_temperature: the struct branch's input, the plain mean of the present modalities'
             projections (``mean``), their reliability-weighted mean, softmax of r̃_{raw:m} / T_in (``reliability``),
             the projections side by side (``concat``, an M·h-wide first GNN layer), or its own early-fusion input
-            [x_1 | ... | x_M | presence] (``early``: the struct branch is then sage-early's network, sharing nothing).
+            [x_1 | ... | x_M | presence] (``early``: the struct branch is then sage-early's network, sharing nothing),
+            or its own projection of that input, ReLU(Q drop(x_early)), before the GNN (``own``: one input-width
+            product instead of GraphSAGE's two).
         prop_mode: ``input`` (prop:m projects the cached Â^K X_m) or ``hidden`` (prop:m propagates the shared
             projection: ReLU(Â^K (W_m x_m) + b_m), one d_m x h product per modality instead of two).
         struct_backbone / struct_layers: the structure branch's GNN (gcn, appnp, sage) and depth.
@@ -361,8 +367,8 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"prop_mode: {p['prop_mode']!r}; allowed: input, hidden")
         if p["fusion"] not in ("reliability", "learned", "grouped"):
             raise ConfigError(f"fusion: {p['fusion']!r}; allowed: reliability, learned, grouped")
-        if p["struct_input"] not in ("mean", "reliability", "concat", "early"):
-            raise ConfigError(f"struct_input: {p['struct_input']!r}; allowed: mean, reliability, concat, early")
+        if p["struct_input"] not in ("mean", "reliability", "concat", "early", "own"):
+            raise ConfigError(f"struct_input: {p['struct_input']!r}; allowed: mean, reliability, concat, early, own")
         if p["input_temperature"] <= 0:
             raise ConfigError(f"input_temperature: {p['input_temperature']!r}; allowed: > 0")
         if p["teacher"] not in ("dominant", "fused"):
