@@ -248,14 +248,14 @@ def test_not_fitted(graph):
 def test_hidden_propagation_is_the_same_function_as_input_propagation(graph):
     """prop_mode="hidden" computes ReLU(Â^K (W x) + b), which equals the input mode's ReLU(W (Â^K X) + b): with the
     same weights and no dropout both modes give the same branch logits (only training-time dropout differs)."""
-    a = create("graphmnl", seed=0, **{**FAST, "epochs": 3}).fit(graph)
+    a = create("graphmnl", seed=0, prop_mode="input", **{**FAST, "epochs": 3}).fit(graph)
     b = create("graphmnl", seed=0, prop_mode="hidden", **{**FAST, "epochs": 3})
     b.fit(graph)
     b.model_.load_state_dict(a.model_.state_dict())
     za = a.model_.eval()(a._inputs(graph))["branches"]
     zb = b.model_.eval()(b._inputs(graph))["branches"]
     torch.testing.assert_close(zb, za, atol=1e-4, rtol=1e-4)
-    assert "prop_text" not in b._inputs(graph).extra  # nothing cached in the hidden mode
+    assert "prop_text" in a._inputs(graph).extra and "prop_text" not in b._inputs(graph).extra  # cached: input mode only
 
 
 def test_reliability_weighted_struct_input_follows_the_scores(graph):
@@ -317,6 +317,32 @@ def test_own_struct_input_projects_the_early_input_once(graph):
     torch.testing.assert_close(net(inp)["branches"][:, j], z)
     s = est.score(graph, "test")
     assert s["acc"] >= 0.85 and s["f1"] >= 0.8
+
+
+def test_own_struct_input_skips_unused_projections(graph, monkeypatch):
+    """With struct_input="own" (or "early") the struct branch does not read the shared projections, so in the
+    hidden prop mode a modality without a raw/prop branch is not projected at all; "mean" does project it."""
+    import magkit.methods.graphmnl as gm
+
+    used = []
+    linear = gm.F.linear
+
+    def spy(x, weight, *args, **kwargs):
+        used.append(weight)
+        return linear(x, weight, *args, **kwargs)
+
+    for struct_input, reads_image in (("own", False), ("early", False), ("mean", True)):
+        est = create("graphmnl", seed=0, branches=["prop:text", "struct"], struct_input=struct_input,
+                     prop_mode="hidden", **{**FAST, "epochs": 2}).fit(graph)
+        net = est.model_.eval()
+        inp = est._inputs(graph)
+        used.clear()
+        monkeypatch.setattr(gm.F, "linear", spy)
+        z = net(inp)["branches"]
+        monkeypatch.setattr(gm.F, "linear", linear)
+        assert any(w is net.proj["text"].weight for w in used)
+        assert any(w is net.proj["image"].weight for w in used) == reads_image, struct_input
+        assert torch.isfinite(z).all()
 
 
 def test_concat_struct_input_keeps_the_modalities_apart(graph):

@@ -1,7 +1,7 @@
 """GraphMNL: multimodal graph negative learning (magkit's formulation; see docs/graphmnl.md).
 
-Branches b (``raw:<m>``: MLP on X_m; ``prop:<m>``: MLP on the cached Â^K X_m; ``struct``: a GNN on the
-fused projected features) each predict logits z_b. Per node and branch a detached reliability score is
+Branches b (``raw:<m>``: MLP on X_m; ``prop:<m>``: the same projection of X_m propagated K hops, Â^K (P_m x_m);
+``struct``: a GNN on its own projection of the early-fusion input) each predict logits z_b. Per node and branch a detached reliability score is
 computed from the current model every epoch (target evidence on labelled nodes, confidence and agreement
 with the neighbours' fused prediction elsewhere), smoothed over the graph, and used three ways:
 
@@ -13,9 +13,11 @@ with the neighbours' fused prediction elsewhere), smoothed over the graph, and u
 
 Total loss: Σ_b CE(z_b, y)[train] + CE(z_f, y)[train] + λ · mean_i g(i) Σ_{b ∈ inf(i)} L_NL(i, b).
 
-The first-layer projection P_m of each modality is shared by ``raw:<m>``, ``prop:<m>`` and the input of
-``struct`` (which averages ReLU(P_m x_m) over the modalities present), so GraphMNL costs little more than
-an early-fusion GCN of the same width.
+The first-layer projection P_m of each modality is shared by ``raw:<m>`` and ``prop:<m>`` (default
+``prop_mode="hidden"``); the struct branch projects [x_1 | ... | x_M | presence] with its own Q
+(default ``struct_input="own"``), so GraphMNL makes one input-width product per modality plus one for the
+struct branch (measured cost: docs/graphmnl.md). ``prop_mode="input"`` / ``struct_input="mean"`` restore the
+earlier formulation (prop:m reads the cached Â^K X_m; struct reads the mean of the shared projections).
 """
 
 from __future__ import annotations
@@ -122,8 +124,8 @@ class GraphMNLNet(nn.Module):
         prop:m reads ReLU(Â^K u_m + b_m) = ReLU(W_m Â^K drop(x_m) + b_m) (K sparse products of width h instead of
         a second d_m x h projection of the cached Â^K X_m)."""
         need = {b.split(":", 1)[1] for b in self.branches if b != "struct"}
-        if "struct" in self.branches:
-            need |= set(self.modalities)
+        if "struct" in self.branches and self.struct_input not in ("early", "own"):
+            need |= set(self.modalities)  # the struct input is built from the shared projections
         h_raw: dict[str, Tensor] = {}
         hidden: dict[str, Tensor] = {}
         adj = inp.norm_adj() if any(b.startswith("prop:") for b in self.branches) else None
@@ -285,10 +287,10 @@ class GraphMNL(NodeClassifier):
             projections (``mean``), their reliability-weighted mean, softmax of r̃_{raw:m} / T_in (``reliability``),
             the projections side by side (``concat``, an M·h-wide first GNN layer), or its own early-fusion input
             [x_1 | ... | x_M | presence] (``early``: the struct branch is then sage-early's network, sharing nothing),
-            or its own projection of that input, ReLU(Q drop(x_early)), before the GNN (``own``: one input-width
-            product instead of GraphSAGE's two).
-        prop_mode: ``input`` (prop:m projects the cached Â^K X_m) or ``hidden`` (prop:m propagates the shared
-            projection: ReLU(Â^K (W_m x_m) + b_m), one d_m x h product per modality instead of two).
+            or its own projection of that input, ReLU(Q drop(x_early)), before the GNN (``own``, the default: one
+            input-width product instead of GraphSAGE's two).
+        prop_mode: ``input`` (prop:m projects the cached Â^K X_m) or ``hidden`` (the default: prop:m propagates
+            the shared projection, ReLU(Â^K (W_m x_m) + b_m), one d_m x h product per modality instead of two).
         struct_backbone / struct_layers: the structure branch's GNN (gcn, appnp, sage) and depth.
         temperature: T of the reliability-weighted fusion softmax.
         beta / smooth_steps: graph-aware smoothing r̃ = (1 − β) r + β N(r̃), ``smooth_steps`` times.
@@ -322,8 +324,8 @@ class GraphMNL(NodeClassifier):
     defaults = {
         "branches": None,
         "prop_k": 2,
-        "prop_mode": "input",
-        "struct_input": "mean",
+        "prop_mode": "hidden",  # validation, docs/graphmnl.md "Ninth round"
+        "struct_input": "own",  # validation, docs/graphmnl.md "Ninth round"
         "fusion": "grouped",  # validation, docs/graphmnl.md "Third round"
         "input_temperature": 0.1,
         "struct_backbone": "sage",  # validation sweep, docs/graphmnl.md
