@@ -2,7 +2,7 @@
 
     python benchmarks/scripts/merge_rerun.py STAGING.yaml MAIN_ROWS.jsonl OLD_ROWS.jsonl [--dry-run]
 
-STAGING.yaml is a suite (e.g. benchmarks/graphmnl_rerun.yaml) whose rows are in its results folder
+STAGING.yaml is a suite (e.g. session 10's benchmarks/graphmnl_rerun.yaml, since removed) whose rows are in its results folder
 (<suite dir>/<name>/rows.jsonl). Every cell of its grid (dataset x split x method x seed) must be there, once;
 otherwise nothing is written and the missing cells are listed. Then the rows of MAIN_ROWS.jsonl for the staging
 methods, on the staging grid's datasets, splits and seeds, move to OLD_ROWS.jsonl (which must not exist yet),
