@@ -173,3 +173,83 @@ def test_building_an_adjacency_does_not_print_torch_beta_notice():
     assert res.returncode == 0, res.stderr[-2000:]
     assert "sparse_csr" in res.stdout
     assert "beta" not in res.stderr
+
+
+def _random_graph(n=300, e=2000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ei = torch.randint(0, n, (2, e), generator=g)
+    ei = ei[:, ei[0] != ei[1]]
+    return torch.cat([ei, ei.flip(0)], 1), n
+
+
+@pytest.mark.parametrize("kind", ["norm", "mean", "directed"])
+def test_spmm_equals_the_sparse_product_bitwise_and_reuses_the_transpose(kind, monkeypatch):
+    """spmm's output and gradient are bitwise those of adj @ x (symmetric Â, row-normalised D^-1 A, and a
+    directed graph's mean adjacency, whose transpose differs), and the CSR transpose is built once per adjacency."""
+    from magkit.train.propagation import mean_adjacency, spmm
+
+    ei, n = _random_graph()
+    if kind == "directed":
+        ei = ei[:, : ei.shape[1] // 2]
+    adj = normalized_adjacency(ei, n) if kind == "norm" else mean_adjacency(ei, n)
+    x0 = torch.randn(n, 24, generator=torch.Generator().manual_seed(1))
+    up = torch.randn(n, 24, generator=torch.Generator().manual_seed(2))
+    a, b = x0.clone().requires_grad_(), x0.clone().requires_grad_()
+    ya, yb = adj @ a, spmm(adj, b)
+    ya.backward(up)
+    yb.backward(up)
+    assert torch.equal(ya, yb)
+    assert torch.equal(a.grad, b.grad)
+    assert torch.allclose(b.grad, adj.to_dense().t() @ up, atol=1e-5)
+    built = []
+    real = torch.Tensor.to_sparse_csr
+    monkeypatch.setattr(torch.Tensor, "to_sparse_csr", lambda self, *k, **kw: built.append(1) or real(self, *k, **kw))
+    for _ in range(3):
+        b.grad = None
+        spmm(adj, b).backward(up)
+        assert torch.equal(a.grad, b.grad)
+    assert built == []  # the transpose made by the first backward is reused
+    with torch.no_grad():
+        assert torch.equal(spmm(adj, x0), adj @ x0)
+
+
+@pytest.mark.parametrize("name", ["gcn", "sage", "appnp"])
+def test_backbones_use_spmm_with_pyg_outputs_and_gradients(name, monkeypatch):
+    """GCN, GraphSAGE and APPNP on a precomputed sparse adjacency compute PyG's layers through spmm: outputs and all
+    gradients bitwise equal to PyG's own forward, training mode (dropout) included."""
+    import copy
+
+    from magkit.models import backbones
+    from magkit.models.backbones import build_backbone
+    from magkit.train.propagation import mean_adjacency, spmm
+
+    ei, n = _random_graph(seed=3)
+    adj = mean_adjacency(ei, n) if name == "sage" else normalized_adjacency(ei, n)
+    torch.manual_seed(0)
+    net = build_backbone(name, 16, 32, 5, dropout=0.3)
+    ref = copy.deepcopy(net)
+    if name == "appnp":
+        def ref_forward(x, _adj):
+            return ref.prop(ref.mlp(x), _adj)
+    else:
+        ref._plain = lambda conv, a: False
+        ref_forward = ref
+    calls = []
+    monkeypatch.setattr(backbones, "spmm", lambda a, x: calls.append(1) or spmm(a, x))
+    x = torch.randn(n, 16)
+    for train in (True, False):
+        net.train(train)
+        ref.train(train)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        torch.manual_seed(7)
+        oa = net(xa, adj)
+        torch.manual_seed(7)
+        ob = ref_forward(xb, adj)
+        up = torch.randn_like(oa)
+        oa.backward(up)
+        ob.backward(up)
+        assert torch.equal(oa, ob)
+        assert torch.equal(xa.grad, xb.grad)
+        for p, q in zip(net.parameters(), ref.parameters()):
+            assert torch.equal(p.grad, q.grad)
+    assert len(calls) == {"gcn": 2, "sage": 2, "appnp": 10}[name] * 2

@@ -45,7 +45,7 @@ from ..functional import (
 )
 from ..models.backbones import build_backbone, masked_softmax, structure_for
 from ..train.diskprop import propagate_features
-from ..train.propagation import graph_adjacency
+from ..train.propagation import graph_adjacency, spmm
 from .base import GraphInputs, NodeClassifier
 
 GUIDANCE = ("nl", "ntkd", "kd", "mnl", "none")
@@ -140,7 +140,7 @@ class GraphMNLNet(nn.Module):
             if f"prop:{m}" in self.branches:
                 v = u
                 for _ in range(self.prop_k):
-                    v = adj @ v
+                    v = spmm(adj, v)
                 hidden[f"prop:{m}"] = F.relu(v + lin.bias)
         return h_raw, {b: hidden[b] for b in self.branches if b in hidden}
 

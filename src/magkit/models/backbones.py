@@ -16,7 +16,7 @@ from torch_geometric.nn import APPNP, GATConv, GCNConv, SAGEConv
 
 from ..exceptions import ConfigError
 from ..functional import dropout
-from ..train.propagation import mean_adjacency, normalized_adjacency
+from ..train.propagation import mean_adjacency, normalized_adjacency, spmm
 
 BACKBONES = ("mlp", "gcn", "sage", "gat", "sgc", "appnp")
 #: backbones whose input is the precomputed propagation Â^K X
@@ -89,6 +89,24 @@ class GNN(nn.Module):
         return (self.kind == "sage" and conv.out_channels < conv.in_channels and conv.root_weight
                 and not conv.normalize and not conv.project and (adj.is_sparse or adj.layout == torch.sparse_csr))
 
+    def _plain(self, conv, adj) -> bool:
+        """A GCN / GraphSAGE layer whose PyG forward is one sparse product plus linear maps (then computed by
+        :meth:`_conv_spmm`, which reuses the adjacency's transpose in backward)."""
+        if adj.layout != torch.sparse_csr:
+            return False
+        if self.kind == "gcn":
+            return not conv.normalize and conv.aggr in ("add", "sum")
+        return (self.kind == "sage" and conv.aggr == "sum" and not conv.normalize and not conv.project
+                and conv.root_weight)
+
+    def _conv_spmm(self, conv, x: Tensor, adj: Tensor) -> Tensor:
+        """PyG's GCNConv / SAGEConv forward for a precomputed sparse adjacency, operation for operation (bitwise
+        equal outputs and gradients, tested), with :func:`~magkit.train.propagation.spmm` as the product."""
+        if self.kind == "gcn":
+            out = spmm(adj, conv.lin(x))
+            return out + conv.bias if conv.bias is not None else out
+        return conv.lin_l(spmm(adj, x)) + conv.lin_r(x)
+
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         if self.kind in ("gcn", "sage") and not edge_index.is_sparse and edge_index.layout != torch.sparse_csr:
             norm = normalized_adjacency if self.kind == "gcn" else mean_adjacency
@@ -98,7 +116,9 @@ class GNN(nn.Module):
             if self.narrow_sage and self._narrows(conv, edge_index):
                 # mean(A) (x W_l^T) + b_l + x W_r^T: the same layer, aggregating at the output width (C instead
                 # of h columns through the sparse product and its backward)
-                x = edge_index @ F.linear(x, conv.lin_l.weight) + conv.lin_l.bias + conv.lin_r(x)
+                x = spmm(edge_index, F.linear(x, conv.lin_l.weight)) + conv.lin_l.bias + conv.lin_r(x)
+            elif self._plain(conv, edge_index):
+                x = self._conv_spmm(conv, x, edge_index)
             else:
                 x = conv(x, edge_index)
             if i < len(self.convs) - 1:
@@ -122,7 +142,16 @@ class APPNPNet(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         if not edge_index.is_sparse and edge_index.layout != torch.sparse_csr:
             edge_index = normalized_adjacency(edge_index, x.size(0))
-        return self.prop(self.mlp(x), edge_index)
+        if edge_index.layout != torch.sparse_csr or self.prop.dropout > 0:
+            return self.prop(self.mlp(x), edge_index)
+        # PyG's APPNP loop, operation for operation, with the backward-friendly sparse product
+        h = self.mlp(x)
+        z = h
+        for _ in range(self.prop.K):
+            z = spmm(edge_index, z)
+            z = z * (1 - self.prop.alpha)
+            z = z + self.prop.alpha * h
+        return z
 
 
 class SGCHead(nn.Module):

@@ -8,6 +8,7 @@ seeds over the same graph do not redo them.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
 
 import torch
@@ -45,6 +46,50 @@ def mean_adjacency(edge_index: Tensor, num_nodes: int) -> Tensor:
     vals = 1.0 / deg.clamp(min=1.0)[dst]
     adj = torch.sparse_coo_tensor(torch.stack([dst, src]), vals, (num_nodes, num_nodes), check_invariants=False).coalesce()
     return adj.to_sparse_csr()
+
+
+_TRANSPOSES: OrderedDict = OrderedDict()  # id(adj) -> (weakref to adj, adj^T as CSR)
+_TRANSPOSES_MAX = 16
+
+
+def _csr_transpose(adj: Tensor) -> Tensor:
+    """``adj``ᵀ as sparse CSR, cached per adjacency object (held weakly) for the backward of :func:`spmm`."""
+    key = id(adj)
+    hit = _TRANSPOSES.get(key)
+    if hit is not None and hit[0]() is adj:
+        _TRANSPOSES.move_to_end(key)
+        return hit[1]
+    at = adj.t().to_sparse_csr()
+    for k in [k for k, (ref, _) in _TRANSPOSES.items() if ref() is None]:
+        del _TRANSPOSES[k]
+    _TRANSPOSES[key] = (weakref.ref(adj), at)
+    while len(_TRANSPOSES) > _TRANSPOSES_MAX:
+        _TRANSPOSES.popitem(last=False)
+    return at
+
+
+class _SpMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:
+        ctx.adj = adj
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return None, torch.sparse.mm(_csr_transpose(ctx.adj), grad)
+
+
+def spmm(adj: Tensor, x: Tensor) -> Tensor:
+    """``adj @ x`` for a sparse CSR ``adj`` (a constant) and a dense ``x``, with a faster backward.
+
+    torch's backward of a CSR product forms ``adj.t()`` (CSC) and converts it to CSR on every call: about 5 ms
+    per product on Grocery (160k entries), whatever the width of ``x``. Here the CSR transpose is built once per
+    adjacency object and reused, so every epoch after the first skips the conversion. Forward and gradient are
+    bitwise those of ``adj @ x`` (tested). Other layouts, or an ``x`` that needs no gradient, take ``adj @ x``.
+    """
+    if adj.layout == torch.sparse_csr and x.requires_grad and torch.is_grad_enabled() and not adj.requires_grad:
+        return _SpMM.apply(adj, x)
+    return adj @ x
 
 
 def tensor_digest(*tensors: Tensor) -> str:
