@@ -46,6 +46,7 @@ from ..functional import (
 from ..models.backbones import build_backbone, masked_softmax, structure_for
 from ..train.diskprop import propagate_features
 from ..train.propagation import graph_adjacency, spmm
+from ..train.sampler import NeighborSampler
 from .base import GraphInputs, NodeClassifier
 
 GUIDANCE = ("nl", "ntkd", "kd", "mnl", "none")
@@ -401,9 +402,9 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"lam: {p['lam']!r}; allowed: >= 0")
         if not 0 <= p["ema_decay"] < 1:
             raise ConfigError(f"ema_decay: {p['ema_decay']!r}; allowed: 0 <= ema_decay < 1")
-        if p["batch_size"] is not None:
-            raise ConfigError("batch_size: GraphMNL trains full-batch for now (mini-batch GraphMNL is part of the "
-                              "scale-out work); allowed: None")
+        if p["batch_size"] is not None and p["distributed"] is not False:
+            raise ConfigError("batch_size with distributed: mini-batch GraphMNL runs in one process (data-parallel "
+                              "GraphMNL trains full-batch); allowed: batch_size=None, or distributed=False")
 
     def _branches(self, graph) -> tuple[str, ...]:
         branches = tuple(self.params["branches"] or default_branches(graph.modalities))
@@ -432,6 +433,10 @@ class GraphMNL(NodeClassifier):
         self._ema_fused = None
         self._epoch_stats: list[dict] = []
         self._fixed_index = None
+        if p["batch_size"] is not None:  # the guided seeds of mini-batch training: their own draws and sampler
+            self._mb_gen = torch.Generator().manual_seed(p["seed"] + 1)
+            self._mb_sampler = NeighborSampler(graph.edge_index, graph.num_nodes, p["fanouts"], p["batch_size"],
+                                               shuffle=False, generator=torch.Generator().manual_seed(p["seed"] + 2))
         net = GraphMNLNet(self.branches_, graph.modalities, graph.modality_dims, p["hidden"], graph.num_classes,
                           p["dropout"], p["struct_backbone"], p["struct_layers"], p["temperature"],
                           prop_k=p["prop_k"], prop_mode=p["prop_mode"], struct_input=p["struct_input"])
@@ -502,13 +507,39 @@ class GraphMNL(NodeClassifier):
         ce_fused = F.cross_entropy(out["logits"][idx], yi)
         loss = ce_branches + ce_fused
 
+        st = self._guidance_state(out, epoch)
+        g, inferior, teacher = st["g"], st["inferior"], st["teacher"]
+        guide = z.new_zeros(())
+        if st["active"] and bool((g > 0).any()):
+            # the (node, branch) pairs that receive guidance, branch-major: g(i) > 0 and b inferior at i
+            cols, rows = ((g > 0).unsqueeze(1) & inferior).T.nonzero(as_tuple=True)
+            if rows.numel():
+                zg = self.model_.guided_logits(out, rows, cols)
+                guide = self._guidance(zg, rows, teacher, g, n)
+                loss = loss + p["lam"] * guide
+        # fusion weights of the next epoch come from this epoch's reliability
+        self._next_reliability = st["r"]
+        stats = {
+            "loss": float(loss.detach()), "ce": float((ce_branches + ce_fused).detach()), "guide": float(guide.detach()),
+            "gate_rate": st["gate_rate"], "inferior_rate": st["inferior_rate"],
+        }
+        return loss, stats
+
+    def _guidance_state(self, out: dict, epoch: int) -> dict:
+        """The per-node guidance state of one epoch from a forward output over the whole graph (no grad):
+        reliability r̃, arbitration, the moving averages, the gate g (zero where guidance is off: warm-up,
+        nodes outside ``guidance_nodes``), the guided targets (inferior branches, or all present ones) and the
+        teacher's posterior. Updates the moving averages."""
+        p = self.params
+        present = out["present"]
+        n = present.shape[0]
         r, probs = self._scores(out)
         r_arb = self._fixed_reliability(r, present) if p["fixed_dominant"] is not None else r
         dom, inferior, margin = arbitrate(r_arb, present, p["delta"])
         if p["fusion"] == "grouped":
             inferior, margin = self._grouped_arbitration(r_arb, present)
         self._ema = ema_update(self._ema, probs, p["ema_decay"])
-        rows = torch.arange(n, device=z.device)
+        rows = torch.arange(n, device=probs.device)
         d = dom.clamp(min=0)
         p_dom = probs[rows, d]
         if p["teacher"] == "fused":  # the teacher's own stability: the fused posterior against its moving average
@@ -520,30 +551,17 @@ class GraphMNL(NodeClassifier):
         if p["gate"]:
             g = transfer_gate(s, margin, p["tau_s"], p["tau_m"], p["kappa"])
         else:
-            g = torch.ones(n, device=z.device)
+            g = torch.ones(n, device=probs.device)
         g = g * (dom >= 0)
         nodes = {"unlabelled": ~self._labelled, "all": torch.ones_like(self._labelled),
-                 "labelled": self._labelled}[p["guidance_nodes"]].to(z.device)
+                 "labelled": self._labelled}[p["guidance_nodes"]].to(probs.device)
         active = epoch >= p["warmup"] and p["guidance"] != "none" and p["lam"] > 0
         g = g * nodes.float() * float(active)
-        guide = z.new_zeros(())
-        if active and bool((g > 0).any()):
-            # the (node, branch) pairs that receive guidance, branch-major: g(i) > 0 and b inferior at i
-            targets = inferior if p["guide_targets"] == "inferior" else present
-            cols, rows = ((g > 0).unsqueeze(1) & targets).T.nonzero(as_tuple=True)
-            if rows.numel():
-                zg = self.model_.guided_logits(out, rows, cols)
-                teacher = p_dom if p["teacher"] == "dominant" else torch.softmax(out["logits"].detach(), -1)
-                guide = self._guidance(zg, rows, teacher, g, n)
-                loss = loss + p["lam"] * guide
-        # fusion weights of the next epoch come from this epoch's reliability
-        self._next_reliability = r
-        stats = {
-            "loss": float(loss.detach()), "ce": float((ce_branches + ce_fused).detach()), "guide": float(guide.detach()),
-            "gate_rate": float((g > 0.5).float().sum() / nodes.float().sum().clamp(min=1)),
-            "inferior_rate": float(inferior.float().mean()),
-        }
-        return loss, stats
+        targets = inferior if p["guide_targets"] == "inferior" else present
+        teacher = p_dom if p["teacher"] == "dominant" else torch.softmax(out["logits"].detach(), -1)
+        return {"r": r, "g": g, "inferior": targets, "teacher": teacher, "active": active,
+                "gate_rate": float((g > 0.5).float().sum() / nodes.float().sum().clamp(min=1)),
+                "inferior_rate": float(inferior.float().mean())}
 
     def _grouped_arbitration(self, r: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
         """Arbitration among comparable branches (``fusion="grouped"``): within each kind (raw, prop) the branches
@@ -558,17 +576,21 @@ class GraphMNL(NodeClassifier):
             margin = torch.maximum(margin, m_k)
         return inferior, margin
 
-    def _guidance(self, z: Tensor, rows: Tensor, p_dom: Tensor, g: Tensor, n_total: int) -> Tensor:
+    def _guidance(self, z: Tensor, rows: Tensor, p_dom: Tensor, g: Tensor, n_total: int,
+                  labelled: Tensor | None = None, y_train: Tensor | None = None) -> Tensor:
         """(1/N) Σ_pairs g(i) L(i, b) over the guided (node i = ``rows[k]``, inferior branch b) pairs, whose
-        logits are ``z [P, C]``; ``p_dom``, ``g`` are per node ``[n, ...]``."""
+        logits are ``z [P, C]``; ``p_dom``, ``g`` (and ``labelled``, ``y_train``: by default the whole graph's)
+        are per node ``[n, ...]``, with ``N`` = ``n_total``."""
         p = self.params
         kind = p["guidance"]
+        labelled = self._labelled if labelled is None else labelled
+        y_train = self._y_train if y_train is None else y_train
         pd = p_dom[rows]
         if kind == "nl":
             prior = None
             if p["nl_prior"]:  # per-class thresholds ρ C π_c, π the training labels' class shares (add-one)
                 prior = torch.bincount(self._y_train[self._labelled], minlength=p_dom.shape[1]).to(p_dom) + 1.0
-            neg = negative_set(p_dom, self._y_train, self._labelled, rho=None if p["nl_k"] else p["rho"], k=p["nl_k"],
+            neg = negative_set(p_dom, y_train, labelled, rho=None if p["nl_k"] else p["rho"], k=p["nl_k"],
                                class_prior=prior)
             w = None
             if p["nl_balance"]:
@@ -581,7 +603,7 @@ class GraphMNL(NodeClassifier):
         elif kind == "kd":
             per = (pd * (torch.log(pd.clamp_min(1e-12)) - F.log_softmax(z, -1))).sum(-1)
         else:  # mnl / ntkd: against the dominant on the non-target classes (target = label, or the dominant's class)
-            tgt = torch.where(self._labelled[rows], self._y_train[rows], pd.argmax(1))
+            tgt = torch.where(labelled[rows], y_train[rows], pd.argmax(1))
             per = nontarget_soft_ce(z, pd, tgt) if kind == "mnl" else nontarget_distillation(z, pd, tgt)
         return (g[rows] * per).sum() / n_total
 
@@ -600,12 +622,98 @@ class GraphMNL(NodeClassifier):
         return torch.where(present, fixed + 1e-3 * r, torch.zeros_like(r))
 
     def _before_epoch(self, epoch: int, inputs: GraphInputs, graph) -> None:
+        if self.params["batch_size"] is not None:
+            # mini-batch: this epoch's guidance state from one eval-mode pass over the whole graph (fusion weights
+            # from the previous state's reliability, as a full-batch epoch reads the previous epoch's)
+            model = self.model_
+            was = model.training
+            model.eval()
+            with torch.no_grad():
+                out = model(inputs)
+            model.train(was)
+            st = self._guidance_state(out, epoch)
+            inputs.extra["reliability"] = st["r"]
+            self._mb_state = st
+            return
         nxt = self.__dict__.pop("_next_reliability", None)
         if nxt is not None:
             inputs.extra["reliability"] = nxt
 
+    def _batch_steps(self, model, inputs: GraphInputs, ycpu: Tensor, batches, opt, epoch: int, device):
+        """Mini-batch GraphMNL (``batch_size`` set): one optimiser step per batch of labelled seed nodes. Where
+        guidance is on, ``batch_size`` guided nodes (g(i) > 0 with a guided branch; drawn uniformly from all of
+        them) join the batch's seeds and its neighbourhood sample. The step's loss is the supervised terms on the
+        labelled seeds plus λ (U / N) · mean over the guided seeds of Σ_b g(i) L(i, b), U the number of guided
+        nodes: an unbiased estimate of the full-batch loss. Reliability, arbitration, gate and teacher come from
+        the epoch's state (:meth:`_before_epoch`)."""
+        st = self._mb_state
+        inputs.extra["reliability"] = st["r"].detach().cpu()
+        n = st["g"].shape[0]
+        cand = torch.zeros(0, dtype=torch.long)
+        if st["active"]:
+            cand = ((st["g"] > 0).unsqueeze(1) & st["inferior"]).any(1).nonzero().view(-1).cpu()
+        totals: dict[str, float] = {}
+        count = 0
+        for batch in batches:
+            seeds = batch.n_id[:batch.batch_size]
+            nl = seeds.numel()
+            if cand.numel():
+                pick = cand[torch.randperm(cand.numel(), generator=self._mb_gen)[: self.params["batch_size"]]]
+                pick = pick[~torch.isin(pick, seeds)]
+                if pick.numel():
+                    batch = self._mb_sampler.sample(torch.cat([seeds, pick]))
+            sub = inputs.subset(batch.n_id, batch.edge_index).to(device)
+            out = model(sub)
+            loss, parts = self._batch_loss(out, batch, nl, ycpu, st, int(cand.numel()), n, device)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            for k, v in parts.items():
+                totals[k] = totals.get(k, 0.0) + v * nl
+            count += nl
+        return totals, count
+
+    def _batch_loss(self, out: dict, batch, nl: int, ycpu: Tensor, st: dict, n_guided: int, n: int, device):
+        """The loss of one mini-batch: seeds ``0..nl-1`` are labelled, seeds ``nl..batch_size-1`` guided."""
+        p = self.params
+        z, present = out["branches"], out["present"]
+        nb, c = z.shape[1], z.shape[2]
+        y = ycpu[batch.n_id[:nl]].to(device)
+        pi = present[:nl].float()
+        ce_b = F.cross_entropy(z[:nl].reshape(-1, c), y.repeat_interleave(nb), reduction="none").view(-1, nb)
+        ce_branches = ((ce_b * pi).sum(0) / pi.sum(0).clamp(min=1)).sum()
+        ce_fused = F.cross_entropy(out["logits"][:nl], y)
+        loss = ce_branches + ce_fused
+        guide = z.new_zeros(())
+        m = batch.batch_size - nl
+        if m > 0 and n_guided > 0:
+            gid = batch.n_id[nl:batch.batch_size].to(st["g"].device)
+            ns = z.shape[0]
+            g_loc = z.new_zeros(ns)
+            g_loc[nl:batch.batch_size] = st["g"][gid].to(device)
+            teach = z.new_zeros(ns, c)
+            teach[nl:batch.batch_size] = st["teacher"][gid].to(device)
+            targets = torch.zeros(ns, nb, dtype=torch.bool, device=device)
+            targets[nl:batch.batch_size] = st["inferior"][gid].to(device)
+            cols, rows = ((g_loc > 0).unsqueeze(1) & targets).T.nonzero(as_tuple=True)
+            if rows.numel():
+                zg = self.model_.guided_logits(out, rows, cols)
+                ids = batch.n_id.to(self._labelled.device)
+                # (U / N) · mean over the m guided seeds: _guidance divides its sum by n_total = m N / U
+                guide = self._guidance(zg, rows, teach, g_loc, m * n / n_guided,
+                                       labelled=self._labelled[ids].to(device), y_train=self._y_train[ids].to(device))
+                loss = loss + p["lam"] * guide
+        stats = {"loss": float(loss.detach()), "ce": float((ce_branches + ce_fused).detach()),
+                 "guide": float(guide.detach()), "gate_rate": st["gate_rate"], "inferior_rate": st["inferior_rate"]}
+        return loss, stats
+
     # ------------------------------------------------------------------ diagnostics
     def fit(self, graph, on_epoch=None):
+        if self._lazy(graph):
+            raise ConfigError("batch_size on a memory-mapped graph: mini-batch GraphMNL computes its per-epoch "
+                              "reliability and gate over the whole graph in memory, so it does not train out of core; "
+                              "allowed: batch_size=None (the features are read into memory), or a baseline for "
+                              "out-of-core mini-batch training")
         super().fit(graph, on_epoch=on_epoch)
         kw = self.params["kind_weights"]
         if isinstance(kw, dict):
