@@ -319,6 +319,11 @@ class GraphMNL(NodeClassifier):
         kind_weights: the branch kinds' shares in the grouped fusion: ``equal`` (default), ``validation``
             (fitted after training on the validation nodes' fused cross-entropy, simplex grid of step 0.05) or a
             dict of positive shares, e.g. ``{"raw": 1, "prop": 1, "struct": 2}``. Read back as ``kind_weights_``.
+        batch_size / fanouts: mini-batch training on sampled neighbourhoods (default None: full batch). Each epoch
+            starts with one eval-mode pass over the whole graph that sets the reliability, arbitration, gate and
+            teacher; each step trains on a batch of labelled seeds plus ``batch_size`` guided unlabelled seeds
+            drawn uniformly, with the guidance term scaled to an unbiased estimate of the full-batch one
+            (docs/graphmnl.md, "Mini-batch training"). Single process, features in memory.
     """
 
     description = "GraphMNL: graph-aware reliability arbitration + gated target-preserving negative learning"
