@@ -323,7 +323,8 @@ class GraphMNL(NodeClassifier):
             starts with one eval-mode pass over the whole graph that sets the reliability, arbitration, gate and
             teacher; each step trains on a batch of labelled seeds plus ``batch_size`` guided unlabelled seeds
             drawn uniformly, with the guidance term scaled to an unbiased estimate of the full-batch one
-            (docs/graphmnl.md, "Mini-batch training"). Single process, features in memory.
+            (docs/graphmnl.md, "Mini-batch training"). Single process; on a memory-mapped graph every whole-graph
+            pass is sampled mini-batch inference, so the features stay on disk.
     """
 
     description = "GraphMNL: graph-aware reliability arbitration + gated target-preserving negative learning"
@@ -480,18 +481,37 @@ class GraphMNL(NodeClassifier):
         labelled = graph.get("train_mask")
         self._labelled = labelled.clone() if labelled is not None else torch.zeros(graph.num_nodes, dtype=torch.bool)
         self._y_train = torch.where(self._labelled, graph.y, torch.full_like(graph.y, -1))
-        model = self.model_
-        was = model.training
-        model.eval()
         dev = inp.to(self.device_)
         dev.extra.pop("reliability", None)
         with torch.no_grad():
             for _ in range(iterations):
-                out = model(dev)
-                r, _ = self._scores(out)
+                r, _ = self._scores(self._whole_output(self.model_, dev, graph))
                 dev.extra["reliability"] = r
-        model.train(was)
         return dev.extra["reliability"].cpu()
+
+    def _whole_output(self, model, inputs: GraphInputs, graph) -> dict:
+        """The model's eval-mode output (branch logits, fused logits, presence, fusion weights) for every node: one
+        full-graph pass, or, on a memory-mapped graph in mini-batch mode, sampled mini-batch inference over all
+        nodes (the training fan-outs and a fixed sampling seed, as the baselines' sampled evaluation)."""
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            if not self._lazy(graph):
+                out = model(inputs)
+            else:
+                sampler = self._inference_sampler(graph)
+                sampler.generator = torch.Generator().manual_seed(self.params["seed"])
+                n, nb, c, dev = graph.num_nodes, len(self.branches_), graph.num_classes, self.device_
+                out = {"branches": torch.zeros(n, nb, c, device=dev), "logits": torch.zeros(n, c, device=dev),
+                       "present": torch.zeros(n, nb, dtype=torch.bool, device=dev),
+                       "alpha": torch.zeros(n, nb, device=dev)}
+                for batch in sampler.batches(torch.arange(n)):
+                    o = model(inputs.subset(batch.n_id, batch.edge_index).to(dev))
+                    ids = batch.n_id[:batch.batch_size].to(dev)
+                    for key in out:
+                        out[key][ids] = o[key][:batch.batch_size]
+        model.train(was)
+        return out
 
     # ------------------------------------------------------------------ training
     def _loss(self, out, y, idx, epoch):
@@ -630,13 +650,7 @@ class GraphMNL(NodeClassifier):
         if self.params["batch_size"] is not None:
             # mini-batch: this epoch's guidance state from one eval-mode pass over the whole graph (fusion weights
             # from the previous state's reliability, as a full-batch epoch reads the previous epoch's)
-            model = self.model_
-            was = model.training
-            model.eval()
-            with torch.no_grad():
-                out = model(inputs)
-            model.train(was)
-            st = self._guidance_state(out, epoch)
+            st = self._guidance_state(self._whole_output(self.model_, inputs, graph), epoch)
             inputs.extra["reliability"] = st["r"]
             self._mb_state = st
             return
@@ -714,11 +728,6 @@ class GraphMNL(NodeClassifier):
 
     # ------------------------------------------------------------------ diagnostics
     def fit(self, graph, on_epoch=None):
-        if self._lazy(graph):
-            raise ConfigError("batch_size on a memory-mapped graph: mini-batch GraphMNL computes its per-epoch "
-                              "reliability and gate over the whole graph in memory, so it does not train out of core; "
-                              "allowed: batch_size=None (the features are read into memory), or a baseline for "
-                              "out-of-core mini-batch training")
         super().fit(graph, on_epoch=on_epoch)
         kw = self.params["kind_weights"]
         if isinstance(kw, dict):
@@ -771,11 +780,8 @@ class GraphMNL(NodeClassifier):
         that the grouped fusion weighs (exploration and the validation fit of the kind shares)."""
         self._check_fitted()
         model = self.model_
-        was = model.training
-        model.eval()
         inp = self._inputs(graph).to(self.device_)
-        out = model(inp)
-        model.train(was)
+        out = self._whole_output(model, inp, graph)
         z, present, rel = out["branches"], out["present"], inp.extra["reliability"].to(out["branches"].device)
         zk, kp = [], []
         for cols in model.kinds().values():
@@ -790,7 +796,7 @@ class GraphMNL(NodeClassifier):
         epoch, and -- where the graph carries ground truth -- the reliability AUC."""
         self._check_fitted()
         inp = self._inputs(graph).to(self.device_)
-        out = self.model_(inp)
+        out = self._whole_output(self.model_, inp, graph)
         r = inp.extra["reliability"]
         dom, inferior, margin = arbitrate(r, out["present"], self.params["delta"])
         val = graph.split_index("val")
