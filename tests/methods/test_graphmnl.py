@@ -591,10 +591,12 @@ def test_minibatch_guidance_term_is_an_unbiased_estimate(graph, fitted):
     assert len({round(v, 6) for v in parts}) > 1  # the batches' terms differ; only their mean is the full term
 
 
-def test_minibatch_trains_out_of_core_on_a_memory_mapped_graph(graph, tmp_path, monkeypatch):
-    """On a memory-mapped graph mini-batch GraphMNL never reads a whole feature block: the epoch state, the
-    evaluation, the reliability of the fitted model and the diagnostics run as sampled mini-batch inference; the
-    quality floor of the in-memory fit holds."""
+@pytest.mark.parametrize("params", [{}, {"struct_input": "mean", "prop_mode": "input"}])
+def test_minibatch_trains_out_of_core_on_a_memory_mapped_graph(graph, tmp_path, monkeypatch, params):
+    """On a memory-mapped graph mini-batch GraphMNL never reads a whole feature block. With the default prop mode and
+    struct input the whole-graph passes (epoch state, evaluation, the fitted model's reliability, diagnostics)
+    project the blocks row chunk by row chunk, and the fit equals the in-memory mini-batch fit; other settings take
+    sampled inference and keep the quality floor."""
     from magkit.data.ondisk import MappedFeatures, load_mmap_graph, save_mmap_graph
 
     save_mmap_graph(graph, tmp_path / "g")
@@ -602,12 +604,13 @@ def test_minibatch_trains_out_of_core_on_a_memory_mapped_graph(graph, tmp_path, 
     for m in ("train_mask", "val_mask", "test_mask"):
         mapped[m] = graph[m]
     assert mapped.is_mapped
+    ram = create("graphmnl", seed=0, batch_size=64, **FAST, **params).fit(graph)
 
     def refuse(self):
         raise AssertionError("a whole feature block was read")
 
     monkeypatch.setattr(MappedFeatures, "materialize", refuse)
-    est = create("graphmnl", seed=0, batch_size=64, **FAST).fit(mapped)
+    est = create("graphmnl", seed=0, batch_size=64, **FAST, **params).fit(mapped)
     s = est.score(mapped, "test")
     assert s["acc"] >= 0.85 and s["f1"] >= 0.8
     assert any(v > 0.0 for v in est.history_.series("guide"))
@@ -616,3 +619,21 @@ def test_minibatch_trains_out_of_core_on_a_memory_mapped_graph(graph, tmp_path, 
     torch.testing.assert_close(proba.sum(1), torch.ones(graph.num_nodes))
     d = est.diagnostics_
     assert d["reliability"].shape == (graph.num_nodes, 5) and 0.0 < d["dominant_share"]["struct"] <= 1.0
+    if not params:  # block by block: the same fit as from memory
+        assert est.history_.series("val_acc") == ram.history_.series("val_acc")
+        torch.testing.assert_close(proba, ram.predict_proba(graph))
+
+
+def test_project_rows_reads_mapped_blocks_chunk_by_chunk(graph, tmp_path):
+    """The block-by-block first layer equals F.linear on the concatenated in-memory blocks, over several chunks
+    (absent rows read as zeros, the presence block appended as in the early-fusion input)."""
+    from magkit.data.ondisk import load_mmap_graph, save_mmap_graph
+    from magkit.methods.graphmnl import _project_rows
+
+    save_mmap_graph(graph, tmp_path / "g")
+    mapped = load_mmap_graph(tmp_path / "g")
+    pres = graph.modality_mask
+    blocks = [mapped.feature(m).masked(graph.presence(m)) for m in graph.modalities] + [pres.float()]
+    ram = torch.cat([graph.feature(m) * graph.presence(m).unsqueeze(1) for m in graph.modalities] + [pres.float()], 1)
+    w, b = torch.randn(7, ram.shape[1]), torch.randn(7)
+    torch.testing.assert_close(_project_rows(blocks, w, b, rows=97), F.linear(ram, w, b))

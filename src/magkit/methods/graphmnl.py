@@ -65,6 +65,24 @@ def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
     return x * keep.to(x.dtype).mul_(256.0 / (256 - threshold))
 
 
+def _mapped(x) -> bool:
+    return bool(getattr(x, "is_mapped_block", False))
+
+
+def _project_rows(blocks: list, weight: Tensor, bias: Tensor | None = None, rows: int = 65536) -> Tensor:
+    """F.linear([b_1 | ... | b_k], weight, bias) for column blocks that may be memory-mapped (or, for the last
+    one, a presence tensor), computed ``rows`` rows at a time: the features are read block by block and never held
+    whole (eval mode only: no dropout)."""
+    n = blocks[0].shape[0]
+    out = torch.empty(n, weight.shape[0], device=weight.device)
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
+        x = torch.cat([(blk.rows(a, b) if _mapped(blk) else blk[a:b]).to(weight.device, torch.float32)
+                       for blk in blocks], 1)
+        out[a:b] = F.linear(x, weight, bias)
+    return out
+
+
 def default_branches(modalities) -> tuple[str, ...]:
     return tuple(f"raw:{m}" for m in modalities) + tuple(f"prop:{m}" for m in modalities) + ("struct",)
 
@@ -134,7 +152,10 @@ class GraphMNLNet(nn.Module):
             if m not in need:
                 continue
             lin = self.proj[m]
-            u = F.linear(_dropout(inp.xs[m], self.dropout, self.training), lin.weight)
+            if _mapped(inp.xs[m]):  # whole-graph inference on memory-mapped features: block by block
+                u = _project_rows([inp.xs[m]], lin.weight)
+            else:
+                u = F.linear(_dropout(inp.xs[m], self.dropout, self.training), lin.weight)
             h_raw[m] = F.relu(u + lin.bias)
             if f"raw:{m}" in self.branches:
                 hidden[f"raw:{m}"] = h_raw[m]
@@ -153,6 +174,9 @@ class GraphMNLNet(nn.Module):
         h0 = None
         if "struct" in self.branches and self.struct_input == "early":
             h0 = inp.early_input(self.modalities)
+        elif "struct" in self.branches and self.struct_input == "own" and any(_mapped(x) for x in inp.xs.values()):
+            blocks = [inp.xs[m] for m in self.modalities] + [inp.present.to(torch.float32)]
+            h0 = F.relu(_project_rows(blocks, self.struct_proj.weight, self.struct_proj.bias))
         elif "struct" in self.branches and self.struct_input == "own":
             h0 = F.relu(self.struct_proj(_dropout(inp.early_input(self.modalities), self.dropout, self.training)))
         elif "struct" in self.branches:
@@ -489,14 +513,36 @@ class GraphMNL(NodeClassifier):
                 dev.extra["reliability"] = r
         return dev.extra["reliability"].cpu()
 
+    @staticmethod
+    def _blockwise(model) -> bool:
+        """Whether ``model``'s eval-mode forward reads memory-mapped features block by block (then a whole-graph
+        pass is one forward over all nodes: the first layers project the blocks row chunk by row chunk, the rest
+        runs at width h in memory). True for ``prop_mode="hidden"`` with ``struct_input="own"`` (the defaults);
+        other settings take sampled inference."""
+        return model.prop_mode == "hidden" and ("struct" not in model.branches or model.struct_input == "own")
+
+    def _sampled_logits(self, model, inputs: GraphInputs, graph, nodes: Tensor, device) -> Tensor:
+        """Evaluation on a memory-mapped graph: the block-by-block whole-graph pass where the model allows it
+        (the same logits as in memory), else the baselines' sampled inference."""
+        if not self._blockwise(model):
+            return super()._sampled_logits(model, inputs, graph, nodes, device)
+        inputs.norm_adj()  # built once on the caller's inputs, then carried by .to()
+        inputs.mean_adj()
+        logits = self._whole_output(model, inputs.to(device), graph)["logits"]
+        out = torch.zeros_like(logits)
+        idx = nodes.to(logits.device)
+        out[idx] = logits[idx]
+        return out
+
     def _whole_output(self, model, inputs: GraphInputs, graph) -> dict:
         """The model's eval-mode output (branch logits, fused logits, presence, fusion weights) for every node: one
-        full-graph pass, or, on a memory-mapped graph in mini-batch mode, sampled mini-batch inference over all
+        full-graph pass (on a memory-mapped graph with the first layers computed block by block, see
+        :meth:`_blockwise`), or, for other settings on a memory-mapped graph, sampled mini-batch inference over all
         nodes (the training fan-outs and a fixed sampling seed, as the baselines' sampled evaluation)."""
         was = model.training
         model.eval()
         with torch.no_grad():
-            if not self._lazy(graph):
+            if not self._lazy(graph) or self._blockwise(model):
                 out = model(inputs)
             else:
                 sampler = self._inference_sampler(graph)
