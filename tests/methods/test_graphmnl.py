@@ -556,6 +556,27 @@ def test_minibatch_graphmnl_learns_guides_and_is_reproducible(graph, fitted):
     assert max(gate) > 0.3
     assert torch.equal(fits[0].predict_proba(graph), fits[1].predict_proba(graph))
     assert est.diagnostics_["branches"] == list(default_branches(graph.modalities))
+    assert "_eval_pass" not in est.__dict__ and "_mb_state" not in est.__dict__
+
+
+def test_minibatch_state_reuses_the_evaluation_pass_exactly(graph, monkeypatch):
+    """The next epoch's state reuses the evaluation's whole-graph pass (same parameters, same reliability): the fit
+    is the same as recomputing it, with one eval-mode forward pass less per epoch after the first."""
+    from magkit.methods.graphmnl import GraphMNLNet
+
+    forward = GraphMNLNet.forward
+    fits, passes = [], []
+    for reuse in (True, False):
+        count = []
+        monkeypatch.setattr(GraphMNLNet, "forward", lambda self, inp: count.append(self.training) or forward(self, inp))
+        est = create("graphmnl", seed=0, batch_size=64, **FAST)
+        est.reuse_eval_pass = reuse
+        fits.append(est.fit(graph))
+        passes.append(sum(not t for t in count))
+    assert fits[0].history_.series("val_acc") == fits[1].history_.series("val_acc")
+    assert fits[0].history_.series("loss") == fits[1].history_.series("loss")
+    assert torch.equal(fits[0].predict_proba(graph), fits[1].predict_proba(graph))
+    assert passes[1] - passes[0] == FAST["epochs"] - 1
 
 
 def test_minibatch_guidance_term_is_an_unbiased_estimate(graph, fitted):

@@ -269,6 +269,14 @@ class NodeClassifier:
         model.train(was)
         return out
 
+    def _eval_logits(self, model, inputs: GraphInputs, dev_inputs: GraphInputs, graph: MultimodalGraph, nodes: Tensor,
+                     device) -> Tensor:
+        """The per-epoch evaluation's logits (rows ``nodes`` are read): one full-graph forward pass, or sampled
+        mini-batch inference on a memory-mapped graph in mini-batch mode."""
+        if self._lazy(graph):
+            return self._sampled_logits(model, inputs, graph, nodes, device)
+        return main_logits(model(dev_inputs))
+
     def _build(self, graph: MultimodalGraph, inputs: GraphInputs) -> torch.nn.Module:
         raise NotImplementedError
 
@@ -361,8 +369,7 @@ class NodeClassifier:
                 step = self._ddp_step(graph, model, inputs, dev_inputs, y, train_idx, opt, device)
 
             def evaluate() -> dict:
-                logits = (self._sampled_logits(model, inputs, graph, torch.cat([train_idx, val_idx]), device)
-                          if self._lazy(graph) else main_logits(model(dev_inputs)))
+                logits = self._eval_logits(model, inputs, dev_inputs, graph, torch.cat([train_idx, val_idx]), device)
                 c = graph.num_classes
                 metrics = {
                     "train_acc": accuracy(logits[train_idx], y[train_idx]),

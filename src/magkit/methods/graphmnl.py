@@ -463,6 +463,7 @@ class GraphMNL(NodeClassifier):
         self._ema_fused = None
         self._epoch_stats: list[dict] = []
         self._fixed_index = None
+        self.__dict__.pop("_eval_pass", None)
         if p["batch_size"] is not None:  # the guided seeds of mini-batch training: their own draws and sampler
             self._mb_gen = torch.Generator().manual_seed(p["seed"] + 1)
             self._mb_sampler = NeighborSampler(graph.edge_index, graph.num_nodes, p["fanouts"], p["batch_size"],
@@ -520,6 +521,22 @@ class GraphMNL(NodeClassifier):
         runs at width h in memory). True for ``prop_mode="hidden"`` with ``struct_input="own"`` (the defaults);
         other settings take sampled inference."""
         return model.prop_mode == "hidden" and ("struct" not in model.branches or model.struct_input == "own")
+
+    def _eval_logits(self, model, inputs, dev_inputs, graph, nodes: Tensor, device) -> Tensor:
+        """Mini-batch mode: the evaluation's whole-graph pass is kept (:attr:`reuse_eval_pass`) for the next epoch's
+        state, which would otherwise repeat it with the same parameters and reliability (bitwise the same output)."""
+        if self.params["batch_size"] is None or not self.reuse_eval_pass or (self._lazy(graph) and not self._blockwise(model)):
+            return super()._eval_logits(model, inputs, dev_inputs, graph, nodes, device)
+        if self._lazy(graph):
+            inputs.norm_adj()
+            inputs.mean_adj()
+            dev_inputs = inputs.to(device)
+        out = self._whole_output(model, dev_inputs, graph)
+        self._eval_pass = out
+        return out["logits"]
+
+    #: mini-batch mode: reuse the evaluation pass as the next epoch's state pass (off only to test that it is exact)
+    reuse_eval_pass: bool = True
 
     def _sampled_logits(self, model, inputs: GraphInputs, graph, nodes: Tensor, device) -> Tensor:
         """Evaluation on a memory-mapped graph: the block-by-block whole-graph pass where the model allows it
@@ -696,7 +713,11 @@ class GraphMNL(NodeClassifier):
         if self.params["batch_size"] is not None:
             # mini-batch: this epoch's guidance state from one eval-mode pass over the whole graph (fusion weights
             # from the previous state's reliability, as a full-batch epoch reads the previous epoch's)
-            st = self._guidance_state(self._whole_output(self.model_, inputs, graph), epoch)
+            # the previous epoch's evaluation pass ran the same parameters with the same reliability: reuse it
+            out = self.__dict__.pop("_eval_pass", None)
+            if out is None:
+                out = self._whole_output(self.model_, inputs, graph)
+            st = self._guidance_state(out, epoch)
             inputs.extra["reliability"] = st["r"]
             self._mb_state = st
             return
@@ -775,6 +796,8 @@ class GraphMNL(NodeClassifier):
     # ------------------------------------------------------------------ diagnostics
     def fit(self, graph, on_epoch=None):
         super().fit(graph, on_epoch=on_epoch)
+        for key in ("_eval_pass", "_mb_state"):  # per-epoch whole-graph tensors of mini-batch training
+            self.__dict__.pop(key, None)
         kw = self.params["kind_weights"]
         if isinstance(kw, dict):
             self._set_kind_shares({k: float(kw.get(k, 1.0)) for k in self.model_.kinds()})
