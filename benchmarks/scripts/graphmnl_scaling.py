@@ -13,7 +13,6 @@ split, and the time of one whole-graph pass. Writes ``benchmarks/scaling/graphmn
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scaling import REPO, MemoryMonitor, _load, _setup_torch, machine  # noqa: E402
+from scaling import REPO, MemoryMonitor, _load, _setup_torch, machine, sample_test_split  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -35,8 +34,6 @@ def main(argv=None) -> None:
     p.add_argument("--test-sample", type=int, default=50_000)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "scaling"))
     a = p.parse_args(argv)
-    import torch
-
     from magkit.data.largegen import generate_mmap_graph
     from magkit.methods import create
 
@@ -60,11 +57,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     est._whole_output(est.model_, inputs, g)
     pass_s = time.perf_counter() - t0
-    test = g.split_index("test")
-    sample = test[torch.randperm(test.numel(), generator=torch.Generator().manual_seed(0))[: a.test_sample]]
-    g2 = copy.copy(g)
-    g2.test_mask = torch.zeros(g.num_nodes, dtype=torch.bool)
-    g2.test_mask[sample] = True
+    g2, sample = sample_test_split(g, a.test_sample)
     t0 = time.perf_counter()
     sc = est.score(g2, "test")
     score_s = time.perf_counter() - t0

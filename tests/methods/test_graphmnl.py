@@ -568,7 +568,8 @@ def test_minibatch_state_reuses_the_evaluation_pass_exactly(graph, monkeypatch):
     fits, passes = [], []
     for reuse in (True, False):
         count = []
-        monkeypatch.setattr(GraphMNLNet, "forward", lambda self, inp: count.append(self.training) or forward(self, inp))
+        monkeypatch.setattr(GraphMNLNet, "forward",
+                            lambda self, inp, seen=count: seen.append(self.training) or forward(self, inp))
         est = create("graphmnl", seed=0, batch_size=64, **FAST)
         est.reuse_eval_pass = reuse
         fits.append(est.fit(graph))
