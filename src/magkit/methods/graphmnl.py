@@ -87,11 +87,22 @@ def default_branches(modalities) -> tuple[str, ...]:
     return tuple(f"raw:{m}" for m in modalities) + tuple(f"prop:{m}" for m in modalities) + ("struct",)
 
 
+#: optional branches beyond the default library (``branches=[..., "topo"]``)
+OPTIONAL_BRANCHES = ("topo",)
+
+
+def branch_kind(branch: str) -> str:
+    """The kind a branch competes in under grouped fusion: ``raw``, ``prop`` or ``struct``; the structure-only
+    ``topo`` branch is a structure branch (it competes with ``struct``)."""
+    return "struct" if branch == "topo" else branch.split(":", 1)[0]
+
+
 class GraphMNLNet(nn.Module):
     """The branch library with shared first-layer projections; fusion weights come from ``inp.extra``."""
 
     def __init__(self, branches, modalities, dims, hidden, num_classes, dropout_p, struct_backbone, struct_layers,
-                 temperature, prop_k: int = 2, prop_mode: str = "input", struct_input: str = "mean"):
+                 temperature, prop_k: int = 2, prop_mode: str = "input", struct_input: str = "mean",
+                 num_nodes: int | None = None):
         super().__init__()
         self.prop_k = int(prop_k)
         self.prop_mode = prop_mode
@@ -104,7 +115,16 @@ class GraphMNLNet(nn.Module):
         self.proj = nn.ModuleDict({m: nn.Linear(dims[m], hidden) for m in modalities})
         self.heads = nn.ModuleDict()
         for b in self.branches:
-            if b == "struct":
+            if b == "topo":
+                # the structure-only branch (LINKX's adjacency-row projection): ReLU(Â E + b_E), one learned
+                # h-vector per node, zero at the start, so a node no training label reaches stays at the bias and
+                # its head predicts the same for all such nodes (low confidence, low reliability)
+                if not num_nodes:
+                    raise ConfigError("the topo branch needs the graph's number of nodes")
+                self.topo_emb = nn.Parameter(torch.zeros(int(num_nodes), hidden))
+                self.topo_bias = nn.Parameter(torch.empty(hidden).uniform_(-hidden ** -0.5, hidden ** -0.5))
+                self.heads["topo"] = nn.Linear(hidden, num_classes)
+            elif b == "struct":
                 self.struct_backbone = struct_backbone
                 # struct_input: "mean"/"reliability" read one h-wide pooled projection, "concat" the M projections
                 # side by side, "early" its own early-fusion input [x_m | presence] (then it is sage-early's net)
@@ -129,10 +149,14 @@ class GraphMNLNet(nn.Module):
         self.fusion_prior = "none"
         self.register_buffer("log_prior", torch.zeros(num_classes))
 
-    def branch_present(self, present: Tensor) -> Tensor:
+    def branch_present(self, present: Tensor, topo_present: Tensor | None = None) -> Tensor:
+        """[n, B] bool: where each branch is present. A modality's branches abstain where the modality is missing,
+        struct where every modality is; topo where the node has no edge (``topo_present``, from the whole graph)."""
         cols = []
         for b in self.branches:
-            if b == "struct":
+            if b == "topo":
+                cols.append(torch.ones_like(present[:, 0]) if topo_present is None else topo_present.to(present.device))
+            elif b == "struct":
                 cols.append(present.any(dim=1))
             else:
                 cols.append(present[:, self.modalities.index(b.split(":", 1)[1])])
@@ -142,7 +166,7 @@ class GraphMNLNet(nn.Module):
         """``prop_mode="hidden"``: one projection per modality, u_m = W_m drop(x_m); raw:m reads ReLU(u_m + b_m),
         prop:m reads ReLU(Â^K u_m + b_m) = ReLU(W_m Â^K drop(x_m) + b_m) (K sparse products of width h instead of
         a second d_m x h projection of the cached Â^K X_m)."""
-        need = {b.split(":", 1)[1] for b in self.branches if b != "struct"}
+        need = {b.split(":", 1)[1] for b in self.branches if ":" in b}
         if "struct" in self.branches and self.struct_input not in ("early", "own"):
             need |= set(self.modalities)  # the struct input is built from the shared projections
         h_raw: dict[str, Tensor] = {}
@@ -171,6 +195,9 @@ class GraphMNLNet(nn.Module):
             h_raw, hidden = self._hidden_prop(inp)
         else:
             h_raw, hidden = self._input_prop(inp)
+        if "topo" in self.branches:
+            hidden = dict(hidden, topo=self._topo_hidden(inp))
+            hidden = {b: hidden[b] for b in self.branches if b in hidden}
         h0 = None
         if "struct" in self.branches and self.struct_input == "early":
             h0 = inp.early_input(self.modalities)
@@ -188,6 +215,20 @@ class GraphMNLNet(nn.Module):
                 hs.append(hm * inp.present[:, j:j + 1])
             h0 = self._struct_input(inp, hs)
         return self._heads(inp, hidden, h0)
+
+    def _topo_hidden(self, inp: GraphInputs) -> Tensor:
+        """The topo branch's hidden layer ReLU(Â E + b_E) on this (sub)graph: E's rows are picked by the inputs'
+        global node ids (``extra["node_id"]``; a sampled subgraph reads its nodes' rows), Â is the (sub)graph's
+        normalised adjacency."""
+        ids = inp.extra.get("node_id")
+        if ids is None:
+            if inp.num_nodes != self.topo_emb.shape[0]:
+                raise ConfigError(f"the topo branch is transductive: fitted on {self.topo_emb.shape[0]} nodes, "
+                                  f"got a graph of {inp.num_nodes}")
+            emb = self.topo_emb
+        else:
+            emb = self.topo_emb.index_select(0, ids.to(self.topo_emb.device))
+        return F.relu(spmm(inp.norm_adj(), emb) + self.topo_bias)
 
     def _struct_input(self, inp: GraphInputs, hs: list[Tensor]) -> Tensor:
         """The struct branch's input: the mean of the present modalities' first-layer representations
@@ -212,7 +253,7 @@ class GraphMNLNet(nn.Module):
         h_raw: dict[str, Tensor] = {}
         hidden: dict[str, Tensor] = {}
         for b in self.branches:
-            if b == "struct":
+            if ":" not in b:  # struct, topo
                 continue
             kind, m = b.split(":", 1)
             if kind == "raw":
@@ -231,7 +272,7 @@ class GraphMNLNet(nn.Module):
             self.struct(h0, struct_adj) if b == "struct" else self.heads[b.replace(":", "_")](dropped[b])
             for b in self.branches
         ], dim=1)  # [n, B, C]
-        present = self.branch_present(inp.present)
+        present = self.branch_present(inp.present, inp.extra.get("topo_present"))
         rel = inp.extra.get("reliability")
         if rel is None:
             rel = torch.zeros(zs.shape[:2], device=zs.device)
@@ -276,10 +317,10 @@ class GraphMNLNet(nn.Module):
         return list(self.kinds().values())
 
     def kinds(self) -> dict[str, list[int]]:
-        """Branch kind (raw, prop, struct) -> its branch columns, in first-appearance order."""
+        """Branch kind (raw, prop, struct; topo counts as struct) -> its branch columns, in first-appearance order."""
         kinds: dict[str, list[int]] = {}
         for j, b in enumerate(self.branches):
-            kinds.setdefault(b.split(":", 1)[0], []).append(j)
+            kinds.setdefault(branch_kind(b), []).append(j)
         return kinds
 
     def guided_logits(self, out: dict, rows: Tensor, cols: Tensor) -> Tensor:
@@ -438,10 +479,12 @@ class GraphMNL(NodeClassifier):
 
     def _branches(self, graph) -> tuple[str, ...]:
         branches = tuple(self.params["branches"] or default_branches(graph.modalities))
-        valid = set(default_branches(graph.modalities))
+        valid = set(default_branches(graph.modalities)) | set(OPTIONAL_BRANCHES)
         bad = [b for b in branches if b not in valid]
         if bad or not branches:
             raise ConfigError(f"branches: {bad or branches}; allowed: {', '.join(sorted(valid))}")
+        if len(set(branches)) != len(branches):
+            raise ConfigError(f"branches: {list(branches)}; a branch is named twice")
         return branches
 
     def _inputs(self, graph) -> GraphInputs:
@@ -449,6 +492,19 @@ class GraphMNL(NodeClassifier):
         branches = self._branches(graph)
         for m in {b.split(":", 1)[1] for b in branches if b.startswith("prop:") and self.params["prop_mode"] == "input"}:
             inp.extra[f"prop_{m}"] = propagate_features(graph, inp.xs[m], self.params["prop_k"])
+        if "topo" in branches:
+            fitted = getattr(self.__dict__.get("model_"), "topo_emb", None)
+            if fitted is not None and fitted.shape[0] != graph.num_nodes:
+                raise ConfigError(f"the topo branch is transductive: fitted on a graph of {fitted.shape[0]} nodes, "
+                                  f"got {graph.num_nodes}; refit on this graph or drop 'topo' from branches")
+            # global node ids (a sampled subgraph's rows of E) and where topo abstains: nodes without an edge
+            inp.extra["node_id"] = torch.arange(graph.num_nodes)
+            ei = graph.edge_index
+            deg = torch.zeros(graph.num_nodes, dtype=torch.long)
+            off = ei[0] != ei[1]
+            deg.index_add_(0, ei[0][off], torch.ones(int(off.sum()), dtype=torch.long))
+            deg.index_add_(0, ei[1][off], torch.ones(int(off.sum()), dtype=torch.long))
+            inp.extra["topo_present"] = deg > 0
         if "model_" in self.__dict__:  # a fitted model: reliability from its own branch predictions
             inp.extra["reliability"] = self._reliability_fixed_point(graph, inp)
         return inp
@@ -470,7 +526,8 @@ class GraphMNL(NodeClassifier):
                                                shuffle=False, generator=torch.Generator().manual_seed(p["seed"] + 2))
         net = GraphMNLNet(self.branches_, graph.modalities, graph.modality_dims, p["hidden"], graph.num_classes,
                           p["dropout"], p["struct_backbone"], p["struct_layers"], p["temperature"],
-                          prop_k=p["prop_k"], prop_mode=p["prop_mode"], struct_input=p["struct_input"])
+                          prop_k=p["prop_k"], prop_mode=p["prop_mode"], struct_input=p["struct_input"],
+                          num_nodes=graph.num_nodes)
         net.guide_heads_only = bool(p["guide_heads_only"])
         net.fusion = p["fusion"]
         if p["fusion"] == "learned":  # α(i) = softmax_b(r̃_b(i) / T + c_b), c_b learned by the fused CE
@@ -795,6 +852,9 @@ class GraphMNL(NodeClassifier):
 
     # ------------------------------------------------------------------ diagnostics
     def fit(self, graph, on_epoch=None):
+        # a refit starts from scratch: a previous fit's model must not set this fit's inputs (fitted reliability,
+        # the topo branch's node count)
+        self.__dict__.pop("model_", None)
         super().fit(graph, on_epoch=on_epoch)
         for key in ("_eval_pass", "_mb_state"):  # per-epoch whole-graph tensors of mini-batch training
             self.__dict__.pop(key, None)
