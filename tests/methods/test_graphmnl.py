@@ -659,3 +659,114 @@ def test_project_rows_reads_mapped_blocks_chunk_by_chunk(graph, tmp_path):
     ram = torch.cat([graph.feature(m) * graph.presence(m).unsqueeze(1) for m in graph.modalities] + [pres.float()], 1)
     w, b = torch.randn(7, ram.shape[1]), torch.randn(7)
     torch.testing.assert_close(_project_rows(blocks, w, b, rows=97), F.linear(ram, w, b))
+
+
+# ---------------------------------------------------------------------------------------------- the topo branch
+TOPO = ("raw:text", "raw:image", "prop:text", "prop:image", "struct", "topo")
+
+
+@pytest.fixture(scope="module")
+def topo_fitted(graph):
+    return create("graphmnl", seed=0, branches=list(TOPO), **FAST).fit(graph)
+
+
+def test_topo_branch_joins_the_structure_kind(graph, topo_fitted):
+    """``topo`` (ReLU(Â E + b), a learned vector per node) is a structure branch: it competes with struct within
+    the struct kind, the kinds (and their shares) stay raw / prop / struct, and the full quality floor holds."""
+    est = topo_fitted
+    assert est.branches_ == TOPO
+    assert est.model_.kinds() == {"raw": [0, 1], "prop": [2, 3], "struct": [4, 5]}
+    assert set(est.kind_weights_) == {"raw", "prop", "struct"}
+    assert est.model_.topo_emb.shape == (graph.num_nodes, FAST["hidden"])
+    s = est.score(graph, "test")
+    assert s["acc"] >= 0.85 and s["f1"] >= 0.8
+    d = est.diagnostics_
+    assert d["branch_val_acc"]["topo"] > 1.5 / graph.num_classes  # it learned from the structure alone
+    torch.testing.assert_close(d["alpha"].sum(1), torch.ones(graph.num_nodes))
+    # within the struct kind the weights of struct and topo share the kind's third of the fusion
+    torch.testing.assert_close(d["alpha"][:, 4:].sum(1), torch.full((graph.num_nodes,), 1 / 3))
+
+
+def test_topo_alone_reads_only_the_structure(graph):
+    """branches=["topo"]: a structure-only classifier (no feature is read); shuffling every feature leaves its
+    predictions unchanged, and on this homophilous graph it is far above chance."""
+    est = create("graphmnl", seed=0, branches=["topo"], **FAST).fit(graph)
+    shuffled = graph.clone()
+    gen = torch.Generator().manual_seed(0)
+    for m in graph.modalities:
+        x = graph.feature(m)
+        shuffled[f"x_{m}"] = x[torch.randperm(x.shape[0], generator=gen)]
+    assert torch.equal(est.predict_proba(graph), est.predict_proba(shuffled))
+    assert est.score(graph, "test")["acc"] > 2.0 / graph.num_classes
+
+
+def test_topo_starts_at_zero_and_abstains_without_edges(graph):
+    """E starts at zero (every node's topo logits are the same before training); a node without an edge has
+    no topo prediction (zero fusion weight) while its other branches are present."""
+    g = graph.clone()
+    lonely = int((~g.train_mask).nonzero()[0])
+    keep = (g.edge_index != lonely).all(0)
+    g.edge_index = g.edge_index[:, keep]
+    est = create("graphmnl", seed=0, branches=list(TOPO), **{**FAST, "epochs": 3})
+    inp = est._inputs(g)
+    net = est._build(g, inp)
+    net.eval()
+    with torch.no_grad():
+        z = net(inp)["branches"][:, TOPO.index("topo")]
+    assert torch.equal(z, z[:1].expand_as(z))
+    est.fit(g)
+    d = est.diagnostics_
+    j = TOPO.index("topo")
+    assert d["alpha"][lonely, j] == 0.0 and d["alpha"][lonely, :j].sum() > 0.99
+    ei = g.edge_index[:, g.edge_index[0] != g.edge_index[1]]
+    has_edge = torch.zeros(g.num_nodes, dtype=torch.bool)
+    has_edge[ei.flatten()] = True
+    assert not has_edge[lonely] and bool(has_edge.sum() >= g.num_nodes - 3)
+    assert torch.equal(d["alpha"][:, j] > 0, has_edge)
+
+
+def test_topo_reads_its_rows_by_global_node_id(topo_fitted, graph):
+    """A subgraph holding every node in another order (as sampled inference builds one) gives each node the same
+    branch logits as the whole graph: the topo branch picks E's rows by the inputs' global node ids."""
+    est = topo_fitted
+    inp = est._inputs(graph)
+    perm = torch.randperm(graph.num_nodes, generator=torch.Generator().manual_seed(3))
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel())
+    sub = inp.subset(perm, inv[graph.edge_index])
+    est.model_.eval()
+    with torch.no_grad():
+        whole = est.model_(inp)["branches"]
+        part = est.model_(sub)["branches"]
+    torch.testing.assert_close(part, whole[perm], rtol=1e-5, atol=1e-5)
+
+
+def test_topo_is_transductive_and_refits_cleanly(graph, graph_factory, topo_fitted):
+    other = graph_factory(500, 4, homophily=0.8, seed=2, profile="text-dominant")
+    with pytest.raises(ConfigError, match="the topo branch is transductive: fitted on a graph of 600 nodes, got 500"):
+        topo_fitted.predict(other)
+    est = create("graphmnl", seed=0, branches=list(TOPO), **{**FAST, "epochs": 5}).fit(graph)
+    est.fit(other)  # a refit on another graph starts from scratch
+    assert est.model_.topo_emb.shape[0] == 500 and est.predict(other).shape == (500,)
+
+
+def test_topo_trains_in_mini_batches(graph, topo_fitted):
+    est = create("graphmnl", seed=0, branches=list(TOPO), batch_size=64, **FAST).fit(graph)
+    s = est.score(graph, "test")
+    assert s["acc"] >= 0.85 and s["f1"] >= 0.8
+    assert est.diagnostics_["branch_val_acc"]["topo"] > 1.5 / graph.num_classes
+
+
+def test_duplicate_branch_is_refused(graph):
+    with pytest.raises(ConfigError, match="a branch is named twice"):
+        create("graphmnl", branches=["struct", "topo", "topo"], **{**FAST, "epochs": 2}).fit(graph)
+
+
+def test_a_refit_equals_a_fresh_fit(graph):
+    """Fitting the same estimator twice gives the fresh fit's model: no per-epoch state (the next epoch's
+    reliability, moving averages) carries over from the first fit."""
+    est = create("graphmnl", seed=0, **{**FAST, "epochs": 12, "warmup": 3})
+    first = est.fit(graph).predict_proba(graph)
+    again = est.fit(graph).predict_proba(graph)
+    fresh = create("graphmnl", seed=0, **{**FAST, "epochs": 12, "warmup": 3}).fit(graph).predict_proba(graph)
+    assert torch.equal(first, fresh) and torch.equal(again, fresh)

@@ -519,7 +519,8 @@ class GraphMNL(NodeClassifier):
         self._ema_fused = None
         self._epoch_stats: list[dict] = []
         self._fixed_index = None
-        self.__dict__.pop("_eval_pass", None)
+        for key in ("_eval_pass", "_next_reliability", "_mb_state"):  # a previous fit's per-epoch state
+            self.__dict__.pop(key, None)
         if p["batch_size"] is not None:  # the guided seeds of mini-batch training: their own draws and sampler
             self._mb_gen = torch.Generator().manual_seed(p["seed"] + 1)
             self._mb_sampler = NeighborSampler(graph.edge_index, graph.num_nodes, p["fanouts"], p["batch_size"],
@@ -856,7 +857,7 @@ class GraphMNL(NodeClassifier):
         # the topo branch's node count)
         self.__dict__.pop("model_", None)
         super().fit(graph, on_epoch=on_epoch)
-        for key in ("_eval_pass", "_mb_state"):  # per-epoch whole-graph tensors of mini-batch training
+        for key in ("_eval_pass", "_mb_state", "_next_reliability"):  # per-epoch whole-graph tensors
             self.__dict__.pop(key, None)
         kw = self.params["kind_weights"]
         if isinstance(kw, dict):
