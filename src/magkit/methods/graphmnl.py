@@ -347,7 +347,9 @@ class GraphMNL(NodeClassifier):
     """GraphMNL node classifier. See the module docstring and docs/graphmnl.md for the maths.
 
     Parameters (beyond the shared ones: hidden, dropout, lr, weight_decay, epochs, patience, seed, ...):
-        branches: branch names (default: raw and prop for every modality, plus struct).
+        branches: branch names (default: raw and prop for every modality, plus struct); ``topo`` adds the
+            optional structure-only branch ReLU(Â E + b_E) with a learned vector per node (transductive, N·h
+            parameters; it competes with struct within the struct kind).
         prop_k: hops K of the propagation of the ``prop`` branches.
         struct_input / input_temperature: the struct branch's input, the plain mean of the present modalities'
             projections (``mean``), their reliability-weighted mean, softmax of r̃_{raw:m} / T_in (``reliability``),
