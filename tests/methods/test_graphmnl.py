@@ -224,7 +224,6 @@ def test_fixed_dominant_uses_one_modality(graph):
     ({"guidance": "pl"}, "guidance: 'pl'; allowed: nl, ntkd, kd, mnl, none"),
     ({"guidance_nodes": "some"}, "guidance_nodes"),
     ({"temperature": 0}, "temperature"),
-    ({"batch_size": 64, "distributed": True}, "mini-batch GraphMNL runs in one process"),
     ({"branches": ["raw:audio"]}, r"branches: \['raw:audio'\]; allowed"),
     ({"beta": 2.0}, "beta"),
     ({"prop_mode": "output"}, "prop_mode: 'output'; allowed: input, hidden"),

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import distributed as D
 from ..exceptions import ConfigError
 from ..functional import (
     arbitrate,
@@ -390,8 +391,9 @@ class GraphMNL(NodeClassifier):
             starts with one eval-mode pass over the whole graph that sets the reliability, arbitration, gate and
             teacher; each step trains on a batch of labelled seeds plus ``batch_size`` guided unlabelled seeds
             drawn uniformly, with the guidance term scaled to an unbiased estimate of the full-batch one
-            (docs/graphmnl.md, "Mini-batch training"). Single process; on a memory-mapped graph every whole-graph
-            pass is sampled mini-batch inference, so the features stay on disk.
+            (docs/graphmnl.md, "Mini-batch training"). Data-parallel with ``distributed`` (each rank trains on its
+            shard of the labelled seeds and its own draw of guided seeds; every rank computes the epoch state on
+            the whole graph). On a memory-mapped graph the features stay on disk.
     """
 
     description = "GraphMNL: graph-aware reliability arbitration + gated target-preserving negative learning"
@@ -475,9 +477,6 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"lam: {p['lam']!r}; allowed: >= 0")
         if not 0 <= p["ema_decay"] < 1:
             raise ConfigError(f"ema_decay: {p['ema_decay']!r}; allowed: 0 <= ema_decay < 1")
-        if p["batch_size"] is not None and p["distributed"] is not False:
-            raise ConfigError("batch_size with distributed: mini-batch GraphMNL runs in one process (data-parallel "
-                              "GraphMNL trains full-batch); allowed: batch_size=None, or distributed=False")
 
     def _branches(self, graph) -> tuple[str, ...]:
         branches = tuple(self.params["branches"] or default_branches(graph.modalities))
@@ -524,9 +523,14 @@ class GraphMNL(NodeClassifier):
         for key in ("_eval_pass", "_next_reliability", "_mb_state"):  # a previous fit's per-epoch state
             self.__dict__.pop(key, None)
         if p["batch_size"] is not None:  # the guided seeds of mini-batch training: their own draws and sampler
-            self._mb_gen = torch.Generator().manual_seed(p["seed"] + 1)
+            # data-parallel: each rank draws its own guided seeds and samples its own neighbourhoods (the ranks'
+            # steps are independent unbiased estimates, which DDP averages); one process keeps seed + 1, seed + 2
+            ddp = self._use_ddp()
+            s_gen = D.derive_seed(p["seed"], D.rank(), 3) if ddp else p["seed"] + 1
+            s_smp = D.derive_seed(p["seed"], D.rank(), 4) if ddp else p["seed"] + 2
+            self._mb_gen = torch.Generator().manual_seed(s_gen)
             self._mb_sampler = NeighborSampler(graph.edge_index, graph.num_nodes, p["fanouts"], p["batch_size"],
-                                               shuffle=False, generator=torch.Generator().manual_seed(p["seed"] + 2))
+                                               shuffle=False, generator=torch.Generator().manual_seed(s_smp))
         net = GraphMNLNet(self.branches_, graph.modalities, graph.modality_dims, p["hidden"], graph.num_classes,
                           p["dropout"], p["struct_backbone"], p["struct_layers"], p["temperature"],
                           prop_k=p["prop_k"], prop_mode=p["prop_mode"], struct_input=p["struct_input"],
