@@ -769,3 +769,21 @@ def test_a_refit_equals_a_fresh_fit(graph):
     again = est.fit(graph).predict_proba(graph)
     fresh = create("graphmnl", seed=0, **{**FAST, "epochs": 12, "warmup": 3}).fit(graph).predict_proba(graph)
     assert torch.equal(first, fresh) and torch.equal(again, fresh)
+
+
+def test_a_warmup_longer_than_the_fit_is_reported(graph, caplog):
+    import logging
+
+    import magkit.methods.graphmnl as gm
+
+    gm._WARNED.clear()
+    with caplog.at_level(logging.WARNING, logger="magkit.methods.graphmnl"):
+        est = create("graphmnl", seed=0, **{**FAST, "epochs": 4, "warmup": 20}).fit(graph)
+        create("graphmnl", seed=1, **{**FAST, "epochs": 4, "warmup": 20}).fit(graph)
+    assert "warmup 20 >= epochs 4: the guidance term never starts" in caplog.text
+    assert caplog.text.count("never starts") == 1  # once per setting, not once per seed
+    assert max(est.history_.series("guide")) == 0.0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="magkit.methods.graphmnl"):
+        create("graphmnl-no-guidance", seed=0, **{**FAST, "epochs": 4, "warmup": 20}).fit(graph)
+    assert "never starts" not in caplog.text

@@ -22,6 +22,8 @@ earlier formulation (prop:m reads the cached Â^K X_m; struct reads the mean of 
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,6 +53,9 @@ from ..train.sampler import NeighborSampler
 from .base import GraphInputs, NodeClassifier
 
 GUIDANCE = ("nl", "ntkd", "kd", "mnl", "none")
+
+log = logging.getLogger(__name__)
+_WARNED: set = set()
 
 
 def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -475,6 +480,12 @@ class GraphMNL(NodeClassifier):
             raise ConfigError("nl_prior: per-class thresholds need the threshold rule (rho); use nl_k=None")
         if p["lam"] < 0:
             raise ConfigError(f"lam: {p['lam']!r}; allowed: >= 0")
+        if p["guidance"] != "none" and p["lam"] > 0 and p["warmup"] >= p["epochs"] \
+                and (p["warmup"], p["epochs"]) not in _WARNED:  # once per process and setting, not once per seed
+            _WARNED.add((p["warmup"], p["epochs"]))
+            log.warning("warmup %d >= epochs %d: the guidance term never starts, so this fit is GraphMNL without "
+                        "guidance (graphmnl-no-guidance); lower warmup (mini-batch epochs hold many steps each) or "
+                        "raise epochs", p["warmup"], p["epochs"])
         if not 0 <= p["ema_decay"] < 1:
             raise ConfigError(f"ema_decay: {p['ema_decay']!r}; allowed: 0 <= ema_decay < 1")
 
