@@ -787,3 +787,20 @@ def test_a_warmup_longer_than_the_fit_is_reported(graph, caplog):
     with caplog.at_level(logging.WARNING, logger="magkit.methods.graphmnl"):
         create("graphmnl-no-guidance", seed=0, **{**FAST, "epochs": 4, "warmup": 20}).fit(graph)
     assert "never starts" not in caplog.text
+
+
+def test_topo_k_propagates_the_embeddings_k_times(graph):
+    """topo_k=K: ReLU(Â^K E + b_E); checked against dense products with a random E."""
+    from magkit.train.propagation import normalized_adjacency
+
+    est = create("graphmnl", seed=0, branches=["topo"], topo_k=3, **{**FAST, "epochs": 2})
+    inp = est._inputs(graph)
+    net = est._build(graph, inp)
+    with torch.no_grad():
+        net.topo_emb.normal_()
+        got = net._topo_hidden(inp)
+    a = normalized_adjacency(graph.edge_index, graph.num_nodes).to_dense()
+    want = torch.relu(a @ (a @ (a @ net.topo_emb.detach())) + net.topo_bias.detach())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="topo_k: 0; allowed: an integer >= 1"):
+        create("graphmnl", branches=["topo"], topo_k=0, **{**FAST, "epochs": 2}).fit(graph)

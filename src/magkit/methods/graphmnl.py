@@ -108,8 +108,9 @@ class GraphMNLNet(nn.Module):
 
     def __init__(self, branches, modalities, dims, hidden, num_classes, dropout_p, struct_backbone, struct_layers,
                  temperature, prop_k: int = 2, prop_mode: str = "input", struct_input: str = "mean",
-                 num_nodes: int | None = None):
+                 num_nodes: int | None = None, topo_k: int = 1):
         super().__init__()
+        self.topo_k = int(topo_k)
         self.prop_k = int(prop_k)
         self.prop_mode = prop_mode
         self.struct_input = struct_input
@@ -223,9 +224,9 @@ class GraphMNLNet(nn.Module):
         return self._heads(inp, hidden, h0)
 
     def _topo_hidden(self, inp: GraphInputs) -> Tensor:
-        """The topo branch's hidden layer ReLU(Â E + b_E) on this (sub)graph: E's rows are picked by the inputs'
-        global node ids (``extra["node_id"]``; a sampled subgraph reads its nodes' rows), Â is the (sub)graph's
-        normalised adjacency."""
+        """The topo branch's hidden layer ReLU(Â^K E + b_E) (K = ``topo_k``) on this (sub)graph: E's rows are
+        picked by the inputs' global node ids (``extra["node_id"]``; a sampled subgraph reads its nodes' rows), Â
+        is the (sub)graph's normalised adjacency."""
         ids = inp.extra.get("node_id")
         if ids is None:
             if inp.num_nodes != self.topo_emb.shape[0]:
@@ -234,7 +235,10 @@ class GraphMNLNet(nn.Module):
             emb = self.topo_emb
         else:
             emb = self.topo_emb.index_select(0, ids.to(self.topo_emb.device))
-        return F.relu(spmm(inp.norm_adj(), emb) + self.topo_bias)
+        adj = inp.norm_adj()
+        for _ in range(self.topo_k):  # Â^K E (K = topo_k; 1: the design note's Â E)
+            emb = spmm(adj, emb)
+        return F.relu(emb + self.topo_bias)
 
     def _struct_input(self, inp: GraphInputs, hs: list[Tensor]) -> Tensor:
         """The struct branch's input: the mean of the present modalities' first-layer representations
@@ -355,7 +359,8 @@ class GraphMNL(NodeClassifier):
     Parameters (beyond the shared ones: hidden, dropout, lr, weight_decay, epochs, patience, seed, ...):
         branches: branch names (default: raw and prop for every modality, plus struct); ``topo`` adds the
             optional structure-only branch ReLU(Â E + b_E) with a learned vector per node (transductive, N·h
-            parameters; it competes with struct within the struct kind).
+            parameters; it competes with struct within the struct kind); ``topo_k``: its propagation steps K in
+            ReLU(Â^K E + b_E) (default 1).
         prop_k: hops K of the propagation of the ``prop`` branches.
         struct_input / input_temperature: the struct branch's input, the plain mean of the present modalities'
             projections (``mean``), their reliability-weighted mean, softmax of r̃_{raw:m} / T_in (``reliability``),
@@ -405,6 +410,7 @@ class GraphMNL(NodeClassifier):
     defaults = {
         "branches": None,
         "prop_k": 2,
+        "topo_k": 1,
         "prop_mode": "hidden",  # validation, docs/graphmnl.md "Ninth round"
         "struct_input": "own",  # validation, docs/graphmnl.md "Ninth round"
         "fusion": "grouped",  # validation, docs/graphmnl.md "Third round"
@@ -480,6 +486,8 @@ class GraphMNL(NodeClassifier):
             raise ConfigError("nl_prior: per-class thresholds need the threshold rule (rho); use nl_k=None")
         if p["lam"] < 0:
             raise ConfigError(f"lam: {p['lam']!r}; allowed: >= 0")
+        if not isinstance(p["topo_k"], int) or isinstance(p["topo_k"], bool) or p["topo_k"] < 1:
+            raise ConfigError(f"topo_k: {p['topo_k']!r}; allowed: an integer >= 1")
         if p["guidance"] != "none" and p["lam"] > 0 and p["warmup"] >= p["epochs"] \
                 and (p["warmup"], p["epochs"]) not in _WARNED:  # once per process and setting, not once per seed
             _WARNED.add((p["warmup"], p["epochs"]))
@@ -545,7 +553,7 @@ class GraphMNL(NodeClassifier):
         net = GraphMNLNet(self.branches_, graph.modalities, graph.modality_dims, p["hidden"], graph.num_classes,
                           p["dropout"], p["struct_backbone"], p["struct_layers"], p["temperature"],
                           prop_k=p["prop_k"], prop_mode=p["prop_mode"], struct_input=p["struct_input"],
-                          num_nodes=graph.num_nodes)
+                          num_nodes=graph.num_nodes, topo_k=p["topo_k"])
         net.guide_heads_only = bool(p["guide_heads_only"])
         net.fusion = p["fusion"]
         if p["fusion"] == "learned":  # α(i) = softmax_b(r̃_b(i) / T + c_b), c_b learned by the fused CE
