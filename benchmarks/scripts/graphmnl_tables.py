@@ -1,4 +1,4 @@
-"""The two tables of docs/graphmnl.md "Benchmark so far", from the suite's rows:
+"""The two tables of docs/graphmnl.md "Benchmark (5 seeds, current defaults)", from the suite's rows:
 
     python benchmarks/scripts/graphmnl_tables.py [benchmarks/graphmnl/rows.jsonl]
 

@@ -4,7 +4,7 @@ topo's share of the struct kind's weight on the validation nodes where topo is r
 
     OMP_NUM_THREADS=1 python benchmarks/scripts/topo_share.py [DATASET] [SPLIT] [SEED]
 
-Defaults: grocery-semi:text-dominant rate:0.01 0 (docs/graphmnl.md, "Twelfth round").
+Defaults: grocery-semi:text-dominant rate:0.01 0 (docs/graphmnl_rounds.md, "Twelfth round").
 """
 
 import sys

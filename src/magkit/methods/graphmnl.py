@@ -411,13 +411,13 @@ class GraphMNL(NodeClassifier):
         "branches": None,
         "prop_k": 2,
         "topo_k": 1,
-        "prop_mode": "hidden",  # validation, docs/graphmnl.md "Ninth round"
-        "struct_input": "own",  # validation, docs/graphmnl.md "Ninth round"
-        "fusion": "grouped",  # validation, docs/graphmnl.md "Third round"
+        "prop_mode": "hidden",  # validation, docs/graphmnl_rounds.md "Ninth round"
+        "struct_input": "own",  # validation, docs/graphmnl_rounds.md "Ninth round"
+        "fusion": "grouped",  # validation, docs/graphmnl_rounds.md "Third validation round"
         "input_temperature": 0.1,
-        "struct_backbone": "sage",  # validation sweep, docs/graphmnl.md
+        "struct_backbone": "sage",  # validation sweep, docs/graphmnl_rounds.md
         "struct_layers": 2,
-        "temperature": 0.3,  # validation, docs/graphmnl.md "Third round"
+        "temperature": 0.3,  # validation, docs/graphmnl_rounds.md "Third validation round"
         "beta": 0.5,
         "smooth_steps": 2,
         "delta": 0.05,
@@ -441,7 +441,7 @@ class GraphMNL(NodeClassifier):
         "guide_targets": "inferior",
         "teacher": "dominant",
         "kind_weights": "equal",
-        "fusion_prior": "once",  # validation, docs/graphmnl.md "Fifth round"
+        "fusion_prior": "once",  # validation, docs/graphmnl_rounds.md "Fifth validation round"
     }
 
     # ------------------------------------------------------------------ set-up
