@@ -477,6 +477,24 @@ def prior_once_fusion(fused: Tensor, shares: Tensor, log_prior: Tensor) -> Tenso
     return fused - excess * log_prior.to(fused).unsqueeze(0)
 
 
+def robust_log_probs(logits: Tensor, eps: float) -> Tensor:
+    """log((1 − ε) softmax(z) + ε / C) over the last dimension: an expert's log-posterior mixed with the uniform.
+
+    In a (weighted) product of experts an expert's vote on classes c, c' is its log-odds log(p_c / p_c'),
+    unbounded for logits; after the mixture it is at most log(1 + (1 − ε) C / ε) in size, so no single confidently
+    wrong expert can outvote the others by an arbitrary margin. ε = 0 gives log_softmax(z) (the logits up to a
+    per-row constant, which a softmax ignores); ε must lie in [0, 1). Computed in the log domain (stable for
+    logits of any size).
+    """
+    if not 0 <= eps < 1:
+        raise ConfigError(f"robust_log_probs: eps={eps!r}; allowed: [0, 1)")
+    logp = torch.log_softmax(logits, dim=-1)
+    if eps == 0:
+        return logp
+    c = logits.shape[-1]
+    return torch.logaddexp(logp + math.log1p(-eps), torch.full_like(logp, math.log(eps / c)))
+
+
 def roc_auc(scores: Tensor, labels: Tensor) -> float:
     """Area under the ROC curve via Mann–Whitney: AUC = (R₊ − n₊(n₊ + 1)/2) / (n₊ n₋).
 

@@ -804,3 +804,49 @@ def test_topo_k_propagates_the_embeddings_k_times(graph):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError, match="topo_k: 0; allowed: an integer >= 1"):
         create("graphmnl", branches=["topo"], topo_k=0, **{**FAST, "epochs": 2}).fit(graph)
+
+
+def test_fusion_floor_fuses_robust_log_posteriors(graph):
+    """fusion_floor=ε: each branch enters the fusion as log((1 − ε) p_b + ε/C); the prior correction and the kind
+    logits read the same inputs; one confidently wrong branch moves the fused log-odds by a bounded amount."""
+    from magkit.functional import prior_once_fusion, robust_log_probs
+
+    est = create("graphmnl", seed=0, fusion_floor=0.05, **{**FAST, "epochs": 5}).fit(graph)
+    net = est.model_
+    assert net.fusion_floor == 0.05
+    inp = est._inputs(graph)
+    net.eval()
+    with torch.no_grad():
+        out = net(inp)
+        alpha, zs = out["alpha"], out["branches"]
+        zr = robust_log_probs(zs, 0.05)
+        shares = torch.stack([alpha[:, c].sum(1) for c in net.kind_columns()], 1)
+        expected = prior_once_fusion((alpha.unsqueeze(-1) * zr).sum(1), shares, net.log_prior)
+        torch.testing.assert_close(out["logits"], expected)
+        # a branch's robust log-odds lie in [−B, B], B = log(1 + (1 − ε)C/ε): made arbitrarily confident in one
+        # class, it changes the fused log-odds by at most its weight × 2B
+        j = est.branches_.index("raw:image")
+        spiked = zs.clone()
+        spiked[:, j, 0] += 1e4
+        moved = net.fuse(spiked, alpha) - out["logits"]
+        odds = moved[:, 0:1] - moved[:, 1:]
+        bound = 2 * alpha[:, j:j + 1] * math.log(1 + 0.95 * graph.num_classes / 0.05) + 1e-4
+        assert bool((odds.abs() <= bound).all())
+        plain = net.fusion_floor
+        net.fusion_floor = 0.0  # without the floor the same spike wins everywhere the branch has weight
+        moved0 = net.fuse(spiked, alpha) - net.fuse(zs, alpha)
+        net.fusion_floor = plain
+        assert float((moved0[:, 0] - moved0[:, 1]).max()) > 100
+        zk, kp, z = est.kind_logits(graph)
+        cols = net.kind_columns()[0]
+        a = out["alpha"][:, cols] / out["alpha"][:, cols].sum(1, keepdim=True).clamp(min=1e-12)
+        present = kp[:, 0] > 0
+        torch.testing.assert_close(zk[present, 0], (a.unsqueeze(-1) * zr[:, cols]).sum(1)[present])
+    for bad in (1.0, -0.1, "0.1", True):
+        with pytest.raises(ConfigError, match=r"fusion_floor: .* allowed: a number in \[0, 1\)"):
+            create("graphmnl", fusion_floor=bad, **{**FAST, "epochs": 2}).fit(graph)
+
+
+def test_fusion_floor_keeps_the_quality_floor(graph):
+    s = create("graphmnl", seed=0, fusion_floor=0.05, **FAST).fit(graph).score(graph, "test")
+    assert s["acc"] >= 0.85 and s["f1"] >= 0.8

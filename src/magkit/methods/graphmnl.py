@@ -43,6 +43,7 @@ from ..functional import (
     nontarget_soft_ce,
     prior_once_fusion,
     reliability_auc,
+    robust_log_probs,
     smooth_scores,
     transfer_gate,
 )
@@ -155,6 +156,8 @@ class GraphMNLNet(nn.Module):
         # is set from the training labels when the estimator builds the net
         self.fusion_prior = "none"
         self.register_buffer("log_prior", torch.zeros(num_classes))
+        # fusion_floor=ε > 0: each branch enters the fusion as log((1 − ε) p_b + ε / C) (robust_log_probs)
+        self.fusion_floor = 0.0
 
     def branch_present(self, present: Tensor, topo_present: Tensor | None = None) -> Tensor:
         """[n, B] bool: where each branch is present. A modality's branches abstain where the modality is missing,
@@ -296,7 +299,10 @@ class GraphMNLNet(nn.Module):
     def fuse(self, zs: Tensor, alpha: Tensor) -> Tensor:
         """Fused logits [n, C] from branch logits [n, B, C] and fusion weights α [n, B]: Σ_b α_b z_b, with the
         class prior counted once (``fusion_prior="once"``; always, or ``"predict"``: in eval mode only). The
-        experts are the branch kinds under grouped fusion (their shares Σ_{b in k} α_b), the branches otherwise."""
+        experts are the branch kinds under grouped fusion (their shares Σ_{b in k} α_b), the branches otherwise.
+        With ``fusion_floor`` ε > 0 each branch enters as log((1 − ε) p_b + ε/C) instead of z_b."""
+        if self.fusion_floor > 0:
+            zs = robust_log_probs(zs, self.fusion_floor)
         fused = (alpha.unsqueeze(-1) * zs).sum(1)
         if self.fusion_prior == "none" or (self.fusion_prior == "predict" and self.training):
             return fused
@@ -394,6 +400,10 @@ class GraphMNL(NodeClassifier):
         fusion_prior: ``once`` (default: the fused logits count the training class prior once, Σ_b α_b z_b −
             (1 − Σ_g s_g²) log π over the experts g, kinds under grouped fusion; see ``prior_once_fusion``),
             ``predict`` (the same at prediction time only) or ``none`` (the plain weighted average).
+        fusion_floor: ε in [0, 1) (default 0: off). Each branch enters the fusion as the log of its posterior
+            mixed with the uniform, log((1 − ε) p_b + ε/C), instead of its logits: one branch can then move the
+            fused log-odds of two classes by at most log(1 + (1 − ε)C/ε) times its weight, so a confidently wrong
+            branch cannot veto the others (a robust product of experts).
         kind_weights: the branch kinds' shares in the grouped fusion: ``equal`` (default), ``validation``
             (fitted after training on the validation nodes' fused cross-entropy, simplex grid of step 0.05) or a
             dict of positive shares, e.g. ``{"raw": 1, "prop": 1, "struct": 2}``. Read back as ``kind_weights_``.
@@ -442,6 +452,7 @@ class GraphMNL(NodeClassifier):
         "teacher": "dominant",
         "kind_weights": "equal",
         "fusion_prior": "once",  # validation, docs/graphmnl_rounds.md "Fifth validation round"
+        "fusion_floor": 0.0,
     }
 
     # ------------------------------------------------------------------ set-up
@@ -480,6 +491,9 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"kind_weights: {kw!r}; allowed: equal, validation, or a dict of positive kind shares")
         elif kw == "validation" and p["fusion"] != "grouped":
             raise ConfigError("kind_weights: kind shares apply to fusion='grouped' only")
+        ff = p["fusion_floor"]
+        if isinstance(ff, bool) or not isinstance(ff, (int, float)) or not 0 <= ff < 1:
+            raise ConfigError(f"fusion_floor: {ff!r}; allowed: a number in [0, 1) (0 switches it off)")
         if p["fusion_prior"] not in ("none", "once", "predict"):
             raise ConfigError(f"fusion_prior: {p['fusion_prior']!r}; allowed: none, once, predict")
         if p["nl_prior"] and p["nl_k"]:
@@ -560,6 +574,7 @@ class GraphMNL(NodeClassifier):
             net.fusion_bias = nn.Parameter(torch.zeros(len(self.branches_)))
         net.input_temperature = float(p["input_temperature"])
         net.fusion_prior = p["fusion_prior"]
+        net.fusion_floor = float(p["fusion_floor"])
         # log π of the training labels (add-one smoothed, so a class without training nodes stays finite)
         counts = torch.bincount(graph.y[graph.train_mask], minlength=graph.num_classes).double() + 1.0
         net.log_prior.copy_((counts / counts.sum()).log().float())
@@ -930,7 +945,8 @@ class GraphMNL(NodeClassifier):
     @torch.no_grad()
     def kind_logits(self, graph) -> tuple[Tensor, Tensor, Tensor]:
         """Per branch kind (raw, prop, struct, in ``model_.kinds()`` order), the kind's within-kind fused logits
-        Σ_{b in k} softmax_k(r̃ / T)_b z_b ``[n, K, C]``, where the kind is present ``[n, K]`` (float), and every
+        Σ_{b in k} softmax_k(r̃ / T)_b z_b ``[n, K, C]`` (z_b as the fusion reads it, so robust log-posteriors with
+        ``fusion_floor`` > 0), where the kind is present ``[n, K]`` (float), and every
         branch's logits ``[n, B, C]``; eval mode, reliability from the fitted model. These are the kinds' votes
         that the grouped fusion weighs (exploration and the validation fit of the kind shares)."""
         self._check_fitted()
@@ -938,10 +954,11 @@ class GraphMNL(NodeClassifier):
         inp = self._inputs(graph).to(self.device_)
         out = self._whole_output(model, inp, graph)
         z, present, rel = out["branches"], out["present"], inp.extra["reliability"].to(out["branches"].device)
+        zf = robust_log_probs(z, model.fusion_floor) if model.fusion_floor > 0 else z  # as the fusion reads them
         zk, kp = [], []
         for cols in model.kinds().values():
             a = masked_softmax(rel[:, cols] / model.temperature, present[:, cols])
-            zk.append((a.unsqueeze(-1) * z[:, cols]).sum(1))
+            zk.append((a.unsqueeze(-1) * zf[:, cols]).sum(1))
             kp.append(present[:, cols].any(1).to(z.dtype))
         return torch.stack(zk, 1), torch.stack(kp, 1), z
 
