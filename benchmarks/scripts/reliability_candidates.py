@@ -7,13 +7,17 @@ and over the nodes where exactly one modality is biased; then per-branch test ac
 
 Needs a generated graph (gt_quality, gt_biased). Candidates: the smoothed score GraphMNL uses (r̃), its unsmoothed
 score, the confidence and neighbour-agreement parts, agreement smoothed, agreement with the node's own struct
-branch and with its own fused prediction.
+branch and with its own fused prediction; and (session 14) signals read in the modality's own neighbourhood:
+raw:m against prop:m at the node, raw:m against the neighbours' raw:m, and the cosine between a node's features
+(input x_m, or the fitted shared projection h_m) and the mean of its neighbours' (feature homophily; the
+percentile within the modality where the two modalities' cosines are not on one scale).
 """
 
 import ast
 import sys
 
 import torch
+import torch.nn.functional as F
 
 from magkit.data import load_dataset
 from magkit.functional import branch_scores, reliability_auc, smooth_scores
@@ -46,6 +50,44 @@ def main(argv: list[str]) -> None:
         return reliability_auc(r[test][:, cols], g.gt_quality[test], g.modality_mask[test], g.gt_biased[test],
                                gap=10.0 if only_biased else 0.05)
 
+    # the modality's own neighbourhood (session 14): a plain neighbour mean without self-loops
+    n = g.num_nodes
+    ei = g.edge_index[:, g.edge_index[0] != g.edge_index[1]]
+    nbr = torch.sparse_coo_tensor(ei.flip(0), torch.ones(ei.shape[1]), (n, n)).coalesce()
+    deg = torch.sparse.sum(nbr, 1).to_dense().unsqueeze(1).clamp(min=1e-12)
+    inp = est._inputs(g)
+    with torch.no_grad():
+        h_raw, _ = est.model_.eval()._hidden_prop(inp)
+
+    def nb_mean(x):
+        return torch.sparse.mm(nbr, x) / deg
+
+    def pct(v, have):
+        out = torch.zeros_like(v)
+        idx = have.nonzero().squeeze(1)
+        out[idx] = v[idx].argsort().argsort().float() / max(len(idx) - 1, 1)
+        return out
+
+    def own(f):  # [n, B]: f(j) for modality j in both of its columns (raw:m and prop:m)
+        r = torch.zeros(p.shape[:2])
+        for j in range(len(g.modalities)):
+            r[:, raw[j]] = r[:, prop[j]] = f(j)
+        return r
+
+    def homophily(x, j, percentile):
+        c = F.cosine_similarity(x, nb_mean(x), dim=1)
+        return pct(c, g.modality_mask[:, j]) if percentile else c
+
+    mods = g.modalities
+    own_cands = {
+        "raw:m vs prop:m": own(lambda j: (p[:, raw[j]] * p[:, prop[j]]).sum(-1)),
+        "raw:m vs nbrs' raw:m": own(lambda j: (p[:, raw[j]] * nb_mean(p[:, raw[j]])).sum(-1)),
+        "x homophily": own(lambda j: homophily(inp.xs[mods[j]].float(), j, False)),
+        "x homophily pct": own(lambda j: homophily(inp.xs[mods[j]].float(), j, True)),
+        "h homophily": own(lambda j: homophily(h_raw[mods[j]], j, False)),
+        "h homophily pct": own(lambda j: homophily(h_raw[mods[j]], j, True)),
+    }
+
     cands = {
         "r~ (used)": rel,
         "score": sc["score"],
@@ -54,6 +96,7 @@ def main(argv: list[str]) -> None:
         "agree smoothed": smooth_scores(sc["agreement"], present, adj, 0.5, 2),
         "agree w/ struct": (p * p[:, st:st + 1]).sum(-1),
         "agree w/ fused(i)": (p * fused.unsqueeze(1)).sum(-1),
+        **own_cands,
     }
     for name, r in cands.items():
         print(f"{name:20s} raw all {auc(r, raw):.3f} biased-only {auc(r, raw, True):.3f} | "

@@ -94,14 +94,27 @@ def default_branches(modalities) -> tuple[str, ...]:
     return tuple(f"raw:{m}" for m in modalities) + tuple(f"prop:{m}" for m in modalities) + ("struct",)
 
 
-#: optional branches beyond the default library (``branches=[..., "topo"]``)
-OPTIONAL_BRANCHES = ("topo",)
+#: backbones of the optional second structure branch ``struct:<backbone>``
+STRUCT_BACKBONES = ("gcn", "sage", "appnp")
+
+#: optional branches beyond the default library (``branches=[..., "topo"]``, ``[..., "struct:gcn"]``)
+OPTIONAL_BRANCHES = ("topo",) + tuple(f"struct:{b}" for b in STRUCT_BACKBONES)
 
 
 def branch_kind(branch: str) -> str:
     """The kind a branch competes in under grouped fusion: ``raw``, ``prop`` or ``struct``; the structure-only
-    ``topo`` branch is a structure branch (it competes with ``struct``)."""
+    ``topo`` branch and the extra GNNs ``struct:<backbone>`` are structure branches (they compete with
+    ``struct``)."""
     return "struct" if branch == "topo" else branch.split(":", 1)[0]
+
+
+def _modality_branch(branch: str) -> bool:
+    """raw:m and prop:m read one modality; struct, struct:<backbone> and topo read all of them."""
+    return branch.startswith(("raw:", "prop:"))
+
+
+def _is_struct(branch: str) -> bool:
+    return branch == "struct" or branch.startswith("struct:")
 
 
 class GraphMNLNet(nn.Module):
@@ -144,6 +157,18 @@ class GraphMNLNet(nn.Module):
                                              dropout=dropout_p)
                 if hasattr(self.struct, "narrow_sage"):
                     self.struct.narrow_sage = True
+            elif b.startswith("struct:"):
+                # an extra structure GNN on the struct branch's input h0 (shared with struct, which must be a
+                # branch too): two aggregations of one representation compete within the struct kind
+                if not hasattr(self, "struct_more"):
+                    self.struct_more = nn.ModuleDict()
+                bk = b.split(":", 1)[1]
+                early_dim = sum(dims[m] for m in modalities) + len(modalities)
+                in_dim = {"concat": hidden * len(modalities), "early": early_dim}.get(struct_input, hidden)
+                gnn = build_backbone(bk, in_dim, hidden, num_classes, num_layers=struct_layers, dropout=dropout_p)
+                if hasattr(gnn, "narrow_sage"):
+                    gnn.narrow_sage = True
+                self.struct_more[bk] = gnn
             else:
                 self.heads[b.replace(":", "_")] = nn.Linear(hidden, num_classes)
         self.dropout = dropout_p
@@ -166,7 +191,7 @@ class GraphMNLNet(nn.Module):
         for b in self.branches:
             if b == "topo":
                 cols.append(torch.ones_like(present[:, 0]) if topo_present is None else topo_present.to(present.device))
-            elif b == "struct":
+            elif _is_struct(b):
                 cols.append(present.any(dim=1))
             else:
                 cols.append(present[:, self.modalities.index(b.split(":", 1)[1])])
@@ -176,7 +201,7 @@ class GraphMNLNet(nn.Module):
         """``prop_mode="hidden"``: one projection per modality, u_m = W_m drop(x_m); raw:m reads ReLU(u_m + b_m),
         prop:m reads ReLU(Â^K u_m + b_m) = ReLU(W_m Â^K drop(x_m) + b_m) (K sparse products of width h instead of
         a second d_m x h projection of the cached Â^K X_m)."""
-        need = {b.split(":", 1)[1] for b in self.branches if ":" in b}
+        need = {b.split(":", 1)[1] for b in self.branches if _modality_branch(b)}
         if "struct" in self.branches and self.struct_input not in ("early", "own"):
             need |= set(self.modalities)  # the struct input is built from the shared projections
         h_raw: dict[str, Tensor] = {}
@@ -266,7 +291,7 @@ class GraphMNLNet(nn.Module):
         h_raw: dict[str, Tensor] = {}
         hidden: dict[str, Tensor] = {}
         for b in self.branches:
-            if ":" not in b:  # struct, topo
+            if not _modality_branch(b):  # struct, struct:<backbone>, topo
                 continue
             kind, m = b.split(":", 1)
             if kind == "raw":
@@ -280,11 +305,9 @@ class GraphMNLNet(nn.Module):
     def _heads(self, inp: GraphInputs, hidden: dict[str, Tensor], h0: Tensor | None) -> dict:
         # one dropout mask per branch hidden, shared by the supervised pass and the guidance pass
         dropped = {b: _dropout(h, self.dropout, self.training) for b, h in hidden.items()}
-        struct_adj = structure_for(self.struct_backbone, inp) if h0 is not None else None
-        zs = torch.stack([
-            self.struct(h0, struct_adj) if b == "struct" else self.heads[b.replace(":", "_")](dropped[b])
-            for b in self.branches
-        ], dim=1)  # [n, B, C]
+        struct_adj = self._struct_adjs(inp) if h0 is not None else None
+        zs = torch.stack([self._struct_logits(b, h0, struct_adj) if _is_struct(b)
+                          else self.heads[b.replace(":", "_")](dropped[b]) for b in self.branches], dim=1)  # [n, B, C]
         present = self.branch_present(inp.present, inp.extra.get("topo_present"))
         rel = inp.extra.get("reliability")
         if rel is None:
@@ -295,6 +318,17 @@ class GraphMNLNet(nn.Module):
         if self.training and self.guide_heads_only:
             out["_guide_inputs"] = (dropped, h0, struct_adj)
         return out
+
+    def _struct_adjs(self, inp: GraphInputs) -> dict[str, Tensor]:
+        """The structure each struct GNN reads (``struct`` under its backbone's name)."""
+        kinds = {self.struct_backbone} | {b.split(":", 1)[1] for b in self.branches if b.startswith("struct:")}
+        return {k: structure_for(k, inp) for k in kinds}
+
+    def _struct_logits(self, b: str, h0: Tensor, adjs: dict[str, Tensor]) -> Tensor:
+        if b == "struct":
+            return self.struct(h0, adjs[self.struct_backbone])
+        bk = b.split(":", 1)[1]
+        return self.struct_more[bk](h0, adjs[bk])
 
     def fuse(self, zs: Tensor, alpha: Tensor) -> Tensor:
         """Fused logits [n, C] from branch logits [n, B, C] and fusion weights α [n, B]: Σ_b α_b z_b, with the
@@ -352,8 +386,8 @@ class GraphMNLNet(nn.Module):
             r = rows[cols == j]
             if r.numel() == 0:
                 continue
-            if b == "struct":
-                parts.append(self.struct(h0.detach(), struct_adj)[r])
+            if _is_struct(b):
+                parts.append(self._struct_logits(b, h0.detach(), struct_adj)[r])
             else:
                 parts.append(self.heads[b.replace(":", "_")](dropped[b][r].detach()))
         return torch.cat(parts, 0)
@@ -363,10 +397,13 @@ class GraphMNL(NodeClassifier):
     """GraphMNL node classifier. See the module docstring and docs/graphmnl.md for the maths.
 
     Parameters (beyond the shared ones: hidden, dropout, lr, weight_decay, epochs, patience, seed, ...):
-        branches: branch names (default: raw and prop for every modality, plus struct); ``topo`` adds the
+        branches: branch names (default: raw and prop for every modality, plus struct); names that all start
+            with ``+`` are added to the default set (``["+struct:gcn"]``). ``topo`` adds the
             optional structure-only branch ReLU(Â E + b_E) with a learned vector per node (transductive, N·h
             parameters; it competes with struct within the struct kind); ``topo_k``: its propagation steps K in
-            ReLU(Â^K E + b_E) (default 1).
+            ReLU(Â^K E + b_E) (default 1). ``struct:gcn`` / ``struct:sage`` / ``struct:appnp``: a second structure
+            GNN with that backbone on the struct branch's input (needs ``struct``, another backbone than
+            ``struct_backbone``; it competes with struct within the struct kind).
         prop_k: hops K of the propagation of the ``prop`` branches.
         struct_input / input_temperature: the struct branch's input, the plain mean of the present modalities'
             projections (``mean``), their reliability-weighted mean, softmax of r̃_{raw:m} / T_in (``reliability``),
@@ -512,13 +549,28 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"ema_decay: {p['ema_decay']!r}; allowed: 0 <= ema_decay < 1")
 
     def _branches(self, graph) -> tuple[str, ...]:
-        branches = tuple(self.params["branches"] or default_branches(graph.modalities))
+        given = tuple(self.params["branches"] or ())
+        added = [b for b in given if isinstance(b, str) and b.startswith("+")]
+        if added and len(added) != len(given):
+            raise ConfigError(f"branches: {list(given)}; either name every branch or only add to the default set "
+                              "with '+' on every name (e.g. ['+struct:gcn'])")
+        if added:  # '+name': the default library plus these
+            branches = default_branches(graph.modalities) + tuple(b[1:] for b in added)
+        else:
+            branches = given or default_branches(graph.modalities)
         valid = set(default_branches(graph.modalities)) | set(OPTIONAL_BRANCHES)
         bad = [b for b in branches if b not in valid]
         if bad or not branches:
             raise ConfigError(f"branches: {bad or branches}; allowed: {', '.join(sorted(valid))}")
         if len(set(branches)) != len(branches):
             raise ConfigError(f"branches: {list(branches)}; a branch is named twice")
+        extra = [b for b in branches if b.startswith("struct:")]
+        if extra and "struct" not in branches:
+            raise ConfigError(f"branches: {extra[0]} reads the struct branch's input; add 'struct' to the branches")
+        same = [b for b in extra if b == f"struct:{self.params['struct_backbone']}"]
+        if same:
+            raise ConfigError(f"branches: {same[0]} repeats struct (struct_backbone={self.params['struct_backbone']!r});"
+                              f" pick another backbone: {', '.join(STRUCT_BACKBONES)}")
         return branches
 
     def _inputs(self, graph) -> GraphInputs:
