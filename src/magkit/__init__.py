@@ -25,6 +25,7 @@ _EXPORTS = {
     "ConfigError": "magkit.exceptions",
     "NotFittedError": "magkit.exceptions",
     "GraphMNL": "magkit.methods.graphmnl",
+    "load_estimator": "magkit.methods.base",
     "SRGM": "magkit.condense",
     "CondensedGraph": "magkit.condense",
     "evaluate_condensed": "magkit.condense",

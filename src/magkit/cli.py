@@ -235,11 +235,16 @@ def fit_cmd(
     root: RootOpt = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default: the method's, cpu); with --distributed, cuda is cuda:LOCAL_RANK.")] = None,
     distributed: Annotated[bool, typer.Option("--distributed", help="Data-parallel (DDP) training; launch with torchrun --nproc_per_node=N -m magkit.cli fit ... (docs/scaling.md).")] = False,
+    save_model: Annotated[bool, typer.Option("--save-model", help="Also write each seed's fitted estimator to OUT/models/seed<S>.pt (read back by `magkit predict`).")] = False,
 ):
     """Fit a method on a dataset for several seeds; print mean ± std and write results.json + a plot."""
     from .eval.experiment import load_config, parse_seeds
 
     seed_list = parse_seeds(seeds)
+    if save_model and out is None:
+        from .exceptions import ConfigError
+
+        raise ConfigError("--save-model writes the models under --out; give --out FOLDER")
     params = load_config(config, set_ or [])
     if device is not None:
         from .exceptions import ConfigError
@@ -257,7 +262,7 @@ def fit_cmd(
         if quiet:
             logging.getLogger().setLevel(logging.WARNING)
     try:
-        _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet)
+        _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet, save_model)
         if distributed:
             dist.barrier()
     finally:
@@ -265,8 +270,15 @@ def fit_cmd(
             dist.cleanup()
 
 
-def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bool) -> None:
+def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bool, save_model: bool = False) -> None:
     from .eval.experiment import run_experiment, write_experiment
+
+    saved = []
+
+    def on_fitted(seed: int, est) -> None:
+        if save_model and not quiet:
+            meta = {"data": data, "split": split, "seed": seed, "root": str(root) if root else None}
+            saved.append(est.save(Path(out) / "models" / f"seed{seed}.pt", meta=meta))
 
     with _progress(disable=quiet) as progress:
         task = progress.add_task(f"{method}", total=len(seed_list), info="")
@@ -277,7 +289,8 @@ def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bo
         def on_run(run) -> None:
             progress.advance(task)
 
-        payload, result = run_experiment(method, data, seed_list, split, params, root=root, on_run=on_run, on_epoch=on_epoch)
+        payload, result = run_experiment(method, data, seed_list, split, params, root=root, on_run=on_run,
+                                         on_epoch=on_epoch, on_fitted=on_fitted)
     if quiet:
         return
     console.print(results_table([(method, result)], f"{payload['dataset']['name']} · split {payload['split']} · seeds {seeds}"))
@@ -286,8 +299,67 @@ def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bo
         console.print(f"distributed: {payload['distributed']['world_size']} processes, backend {payload['distributed']['backend']}")
     if out is not None:
         paths = write_experiment(payload, result, out)
-        for p in paths.values():
+        for p in [*paths.values(), *saved]:
             console.print(f"wrote {p}")
+
+
+@app.command("predict")
+@friendly
+def predict_cmd(
+    model: Annotated[Path, typer.Option("--model", help="A fitted estimator file (magkit fit --save-model, or est.save()).")],
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Dataset to predict (default: the one the model was fitted on).")] = None,
+    split: SplitOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of a seed-dependent split (default: the model's).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="CSV file for the predictions (node, label, prediction, one probability column per class).")] = None,
+    root: RootOpt = None,
+):
+    """Predict every node of a dataset with a saved estimator: print validation / test accuracy and macro-F1
+    where the graph has labels, and write the predictions as CSV. GraphMNL reads the training labels at
+    prediction time (its reliability scores), so give the split the model was fitted with (the default)."""
+    import csv
+
+    from .data import load_dataset
+    from .methods import load_estimator
+
+    est = load_estimator(model)
+    meta = est.saved_meta_
+    data = data or meta.get("data")
+    if data is None:
+        from .exceptions import ConfigError
+
+        raise ConfigError(f"{model.name} does not record its dataset; give --data")
+    same = data == meta.get("data")
+    split = split if split is not None else (meta.get("split") if same else None)
+    seed = seed if seed is not None else (meta.get("seed") or 0)
+    root = root if root is not None else (meta.get("root") if same else None)
+    graph = load_dataset(data, root=root, split=split, seed=seed)
+    proba = est.predict_proba(graph)
+    t = Table(title=f"{est._method} ({model.name}) on {graph.name} · split {split or graph.meta.get('split', 'own')} · seed {seed}")
+    for col in ("split", "nodes", "accuracy", "macro-F1"):
+        t.add_column(col, justify="left" if col == "split" else "right")
+    labelled = graph.get("y") is not None
+    if labelled:
+        from .functional import accuracy, macro_f1
+
+        for name in ("train", "val", "test"):
+            if graph.get(f"{name}_mask") is None:
+                continue
+            idx = graph.split_index(name)
+            if idx.numel():
+                t.add_row(name, str(idx.numel()), f"{100 * accuracy(proba[idx], graph.y[idx]):.2f}",
+                          f"{100 * macro_f1(proba[idx], graph.y[idx], graph.num_classes):.2f}")
+        console.print(t)
+    if out is not None:
+        names = list(getattr(graph, "class_names", None) or [str(c) for c in range(proba.shape[1])])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pred = proba.argmax(1)
+        with out.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["node", "label", "prediction", *[f"p_{n}" for n in names]])
+            for i in range(graph.num_nodes):
+                label = int(graph.y[i]) if labelled else ""
+                w.writerow([i, label, int(pred[i]), *(f"{v:.6f}" for v in proba[i].tolist())])
+        console.print(f"wrote {out} ({graph.num_nodes} nodes)")
 
 
 @app.command("explain")

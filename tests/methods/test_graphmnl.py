@@ -1,6 +1,7 @@
 """GraphMNL: behaviour of each component on small generated graphs (the benchmark measures quality at scale)."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -850,3 +851,67 @@ def test_fusion_floor_fuses_robust_log_posteriors(graph):
 def test_fusion_floor_keeps_the_quality_floor(graph):
     s = create("graphmnl", seed=0, fusion_floor=0.05, **FAST).fit(graph).score(graph, "test")
     assert s["acc"] >= 0.85 and s["f1"] >= 0.8
+
+
+@pytest.fixture(scope="module")
+def struct_gcn_fitted(graph):
+    return create("graphmnl", seed=0, branches=["+struct:gcn"], **FAST).fit(graph)
+
+
+def test_plus_names_add_branches_to_the_default_set(graph, struct_gcn_fitted):
+    est = struct_gcn_fitted
+    assert est.branches_ == default_branches(graph.modalities) + ("struct:gcn",)
+    # struct:gcn is a structure branch: the kinds (and their shares) stay raw / prop / struct
+    assert est.model_.kinds() == {"raw": [0, 1], "prop": [2, 3], "struct": [4, 5]}
+    s = est.score(graph, "test")
+    assert s["acc"] >= 0.85 and s["f1"] >= 0.8
+    d = est.diagnostics_
+    assert d["branch_val_acc"]["struct:gcn"] >= 0.8
+    # the two structure GNNs share the struct kind's third of the fusion
+    torch.testing.assert_close(d["alpha"][:, 4:].sum(1), torch.full((graph.num_nodes,), 1 / 3))
+
+
+def test_second_struct_gnn_reads_the_struct_input_with_its_own_layers(graph, struct_gcn_fitted):
+    """struct:gcn = a GCN on the struct branch's h0 (its own projection of the early input) over Â; struct keeps
+    its GraphSAGE over D^-1 A; the two share h0's projection and nothing else."""
+    est = struct_gcn_fitted
+    net = est.model_.eval()
+    inp = est._inputs(graph)
+    with torch.no_grad():
+        h0 = torch.relu(net.struct_proj(inp.early_input(net.modalities)))
+        z = net(inp)["branches"]
+        torch.testing.assert_close(z[:, 5], net.struct_more["gcn"](h0, inp.norm_adj()))
+        torch.testing.assert_close(z[:, 4], net.struct(h0, inp.mean_adj()))
+    assert type(net.struct_more["gcn"].convs[0]).__name__ == "GCNConv"
+    assert type(net.struct.convs[0]).__name__ == "SAGEConv"
+    gcn_params = {id(q) for q in net.struct_more["gcn"].parameters()}
+    assert not gcn_params & {id(q) for q in net.struct.parameters()}
+
+
+def test_guidance_of_a_struct_gnn_reaches_its_own_layers_only(graph, struct_gcn_fitted):
+    """With guide_heads_only (the default) the guidance pass of struct:gcn runs on the detached h0: its loss has
+    gradients in the GCN's layers and none in the shared projection."""
+    est = struct_gcn_fitted
+    net = est.model_.train()
+    inp = est._inputs(graph)
+    inp.extra["reliability"] = est._inputs(graph).extra.get("reliability")
+    out = net(inp)
+    rows = torch.arange(0, graph.num_nodes, 7)
+    cols = torch.full_like(rows, 5)
+    net.zero_grad()
+    net.guided_logits(out, rows, cols).logsumexp(-1).sum().backward()
+    assert all(q.grad is None or not q.grad.any() for q in net.struct_proj.parameters())
+    assert all(q.grad is None or not q.grad.any() for q in net.struct.parameters())
+    assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in net.struct_more["gcn"].parameters())
+    net.eval()
+
+
+@pytest.mark.parametrize("branches, fragment", [
+    (["raw:text", "raw:image", "struct:gcn"], "add 'struct' to the branches"),
+    (["+struct:sage"], "repeats struct (struct_backbone='sage')"),
+    (["+struct:gcn", "raw:text"], "either name every branch or only add"),
+    (["+struct:gat"], "allowed:"),
+])
+def test_struct_branch_errors(graph, branches, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        create("graphmnl", seed=0, branches=branches, **FAST).fit(graph)

@@ -78,6 +78,7 @@ def run_experiment(
     root: str | None = None,
     on_run: Callable | None = None,
     on_epoch: Callable | None = None,
+    on_fitted: Callable | None = None,
 ) -> tuple[dict[str, Any], RepeatResult]:
     """Fit ``method`` on ``data`` once per seed; return the results payload and the raw result."""
     from .. import distributed
@@ -90,7 +91,7 @@ def run_experiment(
     graph = load_dataset(data, root=root) if isinstance(data, str) else data
     spec.create(**params)  # fail fast on bad parameters, before any training
     result = repeat(lambda s: spec.create(**{**params, "seed": s}), graph, seeds=seeds, split=split,
-                    on_run=on_run, on_epoch=on_epoch)
+                    on_run=on_run, on_epoch=on_epoch, on_fitted=on_fitted)
     wall = time.perf_counter() - t0
     info = describe(graph)
     payload = {

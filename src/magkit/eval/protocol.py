@@ -77,12 +77,13 @@ def repeat(
     split: str | None = None,
     on_run: Callable[[RunResult], None] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    on_fitted: Callable[[int, object], None] | None = None,
 ) -> RepeatResult:
     """Fit ``estimator_factory(seed)`` once per seed and score it on the val and test splits.
 
     ``split``: a split spec to apply per seed (seed-dependent specs such as ``rate:0.05`` draw a new
     labelled set per seed); ``None`` keeps the graph's own masks. ``on_epoch`` is passed to ``fit``
-    (progress display).
+    (progress display); ``on_fitted(seed, estimator)`` sees each fitted estimator (e.g. to save it).
     """
     seed_dependent = split is not None and parse_split(split)[0] in ("rate", "kshot", "random")
     runs = []
@@ -105,6 +106,8 @@ def repeat(
         )
         log.info("seed %d: val acc %.4f, test acc %.4f (%.1fs)", seed, run.val_acc, run.test_acc, fit_time)
         runs.append(run)
+        if on_fitted is not None:
+            on_fitted(seed, est)
         if on_run is not None:
             on_run(run)
     return RepeatResult(runs=runs, split=split)

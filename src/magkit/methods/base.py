@@ -6,6 +6,8 @@
   with early stopping on the validation split, restores the best state, and sets ``model_``, ``history_``.
 * ``predict_proba(graph)``, ``predict(graph)``, ``score(graph, split="test")`` raise
   :class:`NotFittedError` before ``fit``.
+* ``save(path)`` writes a fitted estimator to one file; :func:`load_estimator` reads it back (same predictions,
+  bitwise, on the same graph); ``magkit fit --save-model`` and ``magkit predict`` use them.
 * Randomness comes from the ``seed`` parameter only: ``fit`` runs inside ``torch.random.fork_rng`` seeded
   with it, so the caller's global RNG state is untouched and the same seed gives the same numbers on CPU.
 
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -338,6 +342,7 @@ class NodeClassifier:
             self.model_ = model
             self.num_classes_ = graph.num_classes
             self.modalities_ = graph.modalities
+            self.modality_dims_ = dict(graph.modality_dims)
             self.device_ = device
             dev_inputs = inputs.to(device)
             y = graph.y.to(device)
@@ -444,12 +449,20 @@ class NodeClassifier:
         if "model_" not in self.__dict__:
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit(graph) first")
 
+    def _check_graph(self, graph: MultimodalGraph) -> None:
+        """The graph must carry the modalities (and feature widths) the model was fitted on."""
+        if tuple(graph.modalities) != tuple(self.modalities_):
+            raise ConfigError(f"graph modalities {graph.modalities} differ from the fitted ones {self.modalities_}")
+        dims = self.__dict__.get("modality_dims_")
+        if dims is not None and dict(graph.modality_dims) != dims:
+            raise ConfigError(f"graph feature widths {dict(graph.modality_dims)} differ from the fitted ones {dims}: "
+                              "encode the features as for the fit")
+
     @torch.no_grad()
     def forward(self, graph: MultimodalGraph) -> Tensor | dict:
         """The fitted model's raw output on ``graph`` (eval mode)."""
         self._check_fitted()
-        if tuple(graph.modalities) != tuple(self.modalities_):
-            raise ConfigError(f"graph modalities {graph.modalities} differ from the fitted ones {self.modalities_}")
+        self._check_graph(graph)
         self.model_.eval()
         if self._lazy(graph):  # features on disk: mini-batch inference over every node
             nodes = torch.arange(graph.num_nodes)
@@ -468,11 +481,77 @@ class NodeClassifier:
         self._check_fitted()
         idx = graph.split_index(split)
         if self._lazy(graph):  # features on disk: infer only the split's nodes
-            if tuple(graph.modalities) != tuple(self.modalities_):
-                raise ConfigError(f"graph modalities {graph.modalities} differ from the fitted ones {self.modalities_}")
+            self._check_graph(graph)
             logits = self._sampled_logits(self.model_, self._inputs(graph), graph, idx, self.device_)
             proba = torch.softmax(logits, dim=1).cpu()
         else:
             proba = self.predict_proba(graph)
         y = graph.y
         return {"acc": accuracy(proba[idx], y[idx]), "f1": macro_f1(proba[idx], y[idx], graph.num_classes)}
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike, meta: dict | None = None) -> Path:
+        """Write the fitted estimator to ``path`` (one file in torch's format; the parent folder is created) and
+        return the path. It holds the parameters, the fitted model (weights and the attributes ending in ``_``:
+        ``history_``, ``diagnostics_``, ...) and what it was fitted on (method, modalities, feature widths,
+        magkit and torch versions); training-time state (attributes starting with ``_``) is left out. ``meta``:
+        any JSON-like record to keep beside it (``magkit fit --save-model`` keeps the dataset, split and seed);
+        it is read back as ``saved_meta_``. Read the file back with :func:`load_estimator`."""
+        self._check_fitted()
+        from .. import __version__
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cls = type(self)
+        payload = {
+            "format": SAVE_FORMAT, "format_version": SAVE_VERSION, "magkit_version": __version__,
+            "torch_version": torch.__version__, "method": self.__dict__.get("_method", self.name), "class": f"{cls.__module__}:{cls.__qualname__}",
+            "params": dict(self.params), "modalities": list(self.modalities_), "meta": dict(meta or {}),
+            "state": {k: v for k, v in self.__dict__.items() if k != "params" and not k.startswith("_")},
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        return path
+
+
+#: the header of files written by :meth:`NodeClassifier.save`
+SAVE_FORMAT = "magkit-estimator"
+SAVE_VERSION = 1
+
+
+def load_estimator(path: str | os.PathLike, map_location: str = "cpu") -> NodeClassifier:
+    """Read an estimator written by :meth:`NodeClassifier.save`; its model is put on ``map_location`` (default
+    cpu, whatever device it was fitted on). The file is unpickled: load only files you trust (as with any
+    pickle). Raises :class:`ConfigError` for a missing file or one that is not a magkit estimator."""
+    import importlib
+    import warnings
+
+    from .. import __version__
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model file {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # not a torch file at all
+        raise ConfigError(f"{str(path)!r} is not a magkit estimator file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != SAVE_FORMAT:
+        raise ConfigError(f"{str(path)!r} is not a magkit estimator file (written by NodeClassifier.save)")
+    if payload.get("format_version", 0) > SAVE_VERSION:
+        raise ConfigError(f"{str(path)!r} has format version {payload['format_version']}; this magkit "
+                          f"({__version__}) reads up to {SAVE_VERSION}: upgrade magkit")
+    if payload.get("magkit_version") != __version__:
+        warnings.warn(f"{path.name} was written by magkit {payload.get('magkit_version')}, this is {__version__}: "
+                      "predictions may differ", stacklevel=2)
+    module, _, qual = payload["class"].partition(":")
+    cls = getattr(importlib.import_module(module), qual)
+    est = cls.__new__(cls)
+    est.__dict__["params"] = dict(payload["params"])
+    est.__dict__["_method"] = payload.get("method", cls.name)
+    est.__dict__["saved_meta_"] = dict(payload.get("meta") or {})
+    est.__dict__.update(payload["state"])
+    device = torch.device(map_location)
+    est.device_ = device
+    est.model_.to(device)
+    return est

@@ -20,7 +20,9 @@ class MethodSpec:
         clash = sorted(set(params) & set(self.fixed))
         if clash:
             raise ConfigError(f"method {self.name!r} fixes {', '.join(clash)}; choose another method name instead")
-        return self.cls(**{**self.fixed, **params})
+        est = self.cls(**{**self.fixed, **params})
+        est.__dict__["_method"] = self.name  # the registry name, for save() and reports
+        return est
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
