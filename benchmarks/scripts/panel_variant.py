@@ -2,12 +2,12 @@
 with the panel's own rows by ``benchmarks/scripts/panel_variant.py compare``:
 
     OMP_NUM_THREADS=1 python benchmarks/scripts/panel_variant.py run OUT.jsonl METHOD 'PARAMS_JSON' GRAPHS SEEDS TAG
-    python benchmarks/scripts/panel_variant.py compare OUT.jsonl [REFERENCE_METHOD] [PANEL_ROWS.jsonl]
+    python benchmarks/scripts/panel_variant.py compare OUT.jsonl [REFERENCE_METHOD | tag:TAG] [PANEL_ROWS.jsonl]
 
 GRAPHS: comma-separated panel graph names or ``all``; SEEDS: comma-separated. Every fit as in the panel (epochs
 200, patience 30, one torch thread). ``compare`` prints, per TAG and graph, the mean paired difference (variant −
 reference, points) on validation and test accuracy / macro-F1, then pooled over the graphs with the std of the
-differences and t = mean / (std / √n). Rows already in OUT (same tag, graph, seed) are skipped.
+differences and t = mean / (std / √n); with ``tag:TAG`` the reference is another variant of OUT. Rows already in OUT (same tag, graph, seed) are skipped.
 """
 import json
 import statistics as st
@@ -56,9 +56,13 @@ def run(argv: list[str]) -> None:
 def compare(argv: list[str]) -> None:
     ref_method = argv[1] if len(argv) > 1 else "graphmnl"
     panel = argv[2] if len(argv) > 2 else "benchmarks/graphmnl_sweep/panel_session13.jsonl"
-    base = {(r["graph"], r["seed"]): r for r in map(json.loads, Path(panel).read_text().splitlines())
-            if r["method"] == ref_method}
     rows = [json.loads(x) for x in Path(argv[0]).read_text().splitlines() if x]
+    if ref_method.startswith("tag:"):  # another variant of the same file
+        base = {(r["graph"], r["seed"]): r for r in rows if r.get("tag") == ref_method[4:]}
+        rows = [r for r in rows if r.get("tag") != ref_method[4:]]
+    else:
+        base = {(r["graph"], r["seed"]): r for r in map(json.loads, Path(panel).read_text().splitlines())
+                if r["method"] == ref_method}
     for tag in sorted({r.get("tag") for r in rows}):
         pooled: dict[str, list[float]] = {k: [] for k in KEYS}
         for gname in GRAPHS:
