@@ -19,7 +19,12 @@ the arbitration that directs the guidance is replaced):
 * ``random``: a modality drawn uniformly per node once per fit dominates;
 * ``randneg``: learned arbitration, but every guided node's negative set is replaced, each epoch, by as many
   non-target classes drawn uniformly at random (the target, the label or the teacher's prediction, stays out);
-* ``none``: λ = 0 (no guidance; ``graphmnl-no-guidance``).
+* ``none``: λ = 0 (no guidance; ``graphmnl-no-guidance``);
+* ``proj``, ``proj-oracle``, ``proj-anti`` (eighteenth round): ``learned``, ``oracle``, ``anti`` with
+  ``guide_heads_only=False``, the guidance reaching the modality's shared first-layer projection P_m as well as the
+  branch's head.
+
+``all`` runs the seventeenth round's seven variants; the ``proj*`` variants are named explicitly.
 
 ``compare`` prints per graph and pooled the paired differences variant − reference (default ``learned``) on
 validation and test accuracy / macro-F1 (points), with the std of the differences and t = mean / (std / √n).
@@ -42,7 +47,9 @@ GRAPHS = {
     # the benchmark's Grocery structure, balanced profile, 5% labels
     "grocery-bal-5": ("grocery-semi:balanced", "rate:0.05", {}),
 }
-VARIANTS = ("learned", "fixed", "oracle", "anti", "random", "randneg", "none")
+VARIANTS = ("learned", "fixed", "oracle", "anti", "random", "randneg", "none", "proj", "proj-oracle", "proj-anti")
+# ``all`` on the command line: the seventeenth round's variants (the eighteenth round's ``proj*`` are named)
+ROUND17 = VARIANTS[:7]
 KEYS = ("val_acc", "val_f1", "test_acc", "test_f1")
 
 
@@ -101,7 +108,12 @@ def fit(graph, variant: str, seed: int):
 
     if variant == "none":
         return create("graphmnl-no-guidance", seed=seed, epochs=200, patience=30).fit(graph)
-    params = {"fixed_dominant": "auto"} if variant in ("fixed", "oracle", "anti", "random") else {}
+    params = {}
+    if variant.startswith("proj"):  # eighteenth round: the guidance also reaches the shared projections P_m
+        params["guide_heads_only"] = False
+        variant = variant[5:] or "learned"
+    if variant in ("fixed", "oracle", "anti", "random"):
+        params["fixed_dominant"] = "auto"
     est = create("graphmnl", seed=seed, epochs=200, patience=30, **params)
     if variant in ("oracle", "anti", "random"):
         cache: dict = {}
@@ -134,7 +146,10 @@ def run(argv: list[str]) -> None:
     out = Path(argv[0])
     graphs = argv[1].split(",")
     seeds = [int(s) for s in argv[2].split(",")]
-    variants = list(VARIANTS) if argv[3] == "all" else argv[3].split(",")
+    variants = list(ROUND17) if argv[3] == "all" else argv[3].split(",")
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise SystemExit(f"unknown variant(s) {', '.join(bad)}; known: {', '.join(VARIANTS)}")
     done = set()
     if out.exists():
         done = {(r["graph"], r["variant"], r["seed"]) for r in map(json.loads, out.read_text().splitlines())}
