@@ -102,12 +102,16 @@ def random_negatives(neg: torch.Tensor, p_dom: torch.Tensor, target: torch.Tenso
     return rank < neg.sum(1, keepdim=True)
 
 
-def fit(graph, variant: str, seed: int):
+def fit(graph, variant: str, seed: int, prepare=None):
+    """Fit ``variant`` on ``graph``; ``prepare(est)``, if given, is called on the estimator just before its fit."""
     import magkit.methods.graphmnl as gm
     from magkit.methods import create
 
     if variant == "none":
-        return create("graphmnl-no-guidance", seed=seed, epochs=200, patience=30).fit(graph)
+        est = create("graphmnl-no-guidance", seed=seed, epochs=200, patience=30)
+        if prepare is not None:
+            prepare(est)
+        return est.fit(graph)
     params = {}
     if variant.startswith("proj"):  # eighteenth round: the guidance also reaches the shared projections P_m
         params["guide_heads_only"] = False
@@ -132,6 +136,8 @@ def fit(graph, variant: str, seed: int):
             return random_negatives(original(p_dom, target, labelled, **kw), p_dom, target, labelled, gen)
 
         gm.negative_set = patched
+    if prepare is not None:
+        prepare(est)
     try:
         est.fit(graph)
     finally:
