@@ -24,6 +24,9 @@ the arbitration that directs the guidance is replaced):
   ``guide_heads_only=False``, the guidance reaching the modality's shared first-layer projection P_m as well as the
   branch's head.
 
+* ``allfused`` (nineteenth round): ``guide_targets="all", teacher="fused"``, every present branch at a gated node (the
+  struct GNN included) guided by the fused prediction.
+
 ``all`` runs the seventeenth round's seven variants; the ``proj*`` variants are named explicitly.
 
 ``compare`` prints per graph and pooled the paired differences variant − reference (default ``learned``) on
@@ -47,7 +50,8 @@ GRAPHS = {
     # the benchmark's Grocery structure, balanced profile, 5% labels
     "grocery-bal-5": ("grocery-semi:balanced", "rate:0.05", {}),
 }
-VARIANTS = ("learned", "fixed", "oracle", "anti", "random", "randneg", "none", "proj", "proj-oracle", "proj-anti")
+VARIANTS = ("learned", "fixed", "oracle", "anti", "random", "randneg", "none", "proj", "proj-oracle", "proj-anti",
+            "allfused")
 # ``all`` on the command line: the seventeenth round's variants (the eighteenth round's ``proj*`` are named)
 ROUND17 = VARIANTS[:7]
 KEYS = ("val_acc", "val_f1", "test_acc", "test_f1")
@@ -113,6 +117,9 @@ def fit(graph, variant: str, seed: int, prepare=None):
             prepare(est)
         return est.fit(graph)
     params = {}
+    if variant == "allfused":  # nineteenth round: every present branch, the struct GNN included, guided by the fusion
+        params.update(guide_targets="all", teacher="fused")
+        variant = "learned"
     if variant.startswith("proj"):  # eighteenth round: the guidance also reaches the shared projections P_m
         params["guide_heads_only"] = False
         variant = variant[5:] or "learned"
