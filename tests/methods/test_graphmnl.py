@@ -215,6 +215,44 @@ def test_nontarget_distillation_guidance_trains_and_leaves_guided_targets_alone(
     assert bool((z.grad[rows] != 0).any())
 
 
+def test_fused_teacher_variant_guides_the_struct_branch(graph):
+    """``graphmnl-fused-teacher`` (twentieth round): every present branch at a gated node is guided, the struct GNN
+    included (never guided under the defaults: alone in its kind, it is never inferior), with the fused
+    prediction's negative set under per-class thresholds; the guidance reaches the struct GNN's layers."""
+    spec = get_method("graphmnl-fused-teacher")
+    assert spec.cls is GraphMNL and spec.group == "graphmnl"
+    assert spec.fixed == {"guide_targets": "all", "teacher": "fused", "nl_prior": True}
+    est = create("graphmnl-fused-teacher", seed=0, **FAST).fit(graph)
+    assert est.score(graph, "test")["acc"] >= 0.85
+    assert any(v != 0.0 for v in est.history_.series("guide"))
+    model, s = est.model_, est.branches_.index("struct")
+    model.train()
+    seen = {}
+    orig_logits, orig_guidance = model.guided_logits, est._guidance
+
+    def spy_logits(out, rows, cols):
+        seen["rows"], seen["cols"] = rows, cols
+        return orig_logits(out, rows, cols)
+
+    def spy_guidance(z, rows, teach, g, n):
+        seen["teacher"], seen["g"] = teach, g
+        return orig_guidance(z, rows, teach, g, n)
+
+    model.guided_logits, est._guidance = spy_logits, spy_guidance
+    torch.manual_seed(0)
+    out = model(est._inputs(graph))
+    _, stats = est._loss(out, graph.y, graph.split_index("train"), epoch=FAST["epochs"])
+    on_struct = seen["cols"] == s
+    assert stats["guide"] > 0 and bool(on_struct.any())
+    torch.testing.assert_close(seen["teacher"], torch.softmax(out["logits"].detach(), -1))
+    # the struct pairs' guidance alone has a gradient on the struct GNN's layers
+    model.zero_grad()
+    rows = seen["rows"][on_struct]
+    orig_guidance(orig_logits(out, rows, seen["cols"][on_struct]), rows, seen["teacher"], seen["g"],
+                  graph.num_nodes).backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.struct.parameters() if p.grad is not None) > 0
+
+
 def test_fixed_dominant_uses_one_modality(graph):
     est = create("graphmnl", seed=0, fixed_dominant="text", **FAST)
     est.fit(graph)

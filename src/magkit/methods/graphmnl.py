@@ -1070,6 +1070,9 @@ ABLATIONS = {
     "graphmnl-fixed-dominant": ({"fixed_dominant": "auto"}, "GraphMNL with one global dominant modality"),
     "graphmnl-no-guidance": ({"guidance": "none"}, "GraphMNL branches + reliability fusion only (λ = 0)"),
     "graphmnl-ntkd": ({"guidance": "ntkd"}, "GraphMNL with target-preserving non-target distillation instead of NL (variant)"),
+    "graphmnl-fused-teacher": ({"guide_targets": "all", "teacher": "fused", "nl_prior": True},
+                               "GraphMNL with every branch, the struct GNN included, taught by the fused prediction, "
+                               "per-class thresholds (variant; candidate default, docs/graphmnl_rounds.md 20th round)"),
 }
 
 
