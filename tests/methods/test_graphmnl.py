@@ -124,6 +124,24 @@ def test_guidance_term_over_guided_pairs_matches_the_per_node_sum(graph):
         torch.testing.assert_close(got, want)
 
 
+def _spy_on_guidance(est) -> dict:
+    """Wrap the fitted model's ``guided_logits`` and the estimator's ``_guidance`` so that each call records its
+    forward output, guided (row, col) pairs, teacher and gate in the returned dict (with the unwrapped callables)."""
+    model = est.model_
+    seen = {"orig_logits": model.guided_logits, "orig_guidance": est._guidance}
+
+    def spy_logits(out, rows, cols):
+        seen["out"], seen["rows"], seen["cols"] = out, rows, cols
+        return seen["orig_logits"](out, rows, cols)
+
+    def spy_guidance(z, rows, teach, g, n):
+        seen["teacher"], seen["g"] = teach, g
+        return seen["orig_guidance"](z, rows, teach, g, n)
+
+    model.guided_logits, est._guidance = spy_logits, spy_guidance
+    return seen
+
+
 @pytest.mark.parametrize("targets, teacher, fusion", [("inferior", "dominant", "grouped"), ("inferior", "dominant", "reliability"),
                                                       ("all", "fused", "grouped"), ("all", "dominant", "grouped")])
 def test_guide_targets_and_teacher_select_pairs_and_negative_sets(graph, targets, teacher, fusion):
@@ -136,18 +154,7 @@ def test_guide_targets_and_teacher_select_pairs_and_negative_sets(graph, targets
     model = est.model_
     model.train()
     inp = est._inputs(graph)
-    seen = {}
-    orig_logits, orig_guidance = model.guided_logits, est._guidance
-
-    def spy_logits(out, rows, cols):
-        seen["out"], seen["rows"], seen["cols"] = out, rows, cols
-        return orig_logits(out, rows, cols)
-
-    def spy_guidance(z, rows, teach, g, n):
-        seen["teacher"], seen["g"] = teach, g
-        return orig_guidance(z, rows, teach, g, n)
-
-    model.guided_logits, est._guidance = spy_logits, spy_guidance
+    seen = _spy_on_guidance(est)
     torch.manual_seed(0)
     out = model(inp)
     loss, stats = est._loss(out, graph.y, graph.split_index("train"), epoch=10)
@@ -227,18 +234,8 @@ def test_fused_teacher_variant_guides_the_struct_branch(graph):
     assert any(v != 0.0 for v in est.history_.series("guide"))
     model, s = est.model_, est.branches_.index("struct")
     model.train()
-    seen = {}
-    orig_logits, orig_guidance = model.guided_logits, est._guidance
-
-    def spy_logits(out, rows, cols):
-        seen["rows"], seen["cols"] = rows, cols
-        return orig_logits(out, rows, cols)
-
-    def spy_guidance(z, rows, teach, g, n):
-        seen["teacher"], seen["g"] = teach, g
-        return orig_guidance(z, rows, teach, g, n)
-
-    model.guided_logits, est._guidance = spy_logits, spy_guidance
+    seen = _spy_on_guidance(est)
+    orig_logits, orig_guidance = seen["orig_logits"], seen["orig_guidance"]
     torch.manual_seed(0)
     out = model(est._inputs(graph))
     _, stats = est._loss(out, graph.y, graph.split_index("train"), epoch=FAST["epochs"])
