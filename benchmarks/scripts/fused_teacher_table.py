@@ -1,27 +1,57 @@
-"""graphmnl-fused-teacher against graphmnl and the best baseline per setting, from benchmarks/graphmnl/rows.jsonl
-(session 16): python benchmarks/scripts/fused_teacher_table.py"""
+"""graphmnl-fused-teacher against graphmnl and the best baseline per setting, from the benchmark rows (session 16):
+
+    python benchmarks/scripts/fused_teacher_table.py [ROWS.jsonl]
+
+Per setting: test accuracy / macro-F1 (mean ± std over the seeds) of both and of the baselines best on each, and the
+mean paired (same seed) validation difference; then the pooled paired differences with t and the count ahead.
+"""
+
 import collections
 import json
 import statistics as st
+import sys
 
-rows=[json.loads(l) for l in open('benchmarks/graphmnl/rows.jsonl')]
-by=collections.defaultdict(dict)
-for r in rows: by[(r['dataset'],r['split'],r['method'])][r['seed']]=r
-settings=sorted({(r['dataset'],r['split']) for r in rows})
-def ms(d,k): v=[100*x[k] for x in d.values()]; return st.mean(v), (st.stdev(v) if len(v)>1 else 0)
-print("| setting | graphmnl test acc / F1 | graphmnl-fused-teacher test acc / F1 | best baseline (by test acc) | fused-teacher − graphmnl, val acc / F1 (paired) |")
-print("| --- | --- | --- | --- | --- |")
-allv={'val_acc':[], 'val_f1':[], 'test_acc':[], 'test_f1':[]}
-for ds,sp in settings:
-    g=by[(ds,sp,'graphmnl')]; f=by[(ds,sp,'graphmnl-fused-teacher')]
-    if len(f)<5: print(ds,sp,'fused-teacher seeds',len(f)); continue
-    base=[m for (d,s,m) in by if d==ds and s==sp and not m.startswith('graphmnl')]
-    best=max(base,key=lambda m: ms(by[(ds,sp,m)],'test_acc')[0])
-    bb=by[(ds,sp,best)]
-    bestf=max(base,key=lambda m: ms(by[(ds,sp,m)],'test_f1')[0])
-    d={k:[100*(f[s][k]-g[s][k]) for s in f] for k in allv}
-    for k in allv: allv[k]+=d[k]
-    fmt=lambda x,k: "%.2f ± %.2f"%ms(x,k)
-    print(f"| {ds.split(':')[1]} {sp} | {fmt(g,'test_acc')} / {fmt(g,'test_f1')} | {fmt(f,'test_acc')} / {fmt(f,'test_f1')} | {best} {fmt(bb,'test_acc')}; F1 {bestf} {fmt(by[(ds,sp,bestf)],'test_f1')} | {st.mean(d['val_acc']):+.2f} / {st.mean(d['val_f1']):+.2f} |")
-for k,v in allv.items():
-    if len(v)>1: print(k, f"{st.mean(v):+.2f} ± {st.stdev(v):.2f} (n {len(v)}, t {st.mean(v)/(st.stdev(v)/len(v)**.5):.1f}, ahead {sum(x>0 for x in v)})")
+KEYS = ("val_acc", "val_f1", "test_acc", "test_f1")
+
+
+def mean_std(cells: dict, key: str) -> tuple[float, float]:
+    v = [100 * r[key] for r in cells.values()]
+    return st.mean(v), (st.stdev(v) if len(v) > 1 else 0.0)
+
+
+def fmt(cells: dict, key: str) -> str:
+    m, s = mean_std(cells, key)
+    return f"{m:.2f} ± {s:.2f}"
+
+
+def main(path: str = "benchmarks/graphmnl/rows.jsonl") -> None:
+    rows = [json.loads(x) for x in open(path).read().splitlines() if x]
+    by: dict = collections.defaultdict(dict)
+    for r in rows:
+        by[(r["dataset"], r["split"], r["method"])][r["seed"]] = r
+    print("| setting | graphmnl test acc / F1 | graphmnl-fused-teacher test acc / F1 | best baseline (test acc; test F1) "
+          "| fused-teacher − graphmnl, val acc / F1 (paired) |")
+    print("| --- | --- | --- | --- | --- |")
+    pooled: dict[str, list[float]] = {k: [] for k in KEYS}
+    for ds, sp in sorted({(r["dataset"], r["split"]) for r in rows}):
+        g, f = by[(ds, sp, "graphmnl")], by[(ds, sp, "graphmnl-fused-teacher")]
+        pairs = [s for s in f if s in g]
+        if not pairs:
+            continue
+        base = [m for (d, s, m) in by if d == ds and s == sp and not m.startswith("graphmnl")]
+        best = max(base, key=lambda m: mean_std(by[(ds, sp, m)], "test_acc")[0])
+        best_f1 = max(base, key=lambda m: mean_std(by[(ds, sp, m)], "test_f1")[0])
+        diff = {k: [100 * (f[s][k] - g[s][k]) for s in pairs] for k in KEYS}
+        for k in KEYS:
+            pooled[k] += diff[k]
+        print(f"| {ds.split(':')[-1]} {sp} | {fmt(g, 'test_acc')} / {fmt(g, 'test_f1')} | {fmt(f, 'test_acc')} / "
+              f"{fmt(f, 'test_f1')} | {best} {fmt(by[(ds, sp, best)], 'test_acc')}; {best_f1} "
+              f"{fmt(by[(ds, sp, best_f1)], 'test_f1')} | {st.mean(diff['val_acc']):+.2f} / {st.mean(diff['val_f1']):+.2f} |")
+    for k, v in pooled.items():
+        if len(v) > 1:
+            m, s = st.mean(v), st.stdev(v)
+            print(f"{k} {m:+.2f} ± {s:.2f} (n {len(v)}, t {m / (s / len(v) ** 0.5):.1f}, ahead {sum(x > 0 for x in v)})")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
