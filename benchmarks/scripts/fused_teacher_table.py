@@ -1,7 +1,9 @@
-"""graphmnl-fused-teacher against graphmnl and the best baseline per setting, from the benchmark rows (session 16):
+"""One GraphMNL form against another and the best baseline per setting, from the benchmark rows:
 
-    python benchmarks/scripts/fused_teacher_table.py [ROWS.jsonl]
+    python benchmarks/scripts/fused_teacher_table.py [ROWS.jsonl [BASE NEW]]
 
+BASE and NEW default to graphmnl-dominant-teacher (the spec's form) and graphmnl (the default since the twentieth
+round). Session 16's table compared graphmnl (then the spec's form) with graphmnl-fused-teacher (then a variant).
 Per setting: test accuracy / macro-F1 (mean ± std over the seeds) of both and of the baselines best on each, and the
 mean paired (same seed) validation difference; then the pooled paired differences with t and the count ahead.
 """
@@ -24,17 +26,18 @@ def fmt(cells: dict, key: str) -> str:
     return f"{m:.2f} ± {s:.2f}"
 
 
-def main(path: str = "benchmarks/graphmnl/rows.jsonl") -> None:
+def main(path: str = "benchmarks/graphmnl/rows.jsonl", base: str = "graphmnl-dominant-teacher",
+         new: str = "graphmnl") -> None:
     rows = [json.loads(x) for x in open(path).read().splitlines() if x]
     by: dict = collections.defaultdict(dict)
     for r in rows:
         by[(r["dataset"], r["split"], r["method"])][r["seed"]] = r
-    print("| setting | graphmnl test acc / F1 | graphmnl-fused-teacher test acc / F1 | best baseline (test acc; test F1) "
-          "| fused-teacher − graphmnl, val acc / F1 (paired) |")
+    print(f"| setting | {base} test acc / F1 | {new} test acc / F1 | best baseline (test acc; test F1) "
+          f"| {new} − {base}, val acc / F1 (paired) |")
     print("| --- | --- | --- | --- | --- |")
     pooled: dict[str, list[float]] = {k: [] for k in KEYS}
     for ds, sp in sorted({(r["dataset"], r["split"]) for r in rows}):
-        g, f = by[(ds, sp, "graphmnl")], by[(ds, sp, "graphmnl-fused-teacher")]
+        g, f = by[(ds, sp, base)], by[(ds, sp, new)]
         pairs = [s for s in f if s in g]
         if not pairs:
             continue

@@ -222,14 +222,16 @@ def test_nontarget_distillation_guidance_trains_and_leaves_guided_targets_alone(
     assert bool((z.grad[rows] != 0).any())
 
 
-def test_fused_teacher_variant_guides_the_struct_branch(graph):
-    """``graphmnl-fused-teacher`` (twentieth round): every present branch at a gated node is guided, the struct GNN
-    included (never guided under the defaults: alone in its kind, it is never inferior), with the fused
-    prediction's negative set under per-class thresholds; the guidance reaches the struct GNN's layers."""
-    spec = get_method("graphmnl-fused-teacher")
-    assert spec.cls is GraphMNL and spec.group == "graphmnl"
-    assert spec.fixed == {"guide_targets": "all", "teacher": "fused", "nl_prior": True}
-    est = create("graphmnl-fused-teacher", seed=0, **FAST).fit(graph)
+def test_default_guides_every_branch_with_the_fused_teacher(graph):
+    """The default (twentieth round, formerly the variant ``graphmnl-fused-teacher``): every present branch at a
+    gated node is guided, the struct GNN included (never guided in the spec's form: alone in its kind, it is never
+    inferior), with the fused prediction's negative set under per-class thresholds; the guidance reaches the
+    struct GNN's layers."""
+    assert {k: GraphMNL.defaults[k] for k in ("guide_targets", "teacher", "nl_prior")} == {
+        "guide_targets": "all", "teacher": "fused", "nl_prior": True}
+    spec = get_method("graphmnl")
+    assert spec.cls is GraphMNL and spec.group == "graphmnl" and spec.fixed == {}
+    est = create("graphmnl", seed=0, **FAST).fit(graph)
     assert est.score(graph, "test")["acc"] >= 0.85
     assert any(v != 0.0 for v in est.history_.series("guide"))
     model, s = est.model_, est.branches_.index("struct")
@@ -250,6 +252,32 @@ def test_fused_teacher_variant_guides_the_struct_branch(graph):
     assert sum(float(p.grad.abs().sum()) for p in model.struct.parameters() if p.grad is not None) > 0
 
 
+def test_dominant_teacher_variant_is_the_spec_form(graph):
+    """``graphmnl-dominant-teacher`` (the default until the twentieth round): only inferior branches are guided
+    (never the struct GNN, alone in its kind), by the dominant branch's posterior, with one threshold ρ; the
+    ``graphmnl-ntkd`` variant keeps that form too."""
+    spec = get_method("graphmnl-dominant-teacher")
+    assert spec.fixed == {"guide_targets": "inferior", "teacher": "dominant", "nl_prior": False}
+    assert get_method("graphmnl-ntkd").fixed == {"guidance": "ntkd", **spec.fixed}
+    est = create("graphmnl-dominant-teacher", seed=0, **FAST).fit(graph)
+    assert est.score(graph, "test")["acc"] >= 0.85
+    model, s = est.model_, est.branches_.index("struct")
+    model.train()
+    seen = _spy_on_guidance(est)
+    torch.manual_seed(0)
+    out = model(est._inputs(graph))
+    _, stats = est._loss(out, graph.y, graph.split_index("train"), epoch=FAST["epochs"])
+    assert stats["guide"] > 0 and not bool((seen["cols"] == s).any())
+    assert not torch.allclose(seen["teacher"], torch.softmax(out["logits"].detach(), -1))  # not the fusion
+
+
+def test_nl_k_rule_runs_with_one_threshold_off(graph):
+    """The k-least-likely rule needs ``nl_prior=False`` (on by default); with it the fit guides."""
+    est = create("graphmnl", seed=0, nl_k=3, nl_prior=False, **FAST).fit(graph)
+    assert any(v != 0.0 for v in est.history_.series("guide"))
+    assert est.score(graph, "test")["acc"] >= 0.85
+
+
 def test_fixed_dominant_uses_one_modality(graph):
     est = create("graphmnl", seed=0, fixed_dominant="text", **FAST)
     est.fit(graph)
@@ -266,7 +294,8 @@ def test_fixed_dominant_uses_one_modality(graph):
     ({"struct_input": "max"}, "struct_input: 'max'; allowed: mean, reliability, concat, early, own"),
     ({"fusion": "attention"}, "fusion: 'attention'; allowed: reliability, learned, grouped"),
     ({"input_temperature": 0}, "input_temperature"),
-    ({"nl_prior": True, "nl_k": 3}, r"nl_prior: per-class thresholds need the threshold rule \(rho\)"),
+    ({"nl_k": 3}, r"nl_prior: per-class thresholds need the threshold rule \(rho\); use nl_k=None, or "
+                  r"nl_prior=False with nl_k \(nl_prior is on by default\)"),
 ])
 def test_bad_parameters(graph, params, fragment):
     with pytest.raises(ConfigError, match=fragment):

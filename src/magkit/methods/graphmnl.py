@@ -421,17 +421,20 @@ class GraphMNL(NodeClassifier):
         ema_decay / instability_kind: the moving average of branch posteriors and the distance (tv | js).
         warmup: epochs without transfer.
         rho / nl_k: the negative-set rule (p_d,c < ρ, or the k least likely classes).
-        nl_prior: per-class thresholds ρ C π_c with π the training labels' class shares (rare classes are
-            ruled out less readily).
+        nl_prior: per-class thresholds ρ C π_c with π the training labels' class shares (default True: rare
+            classes are ruled out less readily); False for one threshold ρ (needed with ``nl_k``).
         lam: λ, the guidance weight.
         guidance: ``nl`` (target-preserving negative learning), ``ntkd`` (target-preserving non-target
             distillation: KL between the dominant's and the branch's renormalised non-target distributions, zero
-            gradient on the target logit), ``kd`` (KL to the dominant: ablation),
+            gradient on the target logit), ``kd`` (KL to the teacher: ablation),
             ``mnl`` (MNL's non-target soft CE: ablation), ``none`` (λ = 0).
         guidance_nodes: ``unlabelled`` (default), ``all`` or ``labelled``.
-        guide_targets: ``inferior`` (default: the branches ≥ δ below the dominant) or ``all`` (every present
-            branch at a gated node, the dominant included: negative self-training of the whole library).
-        teacher: ``dominant`` (C̄(i) from p_d(i)) or ``fused`` (from the fused prediction p_f(i)).
+        guide_targets: ``all`` (default: every present branch at a gated node, the dominant and the struct GNN
+            included: negative self-training of the whole library) or ``inferior`` (the spec's form: only the
+            branches ≥ δ below the dominant).
+        teacher: ``fused`` (default: C̄(i) from the fused prediction p_f(i)) or ``dominant`` (the spec's form:
+            from the dominant branch's p_d(i)). The three defaults are docs/graphmnl_rounds.md's twentieth round;
+            ``graphmnl-dominant-teacher`` is the spec's form (inferior targets, dominant teacher, one threshold).
         fixed_dominant: None (per-node arbitration) or a modality name / ``auto`` (one global dominant
             modality: ablation).
         fusion_prior: ``once`` (default: the fused logits count the training class prior once, Σ_b α_b z_b −
@@ -483,10 +486,10 @@ class GraphMNL(NodeClassifier):
         "fixed_dominant": None,
         "score_rule": "mean",
         "nl_balance": False,
-        "nl_prior": False,
+        "nl_prior": True,  # validation, docs/graphmnl_rounds.md "Twentieth round"
         "guide_heads_only": True,
-        "guide_targets": "inferior",
-        "teacher": "dominant",
+        "guide_targets": "all",  # validation, docs/graphmnl_rounds.md "Twentieth round"
+        "teacher": "fused",  # validation, docs/graphmnl_rounds.md "Twentieth round"
         "kind_weights": "equal",
         "fusion_prior": "once",  # validation, docs/graphmnl_rounds.md "Fifth validation round"
         "fusion_floor": 0.0,
@@ -534,7 +537,8 @@ class GraphMNL(NodeClassifier):
         if p["fusion_prior"] not in ("none", "once", "predict"):
             raise ConfigError(f"fusion_prior: {p['fusion_prior']!r}; allowed: none, once, predict")
         if p["nl_prior"] and p["nl_k"]:
-            raise ConfigError("nl_prior: per-class thresholds need the threshold rule (rho); use nl_k=None")
+            raise ConfigError("nl_prior: per-class thresholds need the threshold rule (rho); use nl_k=None, "
+                              "or nl_prior=False with nl_k (nl_prior is on by default)")
         if p["lam"] < 0:
             raise ConfigError(f"lam: {p['lam']!r}; allowed: >= 0")
         if not isinstance(p["topo_k"], int) or isinstance(p["topo_k"], bool) or p["topo_k"] < 1:
@@ -1061,18 +1065,23 @@ def _compositions(total: int, parts: int):
             yield (first,) + rest
 
 
+# The spec's form of the transfer (docs/graphmnl.md): the inferior branches taught by the dominant, one threshold ρ.
+SPEC_TEACHER = {"guide_targets": "inferior", "teacher": "dominant", "nl_prior": False}
+
 ABLATIONS = {
     "graphmnl": ({}, "GraphMNL (full)"),
     "graphmnl-no-smoothing": ({"beta": 0.0}, "GraphMNL without graph-aware smoothing of reliability (β = 0)"),
     "graphmnl-no-gate": ({"gate": False}, "GraphMNL without instability-aware gating"),
-    "graphmnl-kd": ({"guidance": "kd"}, "GraphMNL with positive distillation (KL to the dominant) instead of NL"),
+    "graphmnl-kd": ({"guidance": "kd"}, "GraphMNL with positive distillation (KL to the teacher) instead of NL"),
     "graphmnl-mnl-loss": ({"guidance": "mnl"}, "GraphMNL with MNL's non-target soft CE (not target-preserving)"),
     "graphmnl-fixed-dominant": ({"fixed_dominant": "auto"}, "GraphMNL with one global dominant modality"),
     "graphmnl-no-guidance": ({"guidance": "none"}, "GraphMNL branches + reliability fusion only (λ = 0)"),
-    "graphmnl-ntkd": ({"guidance": "ntkd"}, "GraphMNL with target-preserving non-target distillation instead of NL (variant)"),
-    "graphmnl-fused-teacher": ({"guide_targets": "all", "teacher": "fused", "nl_prior": True},
-                               "GraphMNL with every branch, the struct GNN included, taught by the fused prediction, "
-                               "per-class thresholds (variant; candidate default, docs/graphmnl_rounds.md 20th round)"),
+    "graphmnl-ntkd": ({"guidance": "ntkd", **SPEC_TEACHER},
+                      "GraphMNL with target-preserving non-target distillation instead of NL, in the spec's form "
+                      "(dominant teacher, inferior targets; variant)"),
+    "graphmnl-dominant-teacher": (SPEC_TEACHER,
+                                  "GraphMNL in the spec's form: only the inferior branches taught, by the dominant "
+                                  "branch, one NL threshold (the default until docs/graphmnl_rounds.md's 20th round)"),
 }
 
 
