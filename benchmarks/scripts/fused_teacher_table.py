@@ -41,9 +41,9 @@ def main(path: str = "benchmarks/graphmnl/rows.jsonl", base: str = "graphmnl-dom
         pairs = [s for s in f if s in g]
         if not pairs:
             continue
-        base = [m for (d, s, m) in by if d == ds and s == sp and not m.startswith("graphmnl")]
-        best = max(base, key=lambda m: mean_std(by[(ds, sp, m)], "test_acc")[0])
-        best_f1 = max(base, key=lambda m: mean_std(by[(ds, sp, m)], "test_f1")[0])
+        others = [m for (d, s, m) in by if d == ds and s == sp and not m.startswith("graphmnl")]
+        best = max(others, key=lambda m: mean_std(by[(ds, sp, m)], "test_acc")[0])
+        best_f1 = max(others, key=lambda m: mean_std(by[(ds, sp, m)], "test_f1")[0])
         diff = {k: [100 * (f[s][k] - g[s][k]) for s in pairs] for k in KEYS}
         for k in KEYS:
             pooled[k] += diff[k]
