@@ -284,6 +284,43 @@ def test_fixed_dominant_uses_one_modality(graph):
     assert est._fixed_index.tolist() == [True, False, True, False, False]
 
 
+def test_fixed_dominant_reaches_the_fused_teacher(graph, monkeypatch):
+    """With the fused teacher the ablation's global choice reaches the transfer: the teacher is the fusion of the
+    branches by the fixed reliability (the dominant modality's branches ~1 against ~0 for the other), not the
+    prediction's per-node fusion; ``auto`` picks its modality when the transfer starts, not at epoch 0."""
+    import magkit.methods.graphmnl as gm
+
+    picks = []
+    orig = gm.GraphMNL._fixed_reliability
+
+    def spy(self, r, present):
+        picks.append(self._fixed_index is None)
+        return orig(self, r, present)
+
+    monkeypatch.setattr(gm.GraphMNL, "_fixed_reliability", spy)
+    est = create("graphmnl-fixed-dominant", seed=0, **{**FAST, "epochs": 12, "warmup": 8, "patience": 12}).fit(graph)
+    assert len(picks) == 12 - 8 and picks[0] and not any(picks[1:])  # first called (and the pick made) at epoch 8
+    model = est.model_
+    model.train()
+    seen = _spy_on_guidance(est)
+    torch.manual_seed(0)
+    out = model(est._inputs(graph))
+    _, stats = est._loss(out, graph.y, graph.split_index("train"), epoch=12)
+    assert stats["guide"] > 0
+    fixed = est._fixed_reliability(est._next_reliability, out["present"])
+    want = torch.softmax(model.fuse(out["branches"].detach(), model.fusion_weights(fixed, out["present"])), -1)
+    torch.testing.assert_close(seen["teacher"], want)
+    per_node = torch.softmax(out["logits"].detach(), -1)
+    assert (seen["teacher"] - per_node).abs().max() > 1e-3  # not the prediction's own fusion
+    # the global modality's raw branch takes nearly all of the raw kind's weight at every node where it is present
+    alpha = model.fusion_weights(fixed, out["present"])
+    j = est.branches_.index("raw:" + next(m for m in est.modalities_ if est._fixed_index[est.branches_.index("raw:" + m)]))
+    raw = [est.branches_.index("raw:" + m) for m in est.modalities_]
+    share = alpha[:, j] / alpha[:, raw].sum(1)
+    both = out["present"][:, raw].all(1)
+    assert bool((share[both] > 0.9).all())
+
+
 @pytest.mark.parametrize("params, fragment", [
     ({"guidance": "pl"}, "guidance: 'pl'; allowed: nl, ntkd, kd, mnl, none"),
     ({"guidance_nodes": "some"}, "guidance_nodes"),

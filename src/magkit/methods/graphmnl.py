@@ -436,7 +436,10 @@ class GraphMNL(NodeClassifier):
             from the dominant branch's p_d(i)). The three defaults are docs/graphmnl_rounds.md's twentieth round;
             ``graphmnl-dominant-teacher`` is the spec's form (inferior targets, dominant teacher, one threshold).
         fixed_dominant: None (per-node arbitration) or a modality name / ``auto`` (one global dominant
-            modality: ablation).
+            modality: ablation; ``auto`` takes the modality whose raw branch is the more reliable on average when the
+            transfer starts). Every reader of the arbitration then sees the global choice: the dominant branch and
+            the inferior set, the gate's margin, and the fused teacher, which fuses the branches by the fixed
+            reliability instead of the per-node one (the prediction's own fusion keeps the per-node weights).
         fusion_prior: ``once`` (default: the fused logits count the training class prior once, Σ_b α_b z_b −
             (1 − Σ_g s_g²) log π over the experts g, kinds under grouped fusion; see ``prior_once_fusion``),
             ``predict`` (the same at prediction time only) or ``none`` (the plain weighted average).
@@ -776,7 +779,11 @@ class GraphMNL(NodeClassifier):
         present = out["present"]
         n = present.shape[0]
         r, probs = self._scores(out)
-        r_arb = self._fixed_reliability(r, present) if p["fixed_dominant"] is not None else r
+        active = epoch >= p["warmup"] and p["guidance"] != "none" and p["lam"] > 0
+        fixed = p["fixed_dominant"] is not None and (active or p["fixed_dominant"] != "auto")
+        # ``auto`` picks the global dominant from the warmed-up branches when the transfer starts (at epoch 0 the
+        # reliability of untrained branches would make the pick arbitrary); until then nothing reads the arbitration
+        r_arb = self._fixed_reliability(r, present) if fixed else r
         dom, inferior, margin = arbitrate(r_arb, present, p["delta"])
         if p["fusion"] == "grouped":
             inferior, margin = self._grouped_arbitration(r_arb, present)
@@ -785,7 +792,10 @@ class GraphMNL(NodeClassifier):
         d = dom.clamp(min=0)
         p_dom = probs[rows, d]
         if p["teacher"] == "fused":  # the teacher's own stability: the fused posterior against its moving average
-            p_fused = torch.softmax(out["logits"].detach(), -1)
+            z_t = out["logits"].detach()
+            if fixed:  # ablation: the teacher fuses the branches by the global dominant's weights, not per node
+                z_t = self.model_.fuse(out["branches"].detach(), self.model_.fusion_weights(r_arb, present))
+            p_fused = torch.softmax(z_t, -1)
             self._ema_fused = ema_update(getattr(self, "_ema_fused", None), p_fused, p["ema_decay"])
             s = instability(p_fused, self._ema_fused, p["instability_kind"])
         else:
@@ -797,10 +807,9 @@ class GraphMNL(NodeClassifier):
         g = g * (dom >= 0)
         nodes = {"unlabelled": ~self._labelled, "all": torch.ones_like(self._labelled),
                  "labelled": self._labelled}[p["guidance_nodes"]].to(probs.device)
-        active = epoch >= p["warmup"] and p["guidance"] != "none" and p["lam"] > 0
         g = g * nodes.float() * float(active)
         targets = inferior if p["guide_targets"] == "inferior" else present
-        teacher = p_dom if p["teacher"] == "dominant" else torch.softmax(out["logits"].detach(), -1)
+        teacher = p_dom if p["teacher"] == "dominant" else p_fused
         return {"r": r, "g": g, "inferior": targets, "teacher": teacher, "active": active,
                 "gate_rate": float((g > 0.5).float().sum() / nodes.float().sum().clamp(min=1)),
                 "inferior_rate": float(inferior.float().mean())}
