@@ -742,6 +742,8 @@ def test_transfer_gate_hand_example():
     for bad in (-1.0, float("inf"), float("nan")):
         with pytest.raises(ConfigError, match="kappa: must be a finite number >= 0"):
             transfer_gate(s, m, tau_s=0.2, tau_m=0.1, kappa=bad)
+    # tau_m=None: the instability term alone, whatever the margin
+    torch.testing.assert_close(transfer_gate(s, m, tau_s=0.2, tau_m=None, kappa=10.0), torch.tensor([1.0, 0.0, 0.0, 1.0]))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -443,15 +443,17 @@ def instability(p: Tensor, p_ema: Tensor, kind: str = "tv") -> Tensor:
     return (0.5 * (kl_p + kl_q)).clamp(min=0.0)
 
 
-def transfer_gate(s: Tensor, m: Tensor, tau_s: float, tau_m: float, kappa: float) -> Tensor:
+def transfer_gate(s: Tensor, m: Tensor, tau_s: float, tau_m: float | None, kappa: float) -> Tensor:
     """Instability-aware transfer gate: g(i) = 1[s(i) < τ_s] · σ(κ (m(i) − τ_m)) ∈ [0, 1], ``[n]``.
 
-    s = temporal instability of the dominant branch, m = arbitration margin. Requires a finite κ ≥ 0.
+    s = temporal instability of the teacher (the dominant branch in the spec's form), m = arbitration margin.
+    ``tau_m=None`` drops the margin term: g(i) = 1[s(i) < τ_s] (instability only). Requires a finite κ ≥ 0.
     """
     if not (math.isfinite(kappa) and kappa >= 0.0):
         raise ConfigError(f"kappa: must be a finite number >= 0, got {kappa!r}")
     _check_shape("m", m, tuple(s.shape))
-    return (s < tau_s).to(m.dtype) * torch.sigmoid(kappa * (m - tau_m))
+    open_ = (s < tau_s).to(m.dtype)
+    return open_ if tau_m is None else open_ * torch.sigmoid(kappa * (m - tau_m))
 
 
 def prior_once_fusion(fused: Tensor, shares: Tensor, log_prior: Tensor) -> Tensor:

@@ -57,6 +57,15 @@ def test_guidance_starts_after_warmup_and_is_gated(graph):
     assert max(gate[10:]) < 0.99
 
 
+def test_gate_without_margin_term_closes_on_instability_only(graph):
+    """``tau_m=None``: g = 1[s < τ_s]; with τ_s above any total-variation distance it never closes (the ungated
+    rate), while the spec's margin term closes it at some nodes."""
+    kw = {**FAST, "warmup": 10, "epochs": 20, "patience": 20, "gate": True}
+    wide = create("graphmnl", seed=0, tau_s=1.01, tau_m=None, **kw).fit(graph).history_.series("gate_rate")
+    margin = create("graphmnl", seed=0, tau_s=1.01, **kw).fit(graph).history_.series("gate_rate")
+    assert min(wide[10:]) > 0.99 and max(margin[10:]) < 0.99
+
+
 def test_no_guidance_means_no_guidance_loss(graph):
     est = create("graphmnl-no-guidance", seed=0, **FAST).fit(graph)
     assert all(v == 0.0 for v in est.history_.series("guide"))
@@ -331,6 +340,7 @@ def test_fixed_dominant_reaches_the_fused_teacher(graph, monkeypatch):
     ({"struct_input": "max"}, "struct_input: 'max'; allowed: mean, reliability, concat, early, own"),
     ({"fusion": "attention"}, "fusion: 'attention'; allowed: reliability, learned, grouped"),
     ({"input_temperature": 0}, "input_temperature"),
+    ({"tau_m": "x"}, r"tau_m: 'x'; allowed: a finite number, or None \(no margin term in the gate\)"),
     ({"nl_k": 3}, r"nl_prior: per-class thresholds need the threshold rule \(rho\); use nl_k=None, or "
                   r"nl_prior=False with nl_k \(nl_prior is on by default\)"),
 ])

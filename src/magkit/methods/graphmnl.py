@@ -23,6 +23,7 @@ earlier formulation (prop:m reads the cached Â^K X_m; struct reads the mean of 
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -417,7 +418,9 @@ class GraphMNL(NodeClassifier):
         temperature: T of the reliability-weighted fusion softmax.
         beta / smooth_steps: graph-aware smoothing r̃ = (1 − β) r + β N(r̃), ``smooth_steps`` times.
         delta: a branch is inferior when its r̃ is at least δ below the dominant's.
-        tau_s / tau_m / kappa: the gate 1[s < τ_s] σ(κ (m − τ_m)); ``gate=False`` opens it everywhere.
+        tau_s / tau_m / kappa: the gate 1[s < τ_s] σ(κ (m − τ_m)); ``gate=False`` opens it everywhere;
+            ``tau_m=None`` keeps the instability term only (1[s < τ_s]: under the fused teacher the arbitration
+            margin no longer says how sure the teacher is; docs/graphmnl_rounds.md "Twenty-second round").
         ema_decay / instability_kind: the moving average of branch posteriors and the distance (tv | js).
         warmup: epochs without transfer.
         rho / nl_k: the negative-set rule (p_d,c < ρ, or the k least likely classes).
@@ -535,6 +538,9 @@ class GraphMNL(NodeClassifier):
         elif kw == "validation" and p["fusion"] != "grouped":
             raise ConfigError("kind_weights: kind shares apply to fusion='grouped' only")
         ff = p["fusion_floor"]
+        tm = p["tau_m"]
+        if tm is not None and (isinstance(tm, bool) or not isinstance(tm, (int, float)) or not math.isfinite(tm)):
+            raise ConfigError(f"tau_m: {tm!r}; allowed: a finite number, or None (no margin term in the gate)")
         if isinstance(ff, bool) or not isinstance(ff, (int, float)) or not 0 <= ff < 1:
             raise ConfigError(f"fusion_floor: {ff!r}; allowed: a number in [0, 1) (0 switches it off)")
         if p["fusion_prior"] not in ("none", "once", "predict"):
