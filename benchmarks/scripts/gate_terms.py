@@ -7,7 +7,8 @@ epochs, patience 30) and prints, at a few epochs from the warm-up on, the share 
 (s(i) >= τ_s), the share where the margin term σ(κ (m(i) − τ_m)) is below 1/2, its mean, the share with g > 1/2 and
 the mean gate (nodes outside the guided set included: the gate is computed for all of them); then the teacher's
 accuracy on the validation nodes where each term shuts the gate and where it is open (does the term pick the nodes
-where the teacher is wrong?).
+where the teacher is wrong?), and how often the true class is in the negative set C̄(i) there (what the transfer
+would teach wrongly: NL only rules classes out, so a teacher wrong at its top class can still teach right).
 """
 
 import sys
@@ -16,6 +17,7 @@ import torch
 
 import magkit.methods.graphmnl as gm
 from magkit.data import load_dataset
+from magkit.functional import negative_set
 from magkit.methods import create
 
 
@@ -46,10 +48,15 @@ def main(argv: list[str]) -> None:
             right = st_["teacher"][val].argmax(1) == yv
             shut_s, shut_m = s >= self.params["tau_s"], torch.sigmoid(self.params["kappa"] * (m - self.params["tau_m"])) < 0.5
 
-            def a(mask):
-                return float(right[mask].float().mean()) if bool(mask.any()) else float("nan")
+            def a(mask, hit=right):
+                return float(hit[mask].float().mean()) if bool(mask.any()) else float("nan")
 
-            acc.append((a(shut_s), a(~shut_s), a(shut_m), a(~shut_m)))
+            p = self.params
+            prior = torch.bincount(self._y_train[self._labelled], minlength=graph.num_classes).float() + 1.0
+            neg = negative_set(st_["teacher"], self._y_train, self._labelled, rho=p["rho"],
+                               class_prior=prior if p["nl_prior"] else None)[val]
+            wrong = neg[torch.arange(val.numel()), yv]  # the true class taught as unlikely
+            acc.append((a(shut_s), a(~shut_s), a(shut_m), a(~shut_m), a(shut_s, wrong), a(~shut_s, wrong)))
         return st_
 
     last: dict = {}
@@ -74,8 +81,9 @@ def main(argv: list[str]) -> None:
             a, b, c, d, f = log[e]
             print(f"epoch {e}: s >= tau_s {a:.3f} | margin term < 1/2 {b:.3f}, mean {c:.3f} | g > 1/2 {d:.3f}, "
                   f"mean g {f:.3f}")
-            ts, to, tm, tmo = (100 * v for v in acc[e])
-            print(f"    teacher val acc: shut by s {ts:.1f} / open {to:.1f} | shut by margin {tm:.1f} / open {tmo:.1f}")
+            ts, to, tm, tmo, ws, wo = (100 * v for v in acc[e])
+            print(f"    teacher val acc: shut by s {ts:.1f} / open {to:.1f} | shut by margin {tm:.1f} / open {tmo:.1f}"
+                  f" | true class in C̄: shut by s {ws:.1f}% / open {wo:.1f}%")
     sc = est.score(graph, "val")
     print(f"best epoch {est.history_.best_epoch}, val acc {100 * sc['acc']:.2f}, val F1 {100 * sc['f1']:.2f}")
 
