@@ -420,7 +420,8 @@ class GraphMNL(NodeClassifier):
         delta: a branch is inferior when its r̃ is at least δ below the dominant's.
         tau_s / tau_m / kappa: the gate 1[s < τ_s] σ(κ (m − τ_m)); ``gate=False`` opens it everywhere;
             ``tau_m=None`` keeps the instability term only (1[s < τ_s]: under the fused teacher the arbitration
-            margin no longer says how sure the teacher is; docs/graphmnl_rounds.md "Twenty-second round").
+            margin no longer says how sure the teacher is; it still costs against ``gate=False`` on Grocery,
+            docs/graphmnl_rounds.md "Twenty-second round").
         ema_decay / instability_kind: the moving average of branch posteriors and the distance (tv | js).
         warmup: epochs without transfer.
         rho / nl_k: the negative-set rule (p_d,c < ρ, or the k least likely classes).
