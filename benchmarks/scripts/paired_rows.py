@@ -27,6 +27,9 @@ def mean_sd(xs):
 def main(argv):
     ref = next((a.split("=", 1)[1] for a in argv if a.startswith("--before-method=")), None)
     argv = [a for a in argv if not a.startswith("--before-method=")]
+    if len(argv) < 2:
+        print(__doc__)
+        raise SystemExit(2)
     before, after = load(argv[0]), load(argv[1])
     methods = set(argv[2:])
     groups = defaultdict(list)
