@@ -23,7 +23,7 @@ PROFILES = ("text-dominant", "image-dominant", "balanced")
 SPLITS = ("magb", "rate:0.05", "rate:0.01")
 # two-sided 5% critical values of Student's t by degrees of freedom (paired differences over n seeds: df = n - 1)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-ABLATIONS = ("graphmnl-no-smoothing", "graphmnl-no-gate", "graphmnl-kd", "graphmnl-mnl-loss",
+ABLATIONS = ("graphmnl-no-smoothing", "graphmnl-gate", "graphmnl-kd", "graphmnl-mnl-loss",
              "graphmnl-fixed-dominant", "graphmnl-no-guidance", "graphmnl-ntkd",  # a variant (session 8)
              "graphmnl-dominant-teacher")  # the spec's form of the transfer (the default until session 20)
 

@@ -45,14 +45,17 @@ def test_reliability_ranks_the_truly_better_modality(fitted):
 
 
 def test_guidance_starts_after_warmup_and_is_gated(graph):
-    est = create("graphmnl", seed=0, **{**FAST, "warmup": 10, "epochs": 30, "patience": 30}).fit(graph)
+    """The default is ungated (twenty-first round): after the warm-up every unlabelled node with a dominant branch
+    is guided; ``graphmnl-gate`` (the spec's gate) guides fewer."""
+    assert GraphMNL.defaults["gate"] is False and get_method("graphmnl-gate").fixed == {"gate": True}
+    est = create("graphmnl-gate", seed=0, **{**FAST, "warmup": 10, "epochs": 30, "patience": 30}).fit(graph)
     guide = est.history_.series("guide")
     gate = est.history_.series("gate_rate")
     assert all(v == 0.0 for v in guide[:10]) and all(v == 0.0 for v in gate[:10])
     assert any(v > 0 for v in guide[10:])
     assert all(0.0 <= v <= 1.0 for v in gate)
-    ungated = create("graphmnl-no-gate", seed=0, **{**FAST, "warmup": 10, "epochs": 30, "patience": 30}).fit(graph)
-    # without the gate every unlabelled node with a dominant branch is guided
+    ungated = create("graphmnl", seed=0, **{**FAST, "warmup": 10, "epochs": 30, "patience": 30}).fit(graph)
+    assert all(v == 0.0 for v in ungated.history_.series("guide")[:10])
     assert min(ungated.history_.series("gate_rate")[10:]) > 0.99
     assert max(gate[10:]) < 0.99
 
@@ -198,7 +201,7 @@ def test_guide_targets_and_teacher_are_checked(graph):
 
 def test_ablations_are_registered_with_one_switch_each():
     expected = {
-        "graphmnl-no-smoothing": {"beta": 0.0}, "graphmnl-no-gate": {"gate": False},
+        "graphmnl-no-smoothing": {"beta": 0.0}, "graphmnl-gate": {"gate": True}, "graphmnl-no-gate": {"gate": False},
         "graphmnl-kd": {"guidance": "kd"}, "graphmnl-mnl-loss": {"guidance": "mnl"},
         "graphmnl-fixed-dominant": {"fixed_dominant": "auto"},
     }
@@ -264,9 +267,9 @@ def test_default_guides_every_branch_with_the_fused_teacher(graph):
 def test_dominant_teacher_variant_is_the_spec_form(graph):
     """``graphmnl-dominant-teacher`` (the default until the twentieth round): only inferior branches are guided
     (never the struct GNN, alone in its kind), by the dominant branch's posterior, with one threshold ρ; the
-    ``graphmnl-ntkd`` variant keeps that form too."""
+    ``graphmnl-ntkd`` variant keeps that form too, gate included."""
     spec = get_method("graphmnl-dominant-teacher")
-    assert spec.fixed == {"guide_targets": "inferior", "teacher": "dominant", "nl_prior": False}
+    assert spec.fixed == {"guide_targets": "inferior", "teacher": "dominant", "nl_prior": False, "gate": True}
     assert get_method("graphmnl-ntkd").fixed == {"guidance": "ntkd", **spec.fixed}
     est = create("graphmnl-dominant-teacher", seed=0, **FAST).fit(graph)
     assert est.score(graph, "test")["acc"] >= 0.85

@@ -13,7 +13,7 @@ FAST = {"hidden": 32, "epochs": 25, "patience": 25}
 @pytest.mark.parametrize("method, extra", [
     ("gcn-early", {}),
     ("mnl-sage", {}),
-    ("graphmnl-no-gate", {"warmup": 3}),
+    ("graphmnl-gate", {"warmup": 3}),
     ("graphmnl", {"warmup": 3, "branches": ["+struct:gcn"]}),
 ])
 def test_a_saved_estimator_predicts_as_the_fitted_one(homophilous_graph, tmp_path, method, extra):
