@@ -264,6 +264,38 @@ def test_default_guides_every_branch_with_the_fused_teacher(graph):
     assert sum(float(p.grad.abs().sum()) for p in model.struct.parameters() if p.grad is not None) > 0
 
 
+@pytest.mark.parametrize("mode", ["detached", "shared"])
+def test_struct_guide_modes(graph, mode):
+    """``struct_guide``: the struct GNN's guided logits are a second pass on its detached input (``detached``: its
+    own input projection gets no guidance gradient) or the supervised pass's logits (``shared``: equal to them, and
+    the guidance reaches the projection)."""
+    est = create("graphmnl", seed=0, struct_guide=mode, **{**FAST, "epochs": 10, "patience": 10}).fit(graph)
+    model, s = est.model_, est.branches_.index("struct")
+    model.train()
+    torch.manual_seed(0)
+    out = model(est._inputs(graph))
+    rows = torch.arange(0, graph.num_nodes, 3)
+    z = model.guided_logits(out, rows, torch.full_like(rows, s))
+    model.zero_grad()
+    z.logsumexp(-1).sum().backward()
+    proj = model.struct_proj.weight.grad
+    gnn = sum(float(p.grad.abs().sum()) for p in model.struct.parameters() if p.grad is not None)
+    assert gnn > 0
+    if mode == "shared":
+        assert torch.equal(z, out["branches"][rows, s])
+        assert proj is not None and float(proj.abs().sum()) > 0
+    else:
+        assert not torch.equal(z, out["branches"][rows, s])  # fresh dropout masks in the second pass
+        assert proj is None or float(proj.abs().sum()) == 0
+
+
+def test_struct_guide_errors(graph):
+    with pytest.raises(ConfigError, match="struct_guide: 'x'; allowed: detached, shared"):
+        create("graphmnl", struct_guide="x", **FAST).fit(graph)
+    with pytest.raises(ConfigError, match="needs struct_input own or early"):
+        create("graphmnl", struct_guide="shared", struct_input="mean", **FAST).fit(graph)
+
+
 def test_dominant_teacher_variant_is_the_spec_form(graph):
     """``graphmnl-dominant-teacher`` (the default until the twentieth round): only inferior branches are guided
     (never the struct GNN, alone in its kind), by the dominant branch's posterior, with one threshold ρ; the

@@ -177,6 +177,9 @@ class GraphMNLNet(nn.Module):
         self.dropout = dropout_p
         self.temperature = temperature
         self.guide_heads_only = False
+        # "detached": the struct GNN's guided logits come from a second pass on its detached input (fresh dropout
+        # masks); "shared": the supervised pass's struct logits are reused (struct_input own / early only)
+        self.struct_guide = "detached"
         # grouped fusion: the share of each branch kind (raw, prop, struct, in kind_columns() order); equal by
         # default, fitted on validation nodes after training with kind_weights="validation"
         self.register_buffer("kind_share", torch.ones(len(self.kind_columns())))
@@ -380,7 +383,10 @@ class GraphMNLNet(nn.Module):
         """Logits ``[P, C]`` of branch ``cols[k]`` at node ``rows[k]`` for the guidance term (pairs sorted by
         branch). With ``guide_heads_only`` they are computed from detached first-layer representations, so the
         guidance reaches each branch's own layers but not the shared projections; a head is evaluated on its
-        guided rows only, the struct GNN (which needs the whole graph) once, and only if it is guided anywhere."""
+        guided rows only, the struct GNN (which needs the whole graph) once, and only if it is guided anywhere.
+        With ``struct_guide="shared"`` the struct GNN's guided logits are those of the supervised pass (same
+        dropout masks; the guidance then reaches the struct branch's own input projection too, which no other
+        branch reads), so no second struct pass is run."""
         if "_guide_inputs" not in out:
             return out["branches"][rows, cols]
         dropped, h0, struct_adj = out["_guide_inputs"]
@@ -389,7 +395,9 @@ class GraphMNLNet(nn.Module):
             r = rows[cols == j]
             if r.numel() == 0:
                 continue
-            if _is_struct(b):
+            if _is_struct(b) and self.struct_guide == "shared":
+                parts.append(out["branches"][r, j])
+            elif _is_struct(b):
                 parts.append(self._struct_logits(b, h0.detach(), struct_adj)[r])
             else:
                 parts.append(self.heads[b.replace(":", "_")](dropped[b][r].detach()))
@@ -438,6 +446,12 @@ class GraphMNL(NodeClassifier):
         guide_targets: ``all`` (default: every present branch at a gated node, the dominant and the struct GNN
             included: negative self-training of the whole library) or ``inferior`` (the spec's form: only the
             branches ≥ δ below the dominant).
+        guide_heads_only: True (default): the guidance reaches each branch's layers above the shared first-layer
+            projections P_m, not P_m (docs/graphmnl.md, "Target-preserving negative learning").
+        struct_guide: ``detached`` (default: the guided struct GNN is evaluated a second time, on its detached input
+            with fresh dropout masks) or ``shared`` (its supervised pass's logits are guided: one struct pass per
+            step, and the guidance also reaches the struct branch's own input projection; needs ``struct_input``
+            ``own`` or ``early``). Only read where the struct GNN is guided (``guide_targets="all"``).
         teacher: ``fused`` (default: C̄(i) from the fused prediction p_f(i)) or ``dominant`` (the spec's form:
             from the dominant branch's p_d(i)). The three defaults are docs/graphmnl_rounds.md's twentieth round;
             ``graphmnl-dominant-teacher`` is the spec's form (inferior targets, dominant teacher, one threshold).
@@ -497,6 +511,7 @@ class GraphMNL(NodeClassifier):
         "nl_balance": False,
         "nl_prior": True,  # validation, docs/graphmnl_rounds.md "Twentieth round"
         "guide_heads_only": True,
+        "struct_guide": "detached",
         "guide_targets": "all",  # validation, docs/graphmnl_rounds.md "Twentieth round"
         "teacher": "fused",  # validation, docs/graphmnl_rounds.md "Twentieth round"
         "kind_weights": "equal",
@@ -518,6 +533,12 @@ class GraphMNL(NodeClassifier):
             raise ConfigError(f"fusion: {p['fusion']!r}; allowed: reliability, learned, grouped")
         if p["struct_input"] not in ("mean", "reliability", "concat", "early", "own"):
             raise ConfigError(f"struct_input: {p['struct_input']!r}; allowed: mean, reliability, concat, early, own")
+        if p["struct_guide"] not in ("detached", "shared"):
+            raise ConfigError(f"struct_guide: {p['struct_guide']!r}; allowed: detached, shared")
+        if p["struct_guide"] == "shared" and p["struct_input"] not in ("own", "early"):
+            raise ConfigError(f"struct_guide='shared' needs struct_input own or early (got {p['struct_input']!r}): "
+                              "the struct branch's input is then built from the shared projections, which the "
+                              "guidance must not reach (guide_heads_only)")
         if p["input_temperature"] <= 0:
             raise ConfigError(f"input_temperature: {p['input_temperature']!r}; allowed: > 0")
         if p["teacher"] not in ("dominant", "fused"):
@@ -637,6 +658,7 @@ class GraphMNL(NodeClassifier):
                           prop_k=p["prop_k"], prop_mode=p["prop_mode"], struct_input=p["struct_input"],
                           num_nodes=graph.num_nodes, topo_k=p["topo_k"])
         net.guide_heads_only = bool(p["guide_heads_only"])
+        net.struct_guide = p["struct_guide"]
         net.fusion = p["fusion"]
         if p["fusion"] == "learned":  # α(i) = softmax_b(r̃_b(i) / T + c_b), c_b learned by the fused CE
             net.fusion_bias = nn.Parameter(torch.zeros(len(self.branches_)))
