@@ -8,7 +8,9 @@ thread. Printed: the ratio of median epoch times (training step only, as History
 epochs, and separately over GraphMNL's warm-up epochs (no guidance term) and its guided epochs (epoch >=
 ``warmup``, where the gated negative-learning pass runs: most of a real fit). EPOCHS <= warmup (20)
 measures warm-up epochs only, as this script did before it reported the two phases. GRAPHMNL_PARAMS is a
-Python dict literal of GraphMNL parameters (e.g. "{'prop_mode': 'input'}"); SPLIT may be "-" for the default.
+Python dict literal of GraphMNL parameters (e.g. "{'prop_mode': 'input'}"), or a list of them
+(e.g. "[{}, {'struct_guide': 'shared'}]") to measure several variants in the same run, each against the same
+gcn-early epochs (one line per variant); SPLIT may be "-" for the default.
 DATASET_KWARGS is a dict literal for ``load_dataset``, e.g. "{'dims': 768}" for generated features of the widths
 real text / image encoders give (the default generated features are 128-wide).
 """
@@ -28,32 +30,36 @@ def main(argv: list[str]) -> None:
     data = argv[0] if argv else "grocery-semi:balanced"
     epochs = int(argv[1]) if len(argv) > 1 else 40
     split = argv[2] if len(argv) > 2 and argv[2] != "-" else None
-    gm_params = ast.literal_eval(argv[3]) if len(argv) > 3 else {}
+    parsed = ast.literal_eval(argv[3]) if len(argv) > 3 else {}
+    variants = parsed if isinstance(parsed, list) else [parsed]
+    if not variants or not all(isinstance(v, dict) for v in variants):
+        sys.exit("GRAPHMNL_PARAMS must be a dict literal or a non-empty list of dict literals")
     data_kwargs = ast.literal_eval(argv[4]) if len(argv) > 4 else {}
     torch.set_num_threads(1)
     graph = load_dataset(data, split=split, seed=0, **data_kwargs) if split else load_dataset(data, **data_kwargs)
     warmup = GraphMNL.defaults["warmup"]
-    times: dict[str, list[float]] = {"gcn-early": [], "graphmnl": []}
-    phase: list[bool] = []  # per recorded GraphMNL epoch: guided (epoch >= warmup)?
+    gcn_times: list[float] = []
+    gm_times: list[list[float]] = [[] for _ in variants]
+    phase: list[bool] = []  # per recorded GraphMNL epoch: guided (epoch >= warmup)? (the same for every variant)
     for _ in range(2):
-        for method in times:
-            extra = gm_params if method == "graphmnl" else {}
-            est = create(method, seed=0, hidden=128, epochs=epochs, patience=None, **extra).fit(graph)
+        est = create("gcn-early", seed=0, hidden=128, epochs=epochs, patience=None).fit(graph)
+        gcn_times += est.history_.series("time")[1:]  # the first epoch includes one-off set-up
+        for k, params in enumerate(variants):
+            est = create("graphmnl", seed=0, hidden=128, epochs=epochs, patience=None, **params).fit(graph)
             t = est.history_.series("time")
-            times[method] += t[1:]  # the first epoch includes one-off set-up
-            if method == "graphmnl":
+            gm_times[k] += t[1:]
+            if k == 0:
                 phase += [e >= warmup for e in range(1, len(t))]
-    gcn = statistics.median(times["gcn-early"])
-    gm = times["graphmnl"]
-    line = (f"{data}{' ' + split if split else ''}{' ' + repr(gm_params) if gm_params else ''}"
-            f"{' ' + repr(data_kwargs) if data_kwargs else ''}, {epochs} epochs: gcn-early {1000 * gcn:.1f} ms/epoch, "
-            f"graphmnl {1000 * statistics.median(gm):.1f} ms/epoch, ratio {statistics.median(gm) / gcn:.2f}x")
-    for name, flag in (("warm-up", False), ("guided", True)):
-        sel = [t for t, f in zip(gm, phase) if f == flag]
-        if sel:
-            line += f"; {name} {1000 * statistics.median(sel):.1f} ms ({statistics.median(sel) / gcn:.2f}x)"
-    print(line)
-
+    gcn = statistics.median(gcn_times)
+    for params, gm in zip(variants, gm_times):
+        line = (f"{data}{' ' + split if split else ''}{' ' + repr(params) if params else ''}"
+                f"{' ' + repr(data_kwargs) if data_kwargs else ''}, {epochs} epochs: gcn-early {1000 * gcn:.1f} ms/epoch, "
+                f"graphmnl {1000 * statistics.median(gm):.1f} ms/epoch, ratio {statistics.median(gm) / gcn:.2f}x")
+        for name, flag in (("warm-up", False), ("guided", True)):
+            sel = [t for t, f in zip(gm, phase) if f == flag]
+            if sel:
+                line += f"; {name} {1000 * statistics.median(sel):.1f} ms ({statistics.median(sel) / gcn:.2f}x)"
+        print(line)
 
 if __name__ == "__main__":
     main(sys.argv[1:])
