@@ -451,7 +451,9 @@ class GraphMNL(NodeClassifier):
         struct_guide: ``detached`` (default: the guided struct GNN is evaluated a second time, on its detached input
             with fresh dropout masks) or ``shared`` (its supervised pass's logits are guided: one struct pass per
             step, and the guidance also reaches the struct branch's own input projection; needs ``struct_input``
-            ``own`` or ``early``). Only read where the struct GNN is guided (``guide_targets="all"``).
+            ``own`` or ``early``). Only read where the struct GNN is guided (``guide_targets="all"``). ``shared``
+            saves 10-13% of a guided epoch and was level on Grocery but −0.23 validation macro-F1 on the robustness
+            panel (docs/graphmnl_rounds.md, twenty-third round), so it is not the default.
         teacher: ``fused`` (default: C̄(i) from the fused prediction p_f(i)) or ``dominant`` (the spec's form:
             from the dominant branch's p_d(i)). The three defaults are docs/graphmnl_rounds.md's twentieth round;
             ``graphmnl-dominant-teacher`` is the spec's form (inferior targets, dominant teacher, one threshold).
