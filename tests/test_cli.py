@@ -173,6 +173,15 @@ def test_explain_graphmnl(tmp_path):
     assert len(report["gate_rate"]) == 30 and report["gate_rate"][0] == 0.0
     assert 0.5 < report["reliability_auc"]["raw"] <= 1.0
     assert (tmp_path / "diagnostics.png").stat().st_size > 5000
+    text = " ".join(res.output.split())  # rich wraps long lines
+    assert "instability gate off" in text and "gate open on" not in text
+
+
+def test_explain_reports_the_gate_rate_when_the_gate_is_on(tmp_path):
+    res = invoke("explain", "-d", "synthetic:balanced", "--set", "epochs=12", "--set", "warmup=5", "--set", "gate=true")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())  # rich wraps long lines
+    assert "gate open on" in text and "over 12 epochs" in text
     res = runner.invoke(app, ["explain", "-m", "gcn-early"])
     assert res.exit_code == 2 and "no arbitration to explain" in res.output
 

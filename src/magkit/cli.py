@@ -395,8 +395,12 @@ def explain_cmd(
         t.add_row(b, f"{100 * r['val_acc']:.2f}", f"{100 * r['dominant_share']:.1f}%", f"{r['mean_alpha']:.3f}", f"{r['mean_reliability']:.3f}")
     console.print(t)
     gate = report["gate_rate"]
-    console.print(f"gate open on {100 * report['final_gate_rate']:.1f}% of guided nodes at the selected epoch "
-                  f"(max {100 * max(gate or [0]):.1f}% over {len(gate)} epochs)")
+    if report["method_params"].get("gate", True):
+        console.print(f"gate open on {100 * report['final_gate_rate']:.1f}% of guided nodes at the selected epoch "
+                      f"(max {100 * max(gate or [0]):.1f}% over {len(gate)} epochs)")
+    else:
+        console.print("instability gate off (gate=False, the default since docs/graphmnl_rounds.md's 21st round): "
+                      "every guided node is taught after the warm-up; --set gate=true for the spec's gate")
     if report.get("reliability_auc"):
         console.print("reliability AUC against the generator's ground truth: "
                       + ", ".join(f"{k} branches {v:.3f}" for k, v in report["reliability_auc"].items()))
