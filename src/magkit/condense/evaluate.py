@@ -5,9 +5,10 @@ The protocol (docs/condensation.md):
 * a *view* of the real graph is the set of nodes a model reads at evaluation time with their induced
   structure: in the transductive setting the whole graph (scored on its val / test nodes), in the inductive
   setting the val-induced and the test-induced subgraphs (as MM-Graph and the SR-GM code do);
-* a fresh model is trained on S (all synthetic nodes are training nodes) for ``epochs`` epochs; every
-  ``eval_every`` epochs it is scored on the real validation view and the best state is kept (ties keep the
-  earlier epoch); the test view is read once, with the selected state;
+* a fresh model is trained on S (all synthetic nodes are training nodes) for ``epochs`` epochs through the
+  one epoch loop (:func:`~magkit.train.loop.fit_loop`); after every ``eval_every``-th epoch and the last it
+  is scored on the real validation view and the best state is kept (ties keep the earlier epoch); the test
+  view is read once, with the selected state;
 * structures: GCN and APPNP read Â = D̃^{-1/2}(A + I)D̃^{-1/2}, GraphSAGE the weighted mean D^{-1}A, SGC the
   precomputed Â^K X, Chebyshev the weighted edges, GAT the edges with weight > ``GAT_THRESHOLD`` = 0.5 (GAT has
   no edge weights) and MLP nothing. S's dense weighted adjacency is used as is (weights included).
@@ -63,25 +64,18 @@ class View:
 
     def structure(self, kind: str, k: int = 2) -> Any:
         if kind not in self._cache:
-            self._cache[kind] = _sparse_structure(kind, self.edge_index, self.num_nodes, self.x, k)
+            self._cache[kind] = _sparse_structure(kind, self, k)
         return self._cache[kind]
 
 
-@dataclass(frozen=True)
-class _Structure:
-    """The edges of a view, as :func:`~magkit.train.propagation.propagate` reads a graph."""
-
-    edge_index: Tensor
-    num_nodes: int
-
-
-def _sparse_structure(kind: str, edge_index: Tensor, n: int, x: Tensor, k: int) -> Any:
+def _sparse_structure(kind: str, view: View, k: int) -> Any:
+    edge_index, n = view.edge_index, view.num_nodes
     if kind in ("gcn", "appnp"):
         return normalized_adjacency(edge_index, n)
     if kind == "sage":
         return mean_adjacency(edge_index, n)
     if kind == "sgc":
-        return propagate(_Structure(edge_index, n), x, k).to(x.device)
+        return propagate(view, view.x, k).to(view.x.device)
     if kind in ("gat", "cheb"):
         return (edge_index, None)
     return None
