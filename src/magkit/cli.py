@@ -45,7 +45,7 @@ def friendly(fn):
         except MagkitError as exc:
             from rich.markup import escape  # messages hold brackets: pip install -e ".[ray]"
 
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -284,14 +284,14 @@ def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bo
     with _progress(disable=quiet) as progress:
         task = progress.add_task(f"{method}", total=len(seed_list), info="")
 
-        def on_epoch(rec: dict) -> None:
+        def show_epoch(rec: dict) -> None:
             progress.update(task, info=f"epoch {rec['epoch']}/{rec['epochs']}  loss {rec.get('loss', float('nan')):.3f}  val acc {rec.get('val_acc', float('nan')):.3f}")
 
         def on_run(run) -> None:
             progress.advance(task)
 
         payload, result = run_experiment(method, data, seed_list, split, params, root=root, on_run=on_run,
-                                         progress=on_epoch, on_fitted=on_fitted)
+                                         progress=show_epoch, on_fitted=on_fitted)
     if quiet:
         return
     console.print(results_table([(method, result)], f"{payload['dataset']['name']} · split {payload['split']} · seeds {seeds}"))
@@ -582,12 +582,12 @@ def _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, 
         task = progress.add_task(f"{method} {graph.name}", total=total, info="")
         last_val = {"v": float("nan")}
 
-        def on_epoch(rec: dict) -> None:
+        def show_epoch(rec: dict) -> None:
             last_val["v"] = rec.get("val_acc", last_val["v"])
             progress.update(task, completed=rec["epoch"],
                             info=f"epoch {rec['epoch']}  loss {rec['loss']:.3f}  val acc {last_val['v']:.3f}")
 
-        kwargs = {"progress": on_epoch, "checkpoint": ckpt, "resume": resume} if "epochs" in cond.params else {}
+        kwargs = {"progress": show_epoch, "checkpoint": ckpt, "resume": resume} if "epochs" in cond.params else {}
         condensed = cond.condense(graph, **kwargs)
     if quiet:  # every rank holds the same S; rank 0 writes it
         return

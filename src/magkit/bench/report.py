@@ -22,8 +22,8 @@ from typing import Any
 from ..eval.protocol import mean_std
 from ..eval.results import atomic_write_bytes, atomic_write_json
 from ..exceptions import ConfigError
-from .sweep import read_rows, rows_files
 from .sweep import normalize_row as normalize
+from .sweep import read_rows, rows_files
 
 log = logging.getLogger(__name__)
 
@@ -194,16 +194,17 @@ def render(paths: list[str | Path], out: str | Path, command: str | None = None,
 def _fit_table(dataset: str, split: str, gs: list[dict]) -> list[str]:
     best = max(g["metrics"]["test_acc"]["mean"] for g in gs if "test_acc" in g["metrics"])
     lines = [f"## fit · {dataset} · split `{split}`", "",
-             "| method | test acc | test macro-F1 | val acc | fit time (s) | peak mem (MiB) | n | seeds |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| method | test acc | test macro-F1 | val acc | epoch time (ms) | fit time (s) | peak mem (MiB) | n | seeds |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for g in gs:
         m = g["metrics"]
         acc = _pm(m.get("test_acc"))
         if m.get("test_acc") and m["test_acc"]["mean"] == best:
             acc = f"**{acc}**"
         fit_t = f"{m['fit_time_s']['mean']:.2f}" if "fit_time_s" in m else "–"
+        ep_t = f"{1000 * m['epoch_time_s']['mean']:.1f}" if "epoch_time_s" in m else "–"
         mem = f"{g['peak_memory_mb']:.0f}" if g["peak_memory_mb"] is not None else "–"
-        lines.append(f"| {g['method']} | {acc} | {_pm(m.get('test_f1'))} | {_pm(m.get('val_acc'))} | {fit_t} | {mem} | "
+        lines.append(f"| {g['method']} | {acc} | {_pm(m.get('test_f1'))} | {_pm(m.get('val_acc'))} | {ep_t} | {fit_t} | {mem} | "
                      f"{g['n']} | {','.join(map(str, g['seeds']))} |")
     return lines + [""]
 

@@ -109,11 +109,9 @@ def run_experiment(
 ) -> tuple[dict[str, Any], RepeatResult]:
     """Fit ``method`` on ``data`` once per seed; return the results payload and the raw result."""
     from .. import distributed
-    from ..data import describe, load_dataset
-    from ..methods import get_method
-
     from ..base import param_defaults
-    from ..methods import create
+    from ..data import describe, load_dataset
+    from ..methods import create, get_method
 
     spec = get_method(method)
     params = dict(params or {})
