@@ -292,7 +292,7 @@ def cell_key(task: str, fields: dict[str, Any]) -> str:
 
 
 def expand_grid(spec: dict[str, Any]) -> list[Cell]:
-    """Every cell of the spec's grid in a fixed order (datasets, then splits or methods, ...). ``whole`` in a
+    """Every cell of the sweep's grid in a fixed order (datasets, then splits or methods, ...). ``whole`` in a
     condense sweep is one cell per dataset (ratio 1.0, the first seed)."""
     cells: list[Cell] = []
     if spec["task"] == "fit":
@@ -425,7 +425,7 @@ def plan(spec: dict[str, Any], out: str | Path, shard: tuple[int, int] | str = (
         elif row.get("params") is not None and any(row.get(k) != v for k, v in _config_of(spec, c).items()):
             other.append(c.key)
     if other:
-        log.warning("%d recorded cell(s) ran with other parameters than the spec's (e.g. %s); they are not rerun: "
+        log.warning("%d recorded cell(s) ran with other parameters than the sweep spec's (e.g. %s); they are not rerun: "
                     "use another --out for the new parameters", len(other), other[0])
     return Plan(cells, mine, done, todo, rows_file(out, shard))
 
@@ -652,7 +652,7 @@ def _ray_cell(spec: dict[str, Any], cell: dict[str, Any], threads: int) -> dict[
 
 
 def ray_options(resources: dict[str, Any]) -> dict[str, Any]:
-    """Ray task options from the spec's ``resources`` (memory in bytes)."""
+    """Ray task options from the sweep spec's ``resources`` (memory in bytes)."""
     opts: dict[str, Any] = {"num_cpus": resources["num_cpus"], "num_gpus": resources["num_gpus"], "max_retries": 0}
     if resources.get("memory_gb"):
         opts["memory"] = int(resources["memory_gb"] * 2**30)
