@@ -10,8 +10,8 @@
 * ``predict_proba(graph)``, ``predict(graph)``, ``score(graph, split="test")`` raise
   :class:`NotFittedError` before ``fit``.
 * ``save(path)`` writes a fitted estimator to one file; :func:`~magkit.methods.persistence.load_estimator`
-  reads it back (same predictions,
-  bitwise, on the same graph); ``magkit fit --save-model`` and ``magkit predict`` use them.
+  reads it back (same predictions, bitwise, on the same graph); ``magkit fit --save-model`` and
+  ``magkit predict`` use them.
 * Randomness comes from the ``seed`` parameter only: ``fit`` runs inside ``torch.random.fork_rng`` seeded
   with it, so the caller's global RNG state is untouched and the same seed gives the same numbers on CPU.
 
