@@ -247,7 +247,7 @@ def test_condense_then_evaluate_end_to_end(tmp_path):
 
 def test_condense_errors_are_one_line():
     res = invoke("condense", "--method", "gcond-y", "--data", "synthetic", "--out", "x.safetensors")
-    assert res.exit_code == 2 and "unknown condenser 'gcond-y'" in res.output and "srgm" in res.output
+    assert res.exit_code == 2 and "unknown name 'gcond-y' (did you mean 'gcond-x'?)" in res.output and "srgm" in res.output
     res = invoke("condense", "--method", "srgm", "--data", "synthetic", "--out", "x.safetensors", "--set", "damping=wet")
     assert res.exit_code == 2 and "damping" in res.output
 

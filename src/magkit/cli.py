@@ -563,15 +563,16 @@ def _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, 
         TimeRemainingColumn,
     )
 
-    from .condense import make_condenser
+    from .condense.registry import REGISTRY, make_condenser
     from .data.datasets import load_dataset
     from .eval.experiment import load_config
 
-    params = load_config(None, set_ or [], cls=type(make_condenser(method)))
+    params = load_config(None, set_ or [], cls=REGISTRY.get(method).cls)
     params.update(ratio=ratio, setting=setting, seed=seed)
     if epochs is not None:
         params["epochs"] = epochs
     cond = make_condenser(method, **params)
+    cond.check_params()  # a bad value is reported before the dataset is loaded
     graph = load_dataset(data, root=root, split=split, **load_config(None, data_set or []))
     ckpt = checkpoint or out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
     t0 = _time.perf_counter()

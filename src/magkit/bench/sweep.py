@@ -218,11 +218,12 @@ def _accepted(spec: dict[str, Any], method: str, where: str) -> tuple[set[str], 
         return set(param_defaults(ms.cls)) - {"seed"}, set(ms.fixed)
     if method == WHOLE:
         return set(), set()
-    from ..condense.registry import condenser_names, make_condenser
+    from ..condense.registry import REGISTRY, condenser_names
 
     if method not in condenser_names():
         raise ConfigError(f"{where}: unknown condenser {method!r}; allowed: {', '.join(condenser_names() + [WHOLE])}")
-    return set(make_condenser(method).params) - {"seed", "ratio", "setting"}, set()
+    spec = REGISTRY.get(method)
+    return set(spec.defaults()) - {"seed", "ratio", "setting"}, set(spec.fixed)
 
 
 def _method_class(spec: dict[str, Any], method: str) -> type | None:
@@ -233,9 +234,9 @@ def _method_class(spec: dict[str, Any], method: str) -> type | None:
         return get_method(method).cls
     if method == WHOLE:
         return None
-    from ..condense.registry import make_condenser
+    from ..condense.registry import REGISTRY
 
-    return type(make_condenser(method))
+    return REGISTRY.get(method).cls
 
 
 def _effective_params(spec: dict[str, Any], method: str, accepted: set[str], fixed: set[str], where: str) -> dict[str, Any]:
