@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import distributed as D
+from ..base import Estimator
 from ..data.graph import MultimodalGraph, validate
 from ..data.ondisk import model_rows
 from ..exceptions import ConfigError, NotFittedError
@@ -149,7 +150,7 @@ def _fingerprint(graph: MultimodalGraph, model: torch.nn.Module) -> list[int]:
     return parts + [h(torch.as_tensor(graph.feature(m)[rows])) for m in graph.modalities]
 
 
-class NodeClassifier:
+class NodeClassifier(Estimator):
     """Base class of magkit's node classifiers. See the module docstring for the API."""
 
     #: registry name and one-line description (set by subclasses / the registry)
@@ -173,41 +174,6 @@ class NodeClassifier:
     }
     #: DDP's find_unused_parameters for models whose loss leaves some parameters out of some steps
     ddp_find_unused_parameters: ClassVar[bool] = False
-
-    def __init__(self, **params: Any):
-        allowed = self._all_defaults()
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise ConfigError(
-                f"{type(self).__name__}: unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-            )
-        self.params = {**allowed, **params}
-
-    @classmethod
-    def _all_defaults(cls) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for klass in reversed(cls.__mro__):
-            merged.update(getattr(klass, "defaults", {}) or {})
-        return merged
-
-    def get_params(self) -> dict[str, Any]:
-        return dict(self.params)
-
-    def set_params(self, **params: Any) -> NodeClassifier:
-        self.__init__(**{**self.params, **params})
-        return self
-
-    def __getattr__(self, key: str):
-        params = self.__dict__.get("params", {})
-        if key in params:
-            return params[key]
-        if key.endswith("_") and not key.startswith("__"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted yet (no {key}); call fit(graph) first")
-        raise AttributeError(key)
-
-    def __repr__(self) -> str:
-        changed = {k: v for k, v in self.params.items() if self._all_defaults().get(k) != v}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     # ------------------------------------------------------------------ hooks for subclasses
     def _check_params(self) -> None:
