@@ -1,4 +1,4 @@
-"""The GraphMNL estimator (multimodal negative learning on graphs, after Gong et al. 2025)."""
+"""The GraphMNL estimator (Multimodal Negative Learning, Gong et al., NeurIPS 2025, carried to graphs)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ _WARNED: set = set()
 
 
 class GraphMNL(NodeClassifier):
-    r"""GraphMNL: per-node reliability arbitration between modality and structure branches, with
-    target-preserving negative learning from the fusion (multimodal negative learning, Gong et al. 2025,
-    "Learning to Teach: Multimodal Negative Learning", carried to graphs).
+    r"""GraphMNL: Multimodal Negative Learning (Gong et al., NeurIPS 2025) carried to graphs, with per-node
+    reliability arbitration between modality and structure branches and target-preserving negative learning.
 
     Branches b (``raw:m``: an MLP on x_m; ``prop:m``: the same projection propagated K hops; ``struct``: a GNN
     on its own projection of [x_1 | ... | x_M | presence]) each predict logits z_b
