@@ -75,7 +75,7 @@ def _encode(value: Any, tensors: dict[str, Tensor], where: str) -> Any:
         return [_encode(v, tensors, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
         if all(isinstance(k, str) and not k.startswith("__") for k in value):
-            return {k: _encode(v, tensors, f"{where}.{k}") for k, v in value.items()}
+            return {k: _encode(v, tensors, f"{where}.{k}") for k, v in sorted(value.items())}  # as JSON holds it
         return {"__items__": [[_encode(k, tensors, where), _encode(v, tensors, f"{where}[{k!r}]")]
                               for k, v in value.items()]}
     if isinstance(value, History):
@@ -167,7 +167,7 @@ def save_estimator(est: Any, path: str | os.PathLike, meta: dict | None = None) 
     for key, value in est.model_.state_dict().items():
         tensors[f"model.{key}"] = value.detach().cpu().contiguous().clone()
     skip = set(est.get_params()) | {"name"}
-    state = {k: _encode(v, tensors, k) for k, v in vars(est).items()
+    state = {k: _encode(v, tensors, k) for k, v in sorted(vars(est).items())
              if k.endswith("_") and not k.startswith("_") and k not in skip and k not in _SPECIAL}
     shape = est.__dict__.get("net_shape_")
     if shape is None:
@@ -201,7 +201,7 @@ def load_estimator(path: str | os.PathLike, map_location: str = "cpu"):
             the network its record describes.
     """
     from .. import __version__
-    from .registry import get_method
+    from .registry import REGISTRY, get_method
 
     path = Path(path)
     if not path.is_file():
@@ -245,7 +245,7 @@ def load_estimator(path: str | os.PathLike, map_location: str = "cpu"):
         if params.get(key) != value:
             raise IntegrityError(f"{path}: parameter {key}={params.get(key)!r} contradicts method {method!r} "
                                  f"(which fixes {key}={value!r})")
-    est = spec.create(**{k: v for k, v in params.items() if k not in spec.fixed})
+    est = REGISTRY.create(method, **{k: v for k, v in params.items() if k not in spec.fixed})
     est.check_params()
     try:
         # built on the meta device: no memory for initial values that are overwritten, no draw from the caller's
