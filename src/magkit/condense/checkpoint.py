@@ -136,15 +136,21 @@ def _restore(meta: dict, tensors: dict[str, Tensor], x_syn: Tensor, pge: torch.n
             i = int(pid)
             if not 0 <= i < len(params) or not isinstance(keys, list):
                 raise IndexError(f"{name}.{pid}")
+            if isinstance(opt, torch.optim.Adam):  # Adam's per-parameter state, nothing less, nothing more
+                want = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if opt.defaults["amsgrad"] else set())
+                if set(keys) != want or len(keys) != len(want):
+                    raise KeyError(f"{name}.{pid} holds {sorted(map(str, keys))}, Adam needs {sorted(want)}")
             st[i] = {k: tensors[f"{name}.{pid}.{k}"] for k in keys}
             for k, v in st[i].items():
-                if k != "step":
+                if k == "step":
+                    _same_shape(f"{name}.{pid}.step", v, torch.zeros((), dtype=torch.float32))
+                else:
                     _same_shape(f"{name}.{pid}.{k}", v, params[i])
         groups = om["param_groups"]
-        ref = opt.state_dict()["param_groups"]
-        if not isinstance(groups, list) or len(groups) != len(ref) or any(
-                not isinstance(g, dict) or g.get("params") != r["params"] for g, r in zip(groups, ref)):
-            raise ValueError(f"{name} parameter groups")
+        # the same configuration gives the same optimizer settings: anything else is a damaged record
+        ref = json.loads(json.dumps(opt.state_dict()["param_groups"], default=str))
+        if groups != ref:
+            raise ValueError(f"{name} settings differ from this run's")
         opt_states[name] = {"state": st, "param_groups": groups}
     best = meta.get("best")
     if best is not None:
