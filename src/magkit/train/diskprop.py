@@ -77,8 +77,8 @@ def cache_key(edge_index: Tensor, num_nodes: int, x, k: int, alpha: float | None
     return h.hexdigest()
 
 
-#: files whose digest was checked in this process: (path, inode, size, mtime) -> True
-_VERIFIED: dict[tuple, bool] = {}
+#: files whose digest was checked in this process: (path, inode, size, mtime) -> the sha256 found
+_VERIFIED: dict[tuple, str] = {}
 
 
 def _record_path(path: Path) -> Path:
@@ -101,16 +101,17 @@ def check_cache(path: Path, n: int, d: int, key: str) -> None:
         raise IntegrityError(f"{path}: wrong header or size for propagated features [{n}, {d}] (truncated or foreign)")
     try:
         ident = _file_id(path)
-        if _VERIFIED.get(ident):
-            return
         record = json.loads(_record_path(path).read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise IntegrityError(f"{path}: no readable digest record {_record_path(path).name} ({exc})") from None
     if not isinstance(record, dict) or record.get("key") != key or record.get("shape") != [n, d]:
         raise IntegrityError(f"{path}: its digest record belongs to another cache entry")
-    if file_digest(path) != record.get("sha256"):
+    digest = record.get("sha256")
+    if _VERIFIED.get(ident) == digest:
+        return
+    if file_digest(path) != digest:
         raise IntegrityError(f"{path}: content digest mismatch (the cached file was corrupted or altered)")
-    _VERIFIED[ident] = True
+    _VERIFIED[ident] = digest
 
 
 def _valid_cache(path: Path, n: int, d: int) -> bool:
@@ -325,7 +326,7 @@ def propagate_to_disk(
         digest = file_digest(tmp, chunk=4 << 20)
     atomic_write_text(_record_path(final), json.dumps({"format": "magkit.propagation_cache", "key": key,
                                                        "shape": [n, d], "dtype": "float32", "sha256": digest}))
-    _VERIFIED[_file_id(final)] = True
+    _VERIFIED[_file_id(final)] = digest
     COMPUTED["count"] += 1
     info.update(cached=False, seconds=time.perf_counter() - t0, col_block=c, passes=passes, chunk_rows=step,
                 max_memory_mb=max_memory_mb, adjacency_mb=_adjacency_bytes(n, num_edges, path) / 2**20)
