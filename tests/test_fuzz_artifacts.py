@@ -277,7 +277,9 @@ FAST = settings(max_examples=25, deadline=None, derandomize=True, database=None,
 SLOW = settings(max_examples=600, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-flips = st.lists(st.tuples(st.integers(0, 2**31), st.integers(0, 7)), min_size=1, max_size=4)
+#: positions anywhere, or in the first bytes, where the headers are (safetensors length + JSON, .npy header dict)
+flips = st.lists(st.tuples(st.one_of(st.integers(0, 255), st.integers(0, 2**31)), st.integers(0, 7)), min_size=1,
+                 max_size=4)
 mutation = st.tuples(st.integers(0, 10**6), st.integers(0, 2), st.sampled_from(VALUES))
 
 

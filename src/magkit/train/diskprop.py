@@ -123,7 +123,7 @@ def _valid_cache(path: Path, n: int, d: int) -> bool:
             shape, fortran, dtype = read(fh)
             offset = fh.tell()
         size = path.stat().st_size
-    except (OSError, ValueError, EOFError):
+    except Exception:  # noqa: BLE001 - a header numpy cannot parse (TokenError, SyntaxError, ...) is no valid cache
         return False
     return (tuple(shape) == (n, d) and not fortran and dtype == np.dtype(np.float32)
             and size == offset + n * d * 4)
