@@ -79,13 +79,49 @@ def test_fit_writes_results_and_plot(tmp_path):
     assert (out / "learning_curves.png").stat().st_size > 5000
 
 
+def _one_error_line(output: str) -> str:
+    lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in output, output
+    return lines[0]
+
+
 def test_fit_bad_parameter_is_reported():
     res = runner.invoke(app, ["fit", "-m", "gcn-early", "--set", "hiddn=3", "--seeds", "0"])
-    assert res.exit_code == 2 and "unknown parameter(s) hiddn" in res.output
+    assert res.exit_code == 2 and "unknown parameter 'hiddn' (did you mean 'hidden'?)" in res.output
     res = runner.invoke(app, ["fit", "-m", "gcn-early", "--set", "dropout=1.5", "--seeds", "0"])
-    assert res.exit_code == 2 and "dropout: 1.5" in res.output
+    assert res.exit_code == 2 and "dropout=1.5 is out of range; allowed: 0 <= dropout < 1" in res.output
     res = runner.invoke(app, ["fit", "-m", "gcn-early", "--seeds", "a..b"])
     assert res.exit_code == 2 and "seeds" in res.output
+
+
+def test_set_converts_through_the_declared_type(tmp_path):
+    res = invoke("fit", "-m", "mlp-early", "--seeds", "0", "--set", "lr=1e-3", "--set", "epochs=3", "--set", "hidden=8",
+                 "--set", "patience=none", "--set", "fanouts=[5, 5]", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "results.json").read_text())["config"]
+    assert cfg["lr"] == 0.001 and isinstance(cfg["lr"], float) and cfg["patience"] is None
+    assert cfg["fanouts"] == [5, 5] and cfg["epochs"] == 3
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "lr=fast"], "error: FusionClassifier: lr='fast' is not a float"),
+    (["--set", "hidden=1.5"], "error: FusionClassifier: hidden='1.5' is not an int"),
+    (["--set", "monitor=val_auc"], "error: FusionClassifier: monitor='val_auc' is not one of 'val_acc', 'val_f1', "
+                                   "'val_loss'"),
+    (["--set", "kd_weight=2"], "error: FusionClassifier: unknown parameter 'kd_weight'"),
+])
+def test_set_bad_value_is_one_line_naming_the_parameter_and_its_type(args, message):
+    res = runner.invoke(app, ["fit", "-m", "gcn-early", "--seeds", "0", *args])
+    assert res.exit_code == 2
+    assert _one_error_line(res.output).startswith(message)
+
+
+def test_config_file_values_are_type_checked(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("params:\n  epochs: 5\n  hidden: sixteen\n")
+    res = runner.invoke(app, ["fit", "-m", "mlp-early", "--config", str(cfg), "--seeds", "0"])
+    assert res.exit_code == 2
+    assert _one_error_line(res.output) == f"error: config {cfg}: hidden='sixteen' is not an int (FusionClassifier)"
 
 
 def test_fit_config_file(tmp_path):
@@ -211,7 +247,7 @@ def test_condense_then_evaluate_end_to_end(tmp_path):
 
 def test_condense_errors_are_one_line():
     res = invoke("condense", "--method", "gcond-y", "--data", "synthetic", "--out", "x.safetensors")
-    assert res.exit_code == 2 and "unknown condenser 'gcond-y'" in res.output and "srgm" in res.output
+    assert res.exit_code == 2 and "unknown name 'gcond-y' (did you mean 'gcond-x'?)" in res.output and "srgm" in res.output
     res = invoke("condense", "--method", "srgm", "--data", "synthetic", "--out", "x.safetensors", "--set", "damping=wet")
     assert res.exit_code == 2 and "damping" in res.output
 
@@ -244,3 +280,55 @@ def test_save_model_needs_out_and_predict_needs_a_model_file(tmp_path):
     assert res.exit_code == 2 and "give --out" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["predict", "--model", str(tmp_path / "none.pt")])
     assert res.exit_code == 2 and "does not exist" in " ".join(res.output.split())
+
+
+SUITE = """
+name: tiny
+datasets: [synthetic]
+splits: [magb]
+seeds: 0..1
+params: {epochs: 3, hidden: 8}
+methods: [mlp-early, sgc-early]
+"""
+
+
+def test_bench_run_is_a_resumable_sweep_and_report_renders_it(tmp_path):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(SUITE)
+    res = invoke("bench", "run", str(suite), "--no-throughput")
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "tiny"
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["status"] == "ok" and r["key"].startswith("fit|dataset=synthetic") for r in rows)
+    assert all(r["metrics"]["epochs_run"] == 3 for r in rows)
+    md = (out / "results.md").read_text()
+    assert md.startswith("# Benchmark `tiny`") and "| mlp-early |" in md and "| sgc-early |" in md
+    assert f"magkit bench run {suite}" in md
+    again = invoke("bench", "run", str(suite), "--no-throughput")
+    assert again.exit_code == 0 and len((out / "rows.jsonl").read_text().splitlines()) == 4  # nothing re-run
+    rep = invoke("report", str(out), "--out", str(tmp_path / "rep"))
+    assert rep.exit_code == 0 and "4 cells: 4 ok, 0 failed" in rep.output
+
+
+def test_bench_suite_values_are_type_checked(tmp_path):
+    suite = tmp_path / "bad.yaml"
+    suite.write_text(SUITE.replace("hidden: 8", "hidden: eight"))
+    res = runner.invoke(app, ["bench", "run", str(suite), "--no-throughput"])
+    assert res.exit_code == 2
+    assert _one_error_line(res.output) == f"error: {suite}: params: hidden='eight' is not an int (mlp-early)"
+
+
+@pytest.mark.parametrize("name", ["nodecls", "graphmnl"])
+def test_report_renders_the_committed_bench_rows(name, tmp_path):
+    from pathlib import Path
+
+    rows = Path(__file__).resolve().parents[1] / "benchmarks" / name / "rows.jsonl"
+    if not rows.is_file():
+        pytest.skip(f"{rows} is not in this checkout")
+    n = len({tuple(json.loads(line)[k] for k in ("dataset", "split", "method", "seed"))
+             for line in rows.read_text().splitlines() if line.strip()})
+    res = invoke("report", str(rows), "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    assert f"{n} cells: {n} ok, 0 failed" in res.output
+    md = (tmp_path / "results.md").read_text()
+    assert "| gcn-early |" in md and "grocery-semi:text-dominant" in md

@@ -31,7 +31,7 @@ DATASETS = {
     "text-dominant-aligned": ("grocery-semi:text-dominant", {"space": "aligned", "misaligned": 0.3}),
     "balanced-separate": ("grocery-semi:balanced", {}),
     # MM-Graph's / the official SR-GM code's protocol: condense from the train-induced subgraph, test on the
-    # test-induced subgraph (the cost yardstick is measured in this setting)
+    # test-induced subgraph (the setting of the official code's cost yardstick)
     "balanced-aligned-inductive": ("grocery-semi:balanced", {"space": "aligned", "misaligned": 0.3}, "inductive"),
 }
 

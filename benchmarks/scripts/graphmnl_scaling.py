@@ -49,7 +49,7 @@ def main(argv=None) -> None:
     epochs = []
     mon = MemoryMonitor().start()
     t0 = time.perf_counter()
-    est.fit(g, on_epoch=lambda rec: epochs.append({k: rec.get(k) for k in ("epoch", "time", "loss", "guide",
+    est.fit(g, progress=lambda rec: epochs.append({k: rec.get(k) for k in ("epoch", "time", "loss", "guide",
                                                                            "gate_rate", "val_acc", "train_acc")}))
     fit_s = time.perf_counter() - t0
     mem = mon.stop()

@@ -157,7 +157,7 @@ def phase_train(a) -> dict:
     epochs = []
     mon = MemoryMonitor().start()
     t0 = time.perf_counter()
-    est.fit(g, on_epoch=lambda rec: epochs.append({k: rec[k] for k in ("epoch", "time", "loss", "val_acc", "train_acc")}))
+    est.fit(g, progress=lambda rec: epochs.append({k: rec[k] for k in ("epoch", "time", "loss", "val_acc", "train_acc")}))
     fit_s = time.perf_counter() - t0
     mem = mon.stop()
     # test accuracy on a fixed sample of the test split (inference on all 850k test nodes would take minutes)

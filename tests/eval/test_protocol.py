@@ -22,7 +22,7 @@ def test_repeat_redraws_label_rate_splits_per_seed():
         def __init__(self, seed):
             self.est = create("sgc-early", seed=seed, epochs=30)
 
-        def fit(self, graph, on_epoch=None):
+        def fit(self, graph, progress=None):
             seen.append(graph.train_mask.nonzero().flatten().tolist())
             self.est.fit(graph)
             self.history_ = self.est.history_

@@ -37,3 +37,21 @@ def test_config_reads_params_and_overrides(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("params: {hidden: 64, lr: 0.005}\n")
     assert load_config(cfg, ["lr=0.01", "dropout=0.2"]) == {"hidden": 64, "lr": 0.01, "dropout": 0.2}
+
+
+def test_config_with_a_class_converts_and_checks_declared_types(tmp_path):
+    from magkit.methods.baselines import FusionClassifier
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("params: {hidden: 64, fanouts: [5, 5]}\n")
+    got = load_config(cfg, ["lr=1e-3", "patience=null", "backbone=sage"], cls=FusionClassifier)
+    assert got == {"hidden": 64, "fanouts": [5, 5], "lr": 0.001, "patience": None, "backbone": "sage"}
+    assert type(got["lr"]) is float
+    with pytest.raises(ConfigError, match=r"^FusionClassifier: lr='fast' is not a float$"):
+        load_config(None, ["lr=fast"], cls=FusionClassifier)
+    cfg.write_text("hidden: 6.5\n")
+    with pytest.raises(ConfigError, match=r"^config .*c\.yaml: hidden=6\.5 is not an int \(FusionClassifier\)$"):
+        load_config(cfg, cls=FusionClassifier)
+    cfg.write_text("hiden: 6\n")
+    with pytest.raises(ConfigError, match=r"unknown parameter 'hiden' \(did you mean 'hidden'\?\)"):
+        load_config(cfg, cls=FusionClassifier)

@@ -21,7 +21,7 @@ def test_a_saved_estimator_predicts_as_the_fitted_one(homophilous_graph, tmp_pat
     path = est.save(tmp_path / "sub" / "model.pt", meta={"data": "x", "seed": 3})
     back = magkit.load_estimator(path)
     assert type(back) is type(est) and back.get_params() == est.get_params()
-    assert back._method == method and back.saved_meta_ == {"data": "x", "seed": 3}
+    assert back.name == method and back.saved_meta_ == {"data": "x", "seed": 3}
     assert torch.equal(back.predict_proba(homophilous_graph), est.predict_proba(homophilous_graph))
     assert back.history_.best_epoch == est.history_.best_epoch
     # training-time state is not saved

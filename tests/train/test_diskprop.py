@@ -18,7 +18,7 @@ from magkit.data.ondisk import MappedFeatures
 from magkit.exceptions import ConfigError
 from magkit.train import diskprop
 from magkit.train.diskprop import plan_columns, propagate_to_disk, target_csr
-from magkit.train.propagation import clear_cache, normalized_adjacency, propagate
+from magkit.train.propagation import clear_cache, normalized_adjacency, propagate, propagate_features
 
 N, D = 53, 7  # neither divisible by the chunk sizes below
 
@@ -63,6 +63,22 @@ def test_chunked_propagation_equals_in_memory_propagate(tmp_path, col_chunk, chu
         assert isinstance(out, MappedFeatures) and out.shape == (N, D) and out.storage_dtype == np.float32
         assert torch.allclose(out.materialize(), _reference(ei, x32, k), atol=1e-6)
         assert stats["passes"] == -(-D // min(col_chunk, D))
+
+
+def test_propagate_features_dispatches_memory_or_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAGKIT_CACHE", str(tmp_path / "cache"))
+    ei, x = _graph()
+    x32 = torch.from_numpy(x.numpy().astype(np.float32))
+    g = MultimodalGraph({"text": x32}, ei, torch.zeros(N, dtype=torch.long), canonicalize_edges=False)
+    xm = _stored(tmp_path, x32, np.float32)
+    direct = propagate_to_disk(ei, xm, 2, tmp_path / "direct", undirected=True).materialize()
+    lazy = propagate_features(g, xm, 2)  # a mapped x goes to disk and stays lazy
+    assert isinstance(lazy, MappedFeatures) and torch.equal(lazy.materialize(), direct)
+    forced = propagate_features(g, x32, 2, where="disk")  # an in-RAM x on disk: read back into memory
+    assert isinstance(forced, torch.Tensor) and torch.equal(forced, direct)
+    assert torch.equal(propagate_features(g, x32, 2), propagate(g, x32, 2))  # an in-RAM graph: in memory
+    with pytest.raises(ConfigError, match=r"x: memory-mapped features; allowed with where='disk'"):
+        propagate_features(g, xm, 2, where="memory")
 
 
 @pytest.mark.parametrize("directed", [False, True])

@@ -138,11 +138,12 @@ def test_train_and_eval_modes_and_no_grad_during_evaluate():
     assert seen["modes"] == [("step", True), ("eval", False, False), ("step", True), ("eval", False, False)]
 
 
-def test_history_records_and_on_epoch_callback():
+def test_history_records_and_progress_callback():
     model, step, evaluate, _ = make(PEAK3)
     got = []
-    hist = fit_loop(model, step, evaluate, epochs=4, on_epoch=got.append)
-    assert [r["epoch"] for r in got] == [0, 1, 2, 3]
+    hist = fit_loop(model, step, evaluate, epochs=4, progress=got.append)
+    assert [r["epoch"] for r in got] == [0, 1, 2, 3] and all(r["epochs"] == 4 for r in got)
+    assert all("epochs" not in r for r in hist.epochs)
     assert hist.series("loss") == [10.0, 9.0, 8.0, 7.0]
     assert hist.series("val_acc") == PEAK3[:4]
     assert all(r["time"] >= 0 for r in hist.epochs)

@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from magkit.data.graph import MultimodalGraph
+from magkit.exceptions import ConfigError
 from magkit.train import propagation
 from magkit.train.propagation import (
+    PropagationCache,
     clear_cache,
     graph_adjacency,
     normalized_adjacency,
     propagate,
+    propagate_features,
     tensor_digest,
 )
 
@@ -138,9 +141,9 @@ def test_cache_distinguishes_structures(x):
 
 def test_cache_is_bounded_and_lru(graph, x):
     first = propagate(graph, x, 1)
-    for i in range(propagation._CACHE_MAX + 5):
+    for i in range(propagation.DEFAULT_CACHE.max_entries + 5):
         propagate(graph, x + (i + 1), 1)
-    assert len(propagation._CACHE) <= propagation._CACHE_MAX
+    assert len(propagation.DEFAULT_CACHE) <= propagation.DEFAULT_CACHE.max_entries
     assert propagate(graph, x, 1) is not first  # evicted, recomputed
     torch.testing.assert_close(propagate(graph, x, 1), first)
 
@@ -148,8 +151,32 @@ def test_cache_is_bounded_and_lru(graph, x):
 def test_clear_cache(graph, x):
     a = propagate(graph, x, 2)
     clear_cache()
-    assert len(propagation._CACHE) == 0
+    assert len(propagation.DEFAULT_CACHE) == 0
     assert propagate(graph, x, 2) is not a
+
+
+def test_caller_owned_cache_is_used_instead_of_the_default(graph, x):
+    own = PropagationCache(max_entries=4)
+    a = propagate_features(graph, x, 2, cache=own)
+    assert len(own) == 2 and len(propagation.DEFAULT_CACHE) == 0  # Â and Â^2 X, both in the caller's cache
+    assert propagate_features(graph, x, 2, cache=own) is a
+    assert torch.equal(propagate(graph, x, 2), a)  # the default cache computes the same bits
+    none = PropagationCache(max_entries=0)
+    b = propagate_features(graph, x, 2, cache=none)
+    assert len(none) == 0 and b is not a and torch.equal(b, a)
+
+
+def test_propagate_features_checks_where_and_cache_size(graph, x):
+    with pytest.raises(ConfigError, match=r"where: 'gpu'; allowed: auto, memory, disk"):
+        propagate_features(graph, x, 1, where="gpu")
+    with pytest.raises(ConfigError, match=r"max_entries: -1; allowed: an integer >= 0"):
+        PropagationCache(-1)
+
+
+def test_diskprop_name_is_the_same_function():
+    from magkit.train import diskprop
+
+    assert diskprop.propagate_features is propagate_features
 
 
 def test_tensor_digest_depends_on_content_shape_and_dtype():

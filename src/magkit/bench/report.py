@@ -3,7 +3,8 @@
 Rows are read in the order the files are given (a folder stands for its ``rows*.jsonl`` files in name
 order), line by line; a key seen again replaces the earlier row (the last wins, so a cell retried after a
 failure reports its retry). Cells whose latest row is an error are listed apart and left out of the means.
-Rows of ``magkit bench run`` suites (no ``key``) are read as fit rows.
+Flat fit rows without a ``key`` (the committed ``benchmarks/*/rows.jsonl``) are read as fit rows
+(:func:`~magkit.bench.sweep.normalize_row`).
 
 Writes ``results.md`` (mean ± sample std over seeds per method and setting, the number of seeds shown),
 ``results.json`` (the same numbers and the failed cells) and PNG plots: accuracy against the budget per
@@ -21,23 +22,25 @@ from typing import Any
 from ..eval.protocol import mean_std
 from ..eval.results import atomic_write_bytes, atomic_write_json
 from ..exceptions import ConfigError
-from .suite import read_rows
-from .sweep import cell_key
+from .sweep import normalize_row as normalize
+from .sweep import read_rows, rows_files
 
 log = logging.getLogger(__name__)
 
 FIT_METRICS = ("test_acc", "test_f1", "val_acc", "val_f1", "fit_time_s", "epoch_time_s", "epochs_run")
+__all__ = ["expand_paths", "merge", "normalize", "render", "summarize"]
 CONDENSE_METRICS = ("test_acc", "test_f1", "val_acc", "condense_s", "train_time_s", "num_nodes", "edge_density")
 
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:
-    """Files as given; a folder becomes its ``rows*.jsonl`` files (name order). ConfigError on a missing path."""
+    """Files as given; a folder becomes its ``rows.jsonl`` and ``rows.shard-*.jsonl`` files (name order).
+    ConfigError on a missing path."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(q for q in p.glob("rows*.jsonl") if q.is_file())
+            found = rows_files(p)
             if not found:
-                raise ConfigError(f"report: folder {str(p)!r} holds no rows*.jsonl file")
+                raise ConfigError(f"report: folder {str(p)!r} holds no rows.jsonl or rows.shard-*.jsonl file")
             out += found
         elif p.is_file():
             out.append(p)
@@ -46,18 +49,6 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
     if not out:
         raise ConfigError("report: no rows files given; allowed: one or more rows .jsonl files or sweep folders")
     return out
-
-
-def normalize(row: dict[str, Any]) -> dict[str, Any] | None:
-    """A sweep row as it is; a ``magkit bench run`` suite row turned into a fit sweep row; else None."""
-    if "key" in row and "task" in row:
-        return row
-    if all(k in row for k in ("dataset", "split", "method", "seed", "test_acc")):
-        fields = {k: row[k] for k in ("dataset", "split", "method", "seed")}
-        metrics = {k: row[k] for k in FIT_METRICS if k in row}
-        return {"key": cell_key("fit", fields), "task": "fit", **fields, "status": "ok", "metrics": metrics,
-                "peak_memory_mb": row.get("peak_memory_mb"), "dataset_checksum": row.get("dataset_checksum")}
-    return None
 
 
 def merge(paths: list[str | Path]) -> tuple[dict[str, dict], int]:
@@ -105,6 +96,12 @@ def summarize(rows: list[dict]) -> list[dict[str, Any]]:
             if vals:
                 m, sd = mean_std(vals)
                 g["metrics"][k] = {"mean": m, "std": sd, "n": len(vals)}
+        aucs = [r["metrics"]["reliability_auc"] for r in rs if isinstance(r["metrics"].get("reliability_auc"), dict)]
+        if aucs:  # GraphMNL on a generated graph: per branch kind
+            g["reliability_auc"] = {}
+            for kind in sorted({k for a in aucs for k in a}):
+                m, sd = mean_std([a[kind] for a in aucs if kind in a])
+                g["reliability_auc"][kind] = {"mean": m, "std": sd, "n": sum(kind in a for a in aucs)}
         mem = [r["peak_memory_mb"] for r in rs if isinstance(r.get("peak_memory_mb"), (int, float))]
         g["peak_memory_mb"] = max(mem) if mem else None
         wall = [r["wall_time_s"] for r in rs if isinstance(r.get("wall_time_s"), (int, float))]
@@ -127,18 +124,31 @@ def _ratio(r: float) -> str:
     return f"{100 * r:g}%"
 
 
-def render(paths: list[str | Path], out: str | Path, command: str | None = None) -> dict[str, Any]:
+def render(paths: list[str | Path], out: str | Path, command: str | None = None, *, title: str = "Sweep report",
+           only: list[str] | None = None, extra_md: str = "") -> dict[str, Any]:
     """Merge ``paths`` and write ``results.md``, ``results.json`` and the plots under ``out``; returns
-    ``{"markdown", "json", "plots": [...], "cells", "ok", "failed"}``."""
+    ``{"markdown", "json", "plots": [...], "cells", "ok", "failed"}``.
+
+    Args:
+        paths: rows files or sweep folders, merged in order (the last row of a cell wins).
+        out: the folder to write.
+        command: the command shown as the way to regenerate the report. (default: the ``magkit report`` line)
+        title: the markdown title. (default: ``"Sweep report"``)
+        only: cell keys to report, in the order of the tables (a suite's grid); :obj:`None` reports every cell in
+            the order read. (default: :obj:`None`)
+        extra_md: markdown appended at the end. (default: ``""``)
+    """
     files = expand_paths(paths)
     latest, n_read = merge(files)
+    if only is not None:
+        latest = {k: latest[k] for k in only if k in latest}
     ok = [r for r in latest.values() if r.get("status", "ok") == "ok" and isinstance(r.get("metrics"), dict)]
     failed = [r for r in latest.values() if r.get("status") == "error"]
     groups = summarize(ok)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     command = command or "magkit report " + " ".join(str(p) for p in paths) + f" --out {out}"
-    lines = ["# Sweep report", "",
+    lines = [f"# {title}", "",
              f"Regenerate with `{command}`. Merged {n_read} rows from {len(files)} file(s) "
              f"({', '.join(f'`{p.name}`' for p in files)}) into {len(latest)} cells: {len(ok)} ok, {len(failed)} failed "
              "(a cell recorded twice counts once: the last row wins).", "",
@@ -164,6 +174,9 @@ def render(paths: list[str | Path], out: str | Path, command: str | None = None)
             err = str(r.get("error", "")).replace("|", "\\|")
             lines.append(f"| `{r['key']}` | {err} | {r.get('executor', '')} | {r.get('finished_at', '')} |")
         lines.append("")
+    lines += _auc_table(groups)
+    if extra_md:
+        lines += [extra_md, ""]
     envs = {json.dumps(r.get("environment"), sort_keys=True) for r in ok if r.get("environment")}
     if envs:
         lines += ["Environments of the rows: " + "; ".join(f"`{e}`" for e in sorted(envs)), ""]
@@ -181,17 +194,34 @@ def render(paths: list[str | Path], out: str | Path, command: str | None = None)
 def _fit_table(dataset: str, split: str, gs: list[dict]) -> list[str]:
     best = max(g["metrics"]["test_acc"]["mean"] for g in gs if "test_acc" in g["metrics"])
     lines = [f"## fit · {dataset} · split `{split}`", "",
-             "| method | test acc | test macro-F1 | val acc | fit time (s) | peak mem (MiB) | n | seeds |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| method | test acc | test macro-F1 | val acc | epoch time (ms) | fit time (s) | peak mem (MiB) | n | seeds |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for g in gs:
         m = g["metrics"]
         acc = _pm(m.get("test_acc"))
         if m.get("test_acc") and m["test_acc"]["mean"] == best:
             acc = f"**{acc}**"
         fit_t = f"{m['fit_time_s']['mean']:.2f}" if "fit_time_s" in m else "–"
+        ep_t = f"{1000 * m['epoch_time_s']['mean']:.1f}" if "epoch_time_s" in m else "–"
         mem = f"{g['peak_memory_mb']:.0f}" if g["peak_memory_mb"] is not None else "–"
-        lines.append(f"| {g['method']} | {acc} | {_pm(m.get('test_f1'))} | {_pm(m.get('val_acc'))} | {fit_t} | {mem} | "
+        lines.append(f"| {g['method']} | {acc} | {_pm(m.get('test_f1'))} | {_pm(m.get('val_acc'))} | {ep_t} | {fit_t} | {mem} | "
                      f"{g['n']} | {','.join(map(str, g['seeds']))} |")
+    return lines + [""]
+
+
+def _auc_table(groups: list[dict]) -> list[str]:
+    rows = [g for g in groups if g.get("reliability_auc")]
+    if not rows:
+        return []
+    lines = ["## Reliability AUC against the generator's ground truth", "",
+             "How well the fitted model's smoothed reliability r̃_text − r̃_image ranks the truly better modality per "
+             "node (1 = perfectly, 0.5 = chance), per branch kind; mean ± std over the runs that recorded it.", "",
+             "| dataset | split | method | raw | prop | runs |", "| --- | --- | --- | ---: | ---: | ---: |"]
+    for g in rows:
+        a = g["reliability_auc"]
+        cell = {k: f"{a[k]['mean']:.3f} ± {a[k]['std']:.3f}" if k in a else "—" for k in ("raw", "prop")}
+        lines.append(f"| {g['dataset']} | {g['split']} | {g['method']} | {cell['raw']} | {cell['prop']} | "
+                     f"{max(v['n'] for v in a.values())} |")
     return lines + [""]
 
 

@@ -35,7 +35,8 @@ condensed graph with :func:`~magkit.condense.evaluate_condensed`::
 runs the cells whose grid position is ``i`` modulo ``n`` and writes ``rows.shard-i-of-n.jsonl``, so the
 tasks of a job array never share a file. A cell that raises is recorded as an error row with a one-line
 message and the sweep goes on; ``retry_failed=True`` runs such cells again. :mod:`magkit.bench.report`
-merges rows files into tables and plots.
+merges rows files into tables and plots; ``magkit bench run SUITE.yaml`` (:mod:`magkit.bench.suite`) runs a fit
+spec through this engine.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import ConfigError, MissingDependencyError
-from .suite import append_row, parse_shard, read_rows, split_seed
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,13 @@ RAY_INSTALL = 'pip install -e ".[ray]"'
 
 
 # ---------------------------------------------------------------------------------------------- spec
-def load_spec(path: str | Path) -> dict[str, Any]:
-    """Read and check a sweep spec (YAML); returns the normalised spec (see the module docstring)."""
+def load_spec(path: str | Path, what: str = "sweep spec") -> dict[str, Any]:
+    """Read and check a sweep spec (YAML); returns the normalised spec (see the module docstring). ``what``
+    names the file in the errors about reading it."""
     from ..eval.experiment import read_yaml_mapping
 
     path = Path(path)
-    raw = read_yaml_mapping(path, "sweep spec", "a mapping of keys (task, datasets, methods, seeds, ...)")
+    raw = read_yaml_mapping(path, what, "a mapping of keys (task, datasets, methods, seeds, ...)")
     raw.setdefault("name", path.stem)
     return normalize_spec(raw, where=str(path))
 
@@ -208,18 +209,34 @@ def _evaluate(value: Any, where: str) -> dict[str, Any]:
 
 def _accepted(spec: dict[str, Any], method: str, where: str) -> tuple[set[str], set[str]]:
     """(parameters ``method`` accepts, parameters its registry entry fixes); ConfigError on an unknown name."""
+    from ..base import param_defaults
+
     if spec["task"] == "fit":
         from ..methods import get_method
 
         ms = get_method(method)
-        return set(ms.cls._all_defaults()) - {"seed"}, set(ms.fixed)
+        return set(param_defaults(ms.cls)) - {"seed"}, set(ms.fixed)
     if method == WHOLE:
         return set(), set()
-    from ..condense.registry import condenser_names, make_condenser
+    from ..condense.registry import REGISTRY, condenser_names
 
     if method not in condenser_names():
         raise ConfigError(f"{where}: unknown condenser {method!r}; allowed: {', '.join(condenser_names() + [WHOLE])}")
-    return set(make_condenser(method).params) - {"seed", "ratio", "setting"}, set()
+    spec = REGISTRY.get(method)
+    return set(spec.defaults()) - {"seed", "ratio", "setting"}, set(spec.fixed)
+
+
+def _method_class(spec: dict[str, Any], method: str) -> type | None:
+    """The estimator class behind a spec's method name (None for ``whole``)."""
+    if spec["task"] == "fit":
+        from ..methods import get_method
+
+        return get_method(method).cls
+    if method == WHOLE:
+        return None
+    from ..condense.registry import REGISTRY
+
+    return REGISTRY.get(method).cls
 
 
 def _effective_params(spec: dict[str, Any], method: str, accepted: set[str], fixed: set[str], where: str) -> dict[str, Any]:
@@ -233,7 +250,17 @@ def _effective_params(spec: dict[str, Any], method: str, accepted: set[str], fix
     if bad:
         raise ConfigError(f"{where}: method_params.{method}: unknown parameter(s) {', '.join(bad)}; "
                           f"allowed: {', '.join(sorted(accepted)) or 'none'}")
-    return {**{k: v for k, v in spec["params"].items() if k in accepted and k not in fixed}, **own}
+    params = {**{k: v for k, v in spec["params"].items() if k in accepted and k not in fixed}, **own}
+    cls = _method_class(spec, method)
+    from ..base import Estimator, _article, matches, param_types, type_name
+
+    if cls is not None and issubclass(cls, Estimator):  # YAML values are typed already: check them
+        types = param_types(cls)
+        for k, v in params.items():
+            if k in types and not matches(v, types[k]):
+                src = f"method_params.{method}" if k in own else "params"
+                raise ConfigError(f"{where}: {src}: {k}={v!r} is not {_article(type_name(types[k]))} ({method})")
+    return params
 
 
 # ---------------------------------------------------------------------------------------------- grid
@@ -266,7 +293,7 @@ def cell_key(task: str, fields: dict[str, Any]) -> str:
 
 
 def expand_grid(spec: dict[str, Any]) -> list[Cell]:
-    """Every cell of the spec's grid in a fixed order (datasets, then splits or methods, ...). ``whole`` in a
+    """Every cell of the sweep's grid in a fixed order (datasets, then splits or methods, ...). ``whole`` in a
     condense sweep is one cell per dataset (ratio 1.0, the first seed)."""
     cells: list[Cell] = []
     if spec["task"] == "fit":
@@ -304,8 +331,53 @@ def rows_file(out: str | Path, shard: tuple[int, int] | str = (0, 1)) -> Path:
 
 
 def rows_files(out: str | Path) -> list[Path]:
-    """Every rows file of a sweep folder (``rows.jsonl`` and the shards' ``rows.shard-*.jsonl``)."""
-    return sorted(p for p in Path(out).glob("rows*.jsonl") if p.is_file())
+    """Every rows file of a sweep folder: ``rows.jsonl`` and the shards' ``rows.shard-*.jsonl`` (name order;
+    other files such as ``rows_before_*.jsonl`` are not read)."""
+    out = Path(out)
+    return sorted(p for p in [out / "rows.jsonl", *out.glob("rows.shard-*.jsonl")] if p.is_file())
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The JSON lines of ``path`` (none for a missing file); a damaged line (cut by an interruption) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by an interruption: ignore it, the cell reruns
+                log.warning("skipping a damaged line in %s", path)
+    return rows
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Append one JSON line to ``path`` in a single ``write``, then flush and fsync (a crash loses at most the
+    line being written, which :func:`read_rows` then skips)."""
+    with Path(path).open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+#: the metrics of a fit row
+FIT_METRICS = ("test_acc", "test_f1", "val_acc", "val_f1", "fit_time_s", "epoch_time_s", "epochs_run", "best_epoch",
+               "reliability_auc")
+
+
+def normalize_row(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A sweep row as it is; a flat fit row (``dataset``, ``split``, ``method``, ``seed`` and the metrics at the
+    top level, no ``key``: the rows files under benchmarks/) as the equivalent sweep row; anything else None."""
+    if "key" in row and "task" in row:
+        return row
+    if all(k in row for k in ("dataset", "split", "method", "seed", "test_acc")):
+        fields = {k: row[k] for k in AXES["fit"]}
+        metrics = {k: row[k] for k in FIT_METRICS if k in row}
+        return {"key": cell_key("fit", fields), "task": "fit", **fields, "status": "ok", "metrics": metrics,
+                "peak_memory_mb": row.get("peak_memory_mb"), "dataset_checksum": row.get("dataset_checksum")}
+    return None
 
 
 def recorded(out: str | Path) -> dict[str, dict]:
@@ -313,8 +385,9 @@ def recorded(out: str | Path) -> dict[str, dict]:
     latest: dict[str, dict] = {}
     for p in rows_files(out):
         for r in read_rows(p):
-            if "key" in r:
-                latest[r["key"]] = r
+            row = normalize_row(r)
+            if row is not None:
+                latest[row["key"]] = row
     return latest
 
 
@@ -353,7 +426,7 @@ def plan(spec: dict[str, Any], out: str | Path, shard: tuple[int, int] | str = (
         elif row.get("params") is not None and any(row.get(k) != v for k, v in _config_of(spec, c).items()):
             other.append(c.key)
     if other:
-        log.warning("%d recorded cell(s) ran with other parameters than the spec's (e.g. %s); they are not rerun: "
+        log.warning("%d recorded cell(s) ran with other parameters than the sweep spec's (e.g. %s); they are not rerun: "
                     "use another --out for the new parameters", len(other), other[0])
     return Plan(cells, mine, done, todo, rows_file(out, shard))
 
@@ -415,9 +488,46 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg[0]}" if msg else type(exc).__name__
 
 
-def _fit_metrics(spec: dict[str, Any], f: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    from .suite import fit_cell
+def fit_cell(graph, method: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Fit one fresh ``method`` estimator on ``graph`` (epoch selected on validation, test read once) and
+    return its metrics: accuracy and macro-F1 on val and test, epochs run, best epoch, epoch and fit time (and
+    GraphMNL's reliability AUC against a generated graph's ground truth)."""
+    from ..methods import create
 
+    est = create(method, **{**params, "seed": seed})
+    t0 = time.perf_counter()
+    est.fit(graph)
+    fit_time = time.perf_counter() - t0
+    val, test = est.score(graph, "val"), est.score(graph, "test")
+    row = {"val_acc": val["acc"], "val_f1": val["f1"], "test_acc": test["acc"], "test_f1": test["f1"],
+           "epochs_run": len(est.history_.epochs), "best_epoch": est.history_.best_epoch,
+           "epoch_time_s": est.history_.epoch_time, "fit_time_s": fit_time}
+    auc = (vars(est).get("diagnostics_") or {}).get("reliability_auc")
+    if auc:  # how well the reliability r̃ ranks the truly better modality, per branch kind
+        row["reliability_auc"] = {k: float(v) for k, v in auc.items()}
+    return row
+
+
+def parse_shard(text: str | tuple[int, int]) -> tuple[int, int]:
+    """``"1/4"`` -> (1, 4): shard ``i`` of ``n`` (0-based), checked."""
+    if isinstance(text, str):
+        try:
+            i_shard, n_shard = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard: {text!r}; allowed: i/n with 0 <= i < n, e.g. 0/2") from None
+    else:
+        i_shard, n_shard = text
+    if n_shard < 1 or not 0 <= i_shard < n_shard:
+        raise ConfigError(f"shard: {i_shard}/{n_shard}; allowed: i/n with 0 <= i < n")
+    return i_shard, n_shard
+
+
+def split_seed(split: str, seed: int) -> int:
+    """The seed a split is drawn with: the run's seed for drawn splits (label rate, k-shot, random), else 0."""
+    return seed if str(split).split(":")[0] in ("rate", "kshot", "random") else 0
+
+
+def _fit_metrics(spec: dict[str, Any], f: dict[str, Any]) -> tuple[dict[str, Any], str]:
     graph, checksum = _graph(spec, f["dataset"], f["split"], split_seed(f["split"], f["seed"]))
     return fit_cell(graph, f["method"], spec["effective_params"][f["method"]], f["seed"]), checksum
 
@@ -509,8 +619,19 @@ class SweepResult:
         return [r for r in self.rows if r.get("status") == "error"]
 
 
+def _graph_key(spec: dict[str, Any], cell: Cell) -> tuple:
+    f = cell.fields
+    split = f["split"] if cell.task == "fit" else spec["split"]
+    return f["dataset"], split, split_seed(split, f["seed"])
+
+
 def _local(spec: dict[str, Any], cells: list[Cell]) -> Iterator[dict]:
+    # one graph load per (dataset, split, split seed): drawn splits change with the seed, so the cells are
+    # grouped by the graph they need (stable: the grid order is kept within a graph)
+    first: dict[tuple, int] = {}
     for c in cells:
+        first.setdefault(_graph_key(spec, c), len(first))
+    for c in sorted(cells, key=lambda c: first[_graph_key(spec, c)]):
         yield run_cell(spec, c, executor="local")
 
 
@@ -532,7 +653,7 @@ def _ray_cell(spec: dict[str, Any], cell: dict[str, Any], threads: int) -> dict[
 
 
 def ray_options(resources: dict[str, Any]) -> dict[str, Any]:
-    """Ray task options from the spec's ``resources`` (memory in bytes)."""
+    """Ray task options from the sweep spec's ``resources`` (memory in bytes)."""
     opts: dict[str, Any] = {"num_cpus": resources["num_cpus"], "num_gpus": resources["num_gpus"], "max_retries": 0}
     if resources.get("memory_gb"):
         opts["memory"] = int(resources["memory_gb"] * 2**30)

@@ -10,7 +10,7 @@ multimodal graph when training a GNN:
   store zeros;
 * ``y``: int64 ``[n']``, class ids in ``0..C-1``, every class with at least one synthetic node;
 * ``modalities``, ``num_classes``, ``class_names``: the facts of the real graph it was condensed from;
-* ``meta``: how it was made (see :func:`condensation_meta`): method, config, seed, ratio, dataset name
+* ``meta``: how it was made (see :func:`~magkit.condense.provenance.condensation_meta`): method, config, seed, ratio, dataset name
   and checksum, package versions, creation time, a summary of the condensation history.
 
 File format (version :data:`FORMAT_VERSION`)
@@ -41,7 +41,6 @@ import logging
 import numbers
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +92,7 @@ class CondensedGraph:
         num_classes: the class count ``C`` of the real graph.
         modalities: the real graph's modality order; defaults to the order of ``features``.
         class_names: optional names of the ``C`` classes.
-        meta: provenance (see :func:`condensation_meta`); converted to its JSON form (tuples become
+        meta: provenance (see :func:`~magkit.condense.provenance.condensation_meta`); converted to its JSON form (tuples become
             lists, tensors and arrays lists or numbers, unknown objects their ``str``), so that what is
             held equals what :meth:`load` returns.
 
@@ -134,7 +133,7 @@ class CondensedGraph:
         self.y: Tensor = y
         self.num_classes: int = num_classes
         self.class_names: tuple[str, ...] | None = tuple(class_names) if class_names is not None else None
-        self.meta: dict[str, Any] = _to_json(dict(meta) if meta is not None else {})
+        self.meta: dict[str, Any] = to_json(dict(meta) if meta is not None else {})
 
     # ------------------------------------------------------------------ facts
     @property
@@ -394,7 +393,7 @@ class CondensedGraph:
             "num_classes": self.num_classes,
             "class_names": list(self.class_names) if self.class_names is not None else None,
             "meta": self.meta,
-            "stats": _to_json(self.stats()),
+            "stats": to_json(self.stats()),
         }
         tensors = {f"x.{m}": self.features[m].detach().to("cpu", torch.float32).contiguous().clone() for m in self.modalities}
         tensors["adj"] = self.adj.detach().to("cpu", torch.float32).contiguous().clone()
@@ -469,70 +468,6 @@ class CondensedGraph:
         return graph
 
 
-# ---------------------------------------------------------------------- provenance
-def condensation_meta(
-    graph: Any,
-    *,
-    method: str,
-    config: Mapping[str, Any] | Any | None = None,
-    seed: int | None = None,
-    ratio: float | None = None,
-    history: Any = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The ``meta`` dict a condenser attaches to its :class:`CondensedGraph`.
-
-    Keys: ``method``, ``config`` (a mapping or dataclass), ``seed``, ``ratio``, ``dataset`` (``graph.name``),
-    ``dataset_checksum`` (``graph.checksum()``), ``versions`` (:func:`magkit.eval.results.environment`),
-    ``created`` (UTC, ISO 8601), ``history`` (see :func:`summarize_history`), plus any ``extra`` keys
-    (e.g. ``wall_time``, ``peak_memory_mb``).
-    """
-    from ..eval.results import environment
-
-    meta: dict[str, Any] = {
-        "method": method,
-        "config": config,
-        "seed": seed,
-        "ratio": ratio,
-        "dataset": graph.name,
-        "dataset_checksum": graph.checksum(),
-        "versions": environment(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "history": summarize_history(history),
-    }
-    meta.update(extra)
-    return _to_json(meta)
-
-
-def summarize_history(history: Any, max_points: int = 50) -> dict[str, Any] | None:
-    """A compact, JSON-ready summary of a condensation history.
-
-    Accepts ``None``, an object with ``to_dict()`` (e.g. :class:`magkit.train.loop.History`), a dict with an
-    ``"epochs"`` list of per-epoch records, or such a list itself. The summary keeps every other top-level
-    entry, ``num_records``, the ``last`` record, and ``curve``: at most ``max_points`` records evenly
-    spaced over the run (first and last included), enough to plot the convergence curve.
-    """
-    if history is None:
-        return None
-    if hasattr(history, "to_dict"):
-        history = history.to_dict()
-    if isinstance(history, Sequence) and not isinstance(history, (str, bytes)):
-        history = {"epochs": list(history)}
-    if not isinstance(history, Mapping):
-        return {"value": _to_json(history)}
-    out = {k: v for k, v in history.items() if k != "epochs"}
-    records = history.get("epochs")
-    if isinstance(records, Sequence) and not isinstance(records, (str, bytes)):
-        records = list(records)
-        k = len(records)
-        if k <= max_points:
-            idx = list(range(k))
-        else:
-            idx = sorted({round(i * (k - 1) / (max_points - 1)) for i in range(max_points)})
-        out.update(num_records=k, last=records[-1] if records else None, curve=[records[i] for i in idx])
-    return _to_json(out)
-
-
 # ---------------------------------------------------------------------- helpers
 def _read_header(path: Path, metadata: Mapping[str, str] | None) -> dict[str, Any]:
     """Parse and check the ``"magkit"`` JSON header of a condensed-graph file."""
@@ -586,7 +521,7 @@ def _first_pair(mask: Tensor) -> tuple[int, int] | None:
     return (int(idx[0, 0]), int(idx[0, 1])) if idx.numel() else None
 
 
-def _to_json(obj: Any) -> Any:
+def to_json(obj: Any) -> Any:
     """The JSON form of ``obj``: dict keys become strings, tuples/sets lists, tensors/arrays lists or
     numbers, dataclasses dicts, enums their values, paths strings, anything else its ``str``."""
     if obj is None or isinstance(obj, (bool, str)):
@@ -596,21 +531,21 @@ def _to_json(obj: Any) -> Any:
     if isinstance(obj, float):
         return float(obj)
     if isinstance(obj, Mapping):
-        return {str(k): _to_json(v) for k, v in obj.items()}
+        return {str(k): to_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_to_json(v) for v in obj]
+        return [to_json(v) for v in obj]
     if isinstance(obj, (set, frozenset)):
-        return sorted((_to_json(v) for v in obj), key=repr)
+        return sorted((to_json(v) for v in obj), key=repr)
     if isinstance(obj, enum.Enum):
-        return _to_json(obj.value)
+        return to_json(obj.value)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _to_json(dataclasses.asdict(obj))
+        return to_json(dataclasses.asdict(obj))
     if hasattr(obj, "to_dict") and callable(obj.to_dict):
-        return _to_json(obj.to_dict())
+        return to_json(obj.to_dict())
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if hasattr(obj, "tolist") and callable(obj.tolist):  # tensors, numpy arrays and scalars
-        return _to_json(obj.tolist())
+        return to_json(obj.tolist())
     if isinstance(obj, numbers.Real):
         return float(obj)
     return str(obj)

@@ -15,7 +15,9 @@ features, K = ``k``; a training-free stand-in for the trained-GNN embeddings GCo
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -58,21 +60,56 @@ def kcenter(e: Tensor, n: int) -> Tensor:
 
 
 class Coreset(Condenser):
-    """A coreset condenser (``method`` one of :data:`CORESETS`)."""
+    """Keep real training nodes at the condensers' per-class budget (see the module docstring).
+
+    Args:
+        ratio (float, optional): the budget r, a share of the training nodes. (default: :obj:`0.01`)
+        setting (str, optional): ``"transductive"`` or ``"inductive"``. (default: :obj:`"transductive"`)
+        seed (int, optional): seed of the random choices. (default: :obj:`0`)
+        method (str, optional): ``"random"``, ``"herding"`` or ``"kcenter"``. (default: :obj:`"random"`)
+        k (int, optional): propagation hops K of the embedding Â^K X. (default: :obj:`2`)
+
+    Attributes:
+        history_ (dict): set by :meth:`condense`: ``selected`` (the kept nodes' positions in the train
+            view, class by class), ``wall_time_s``, ``epochs`` (empty).
+    """
 
     name = "coreset"
-    defaults: dict[str, Any] = {"ratio": 0.01, "setting": "transductive", "seed": 0, "method": "random", "k": 2}
 
-    def _check(self) -> None:
-        super()._check()
-        if self.params["method"] not in CORESETS:
-            raise ConfigError(f"method: {self.params['method']!r}; allowed: {', '.join(CORESETS)}")
-        self.name = self.params["method"]
+    def __init__(
+        self,
+        *,
+        ratio: float = 0.01,
+        setting: Literal["transductive", "inductive"] = "transductive",
+        seed: int = 0,
+        method: Literal["random", "herding", "kcenter"] = "random",
+        k: int = 2,
+    ):
+        self.ratio = ratio
+        self.setting = setting
+        self.seed = seed
+        self.method = method
+        self.k = k
 
-    def condense(self, graph, **_: Any) -> CondensedGraph:
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.k < 0:
+            raise ConfigError(f"{type(self).__name__}: k={self.k!r}; allowed: an integer >= 0")
+
+    def condense(
+        self,
+        graph,
+        *,
+        progress: Callable[[dict], None] | None = None,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
+    ) -> CondensedGraph:
+        """Select the coreset of ``graph`` (split); sets :attr:`history_`. A selection takes milliseconds:
+        ``progress`` is called once, at the end; ``checkpoint`` and ``resume`` are accepted and unused."""
+        self.check_params()
+        p = self.get_params()
         from torch_geometric.utils import subgraph
 
-        p = self.params
         t0 = time.perf_counter()
         views = graph_views(graph, p["setting"])
         idx, y_tr = split_training(graph, views)
@@ -115,4 +152,7 @@ class Coreset(Condenser):
             start += d
         wall = time.perf_counter() - t0
         history = {"epochs": [], "wall_time_s": wall, "selected": nodes.tolist()[:m]}
-        return self._finish(graph, feats, adj, tr.y[nodes], history, wall_time_s=wall)
+        out = self._finish(graph, feats, adj, tr.y[nodes], history, method=self.method, wall_time_s=wall)
+        if progress is not None:
+            progress({"epoch": 1, "epochs": 1, "wall_time_s": wall})
+        return out

@@ -5,9 +5,10 @@ The protocol (docs/condensation.md):
 * a *view* of the real graph is the set of nodes a model reads at evaluation time with their induced
   structure: in the transductive setting the whole graph (scored on its val / test nodes), in the inductive
   setting the val-induced and the test-induced subgraphs (as MM-Graph and the SR-GM code do);
-* a fresh model is trained on S (all synthetic nodes are training nodes) for ``epochs`` epochs; every
-  ``eval_every`` epochs it is scored on the real validation view and the best state is kept (ties keep the
-  earlier epoch); the test view is read once, with the selected state;
+* a fresh model is trained on S (all synthetic nodes are training nodes) for ``epochs`` epochs through the
+  one epoch loop (:func:`~magkit.train.loop.fit_loop`); after every ``eval_every``-th epoch and the last it
+  is scored on the real validation view and the best state is kept (ties keep the earlier epoch); the test
+  view is read once, with the selected state;
 * structures: GCN and APPNP read Â = D̃^{-1/2}(A + I)D̃^{-1/2}, GraphSAGE the weighted mean D^{-1}A, SGC the
   precomputed Â^K X, Chebyshev the weighted edges, GAT the edges with weight > ``GAT_THRESHOLD`` = 0.5 (GAT has
   no edge weights) and MLP nothing. S's dense weighted adjacency is used as is (weights included).
@@ -15,8 +16,6 @@ The protocol (docs/condensation.md):
 
 from __future__ import annotations
 
-import copy
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..exceptions import ConfigError
-from ..functional import accuracy, dropout, macro_f1
+from ..functional import accuracy, macro_f1
 from ..models.backbones import build_backbone
-from ..train.propagation import mean_adjacency, normalized_adjacency
+from ..models.chebnet import ChebNet
+from ..train.loop import fit_loop
+from ..train.propagation import mean_adjacency, normalized_adjacency, propagate
 from .artifact import EDGE_THRESHOLD, CondensedGraph
 
 #: architectures ``evaluate_condensed`` trains on S
@@ -63,23 +64,18 @@ class View:
 
     def structure(self, kind: str, k: int = 2) -> Any:
         if kind not in self._cache:
-            self._cache[kind] = _sparse_structure(kind, self.edge_index, self.num_nodes, self.x, k)
+            self._cache[kind] = _sparse_structure(kind, self, k)
         return self._cache[kind]
 
 
-def _propagate(adj: Tensor, x: Tensor, k: int) -> Tensor:
-    for _ in range(k):
-        x = adj @ x
-    return x
-
-
-def _sparse_structure(kind: str, edge_index: Tensor, n: int, x: Tensor, k: int) -> Any:
+def _sparse_structure(kind: str, view: View, k: int) -> Any:
+    edge_index, n = view.edge_index, view.num_nodes
     if kind in ("gcn", "appnp"):
         return normalized_adjacency(edge_index, n)
     if kind == "sage":
         return mean_adjacency(edge_index, n)
     if kind == "sgc":
-        return _propagate(normalized_adjacency(edge_index, n), x, k)
+        return propagate(view, view.x, k).to(view.x.device)
     if kind in ("gat", "cheb"):
         return (edge_index, None)
     return None
@@ -94,8 +90,10 @@ def dense_structure(kind: str, adj: Tensor, x: Tensor, k: int = 2) -> Any:
         at = a + torch.eye(n)
         dinv = at.sum(1).rsqrt()
         norm = dinv[:, None] * at * dinv[None, :]
-        if kind == "sgc":
-            return _propagate(norm, x, k)
+        if kind == "sgc":  # S's dense weighted Â: Â^K X by K dense products
+            for _ in range(k):
+                x = norm @ x
+            return x
         return norm.to_sparse_csr()
     if kind == "sage":
         deg = a.sum(1, keepdim=True)
@@ -105,26 +103,6 @@ def dense_structure(kind: str, adj: Tensor, x: Tensor, k: int = 2) -> Any:
         ei = keep.nonzero().T.contiguous()
         return (ei, a[keep] if kind == "cheb" else None)
     return None
-
-
-class ChebNet(nn.Module):
-    """Two Chebyshev layers (Defferrard et al., 2016; K = 2) with ReLU and dropout between them."""
-
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.5, k: int = 2):
-        super().__init__()
-        from torch_geometric.nn import ChebConv
-
-        self.convs = nn.ModuleList([ChebConv(in_dim, hidden, k), ChebConv(hidden, out_dim, k)])
-        self.dropout = dropout
-
-    def forward(self, x: Tensor, structure) -> Tensor:
-        ei, w = structure
-        for i, conv in enumerate(self.convs):
-            x = dropout(x, self.dropout, self.training)
-            x = conv(x, ei, w, lambda_max=2.0)
-            if i == 0:
-                x = F.relu(x)
-        return x
 
 
 def _build(kind: str, in_dim: int, hidden: int, out_dim: int, drop: float) -> nn.Module:
@@ -222,7 +200,9 @@ def train_model(
     eval_every: int = 10,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Train a fresh model on (x, structure, y[train_idx]); keep the state with the best val accuracy."""
+    """Train a fresh model on (x, structure, y[train_idx]) through :func:`~magkit.train.loop.fit_loop`; keep the
+    state with the best val accuracy, validated after every ``eval_every``-th epoch and the last (ties keep
+    the earlier epoch); score it on ``val`` and ``test``."""
     if epochs < 1 or eval_every < 1:
         raise ConfigError(f"epochs and eval_every must be >= 1, got {epochs} and {eval_every}")
     with torch.random.fork_rng(devices=[]), torch.device(x.device):  # the model lives where the data does
@@ -230,23 +210,29 @@ def train_model(
         model = _build(backbone, x.size(1), hidden, num_classes, dropout_p)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         yt = y if train_idx is None else y[train_idx]
-        best = (-1.0, None, -1)
-        t0 = time.perf_counter()
-        for epoch in range(epochs):
-            model.train()
+        now = {"epoch": 0}
+
+        def step(epoch: int) -> dict:
+            now["epoch"] = epoch
             opt.zero_grad()
             out = _forward(model, backbone, x, structure)
             loss = F.cross_entropy(out if train_idx is None else out[train_idx], yt)
             loss.backward()
             opt.step()
-            if epoch % eval_every == eval_every - 1 or epoch == epochs - 1:
-                acc, _, _ = score(model, backbone, val)
-                if acc > best[0]:
-                    best = (acc, copy.deepcopy(model.state_dict()), epoch)
-        train_time = time.perf_counter() - t0
-    model.load_state_dict(best[1])
+            return {"loss": float(loss.detach())}
+
+        def evaluate() -> dict:
+            # validated after every eval_every-th epoch and the last; an epoch in between scores NaN, which
+            # never counts as an improvement
+            e = now["epoch"]
+            if e % eval_every == eval_every - 1 or e == epochs - 1:
+                return {"val_acc": score(model, backbone, val)[0]}
+            return {"val_acc": float("nan")}
+
+        hist = fit_loop(model, step, evaluate, epochs=epochs, patience=None, monitor="val_acc", eval_every=1)
+        train_time = hist.train_time
     val_acc, val_f1, _ = score(model, backbone, val)
-    out = {"val_acc": val_acc, "val_f1": val_f1, "best_epoch": best[2] + 1, "train_time_s": train_time,
+    out = {"val_acc": val_acc, "val_f1": val_f1, "best_epoch": hist.best_epoch + 1, "train_time_s": train_time,
            "epoch_time_s": train_time / epochs}
     if test is not None:
         out["test_acc"], out["test_f1"], _ = score(model, backbone, test)

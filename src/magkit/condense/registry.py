@@ -1,55 +1,57 @@
-"""Named condensers: the methods ``magkit condense --method`` and the benchmark accept.
+"""Named condensers: the methods ``magkit condense --method`` and the benchmarks accept.
 
-Gradient matching (one loop, :class:`~magkit.condense.base.GradientMatching`):
+One class per family; a variant is its family's class with parameters the name fixes:
 
-============================  =====================================================================
-``gcond``                     learned structure (PGE), no decoupling, no damping (λ = 0)
-``gcond-x``                   structure-free (A' = 0)
-``srgm``                      PGE + decoupling + damping (``damping="structure"``, the official form)
-``srgm-no-decoupling``        ``srgm`` without the projection
-``srgm-no-damping``           ``srgm`` without the Dirichlet term
-============================  =====================================================================
+============================  ==========================================================================
+``gcond``                     :class:`~magkit.condense.gcond.GCond`: learned structure (PGE), no decoupling,
+                              no damping
+``gcond-x``                   ``GCond(structure="none")``: structure-free (A' = 0)
+``srgm``                      :class:`~magkit.condense.srgm.SRGM`: PGE + decoupling + damping
+                              (``damping="structure"``, the official form)
+``srgm-no-decoupling``        ``SRGM(decouple=False)``
+``srgm-no-damping``           ``SRGM(damping=None)``
+``random``, ``herding``,      :class:`~magkit.condense.coreset.Coreset` with ``method`` fixed
+``kcenter``
+============================  ==========================================================================
 
-Coresets at the same budget: ``random``, ``herding``, ``kcenter``. ``whole`` (train on the full graph)
-is the upper bound; it is an evaluation, not a condenser (see ``magkit.condense.evaluate.train_whole``).
+``whole`` (train on the full graph) is the upper bound; it is an evaluation, not a condenser (see
+:func:`~magkit.condense.evaluate.train_whole`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..exceptions import ConfigError
-from .base import Condenser, GradientMatching
-from .coreset import CORESETS, Coreset
-
-SRGM_DEFAULTS: dict[str, Any] = {"decouple": True, "damping": "structure", "damping_weight": 1.0}
-
-CONDENSERS: dict[str, dict[str, Any]] = {
-    "gcond": {},
-    "gcond-x": {"structure": "none"},
-    "srgm": dict(SRGM_DEFAULTS),
-    "srgm-no-decoupling": {**SRGM_DEFAULTS, "decouple": False},
-    "srgm-no-damping": {**SRGM_DEFAULTS, "damping": None},
-}
+from ..registry import Registry
+from .base import Condenser
 
 
-class SRGM(GradientMatching):
-    """SR-GM: gradient matching with gradient decoupling and structural damping (see docs/condensation.md)."""
+def _populate(reg: Registry) -> None:
+    from .coreset import Coreset
+    from .gcond import GCond
+    from .srgm import SRGM
 
-    name = "srgm"
-    defaults = {**GradientMatching.defaults, **SRGM_DEFAULTS}
+    reg.register("gcond", GCond, "GCond: gradient matching with a learned structure (PGE)", group="gcond")
+    reg.register("gcond-x", GCond, "GCond-X: structure-free gradient matching", group="gcond", structure="none")
+    reg.register("srgm", SRGM, "SR-GM: gradient matching with decoupling and structural damping", group="srgm")
+    reg.register("srgm-no-decoupling", SRGM, "SR-GM without gradient decoupling", group="srgm", decouple=False)
+    reg.register("srgm-no-damping", SRGM, "SR-GM without structural damping", group="srgm", damping=None)
+    for method, what in (("random", "uniform"), ("herding", "herding (mean matching)"),
+                         ("kcenter", "greedy k-center")):
+        reg.register(method, Coreset, f"coreset: {what} choice of real training nodes", group="coreset",
+                     method=method)
+
+
+REGISTRY = Registry("condenser", _populate)
 
 
 def condenser_names() -> list[str]:
-    return list(CONDENSERS) + list(CORESETS)
+    """Every registered condenser name: gradient matching (GCond, SR-GM), then the coresets."""
+    return REGISTRY.names()
 
 
 def make_condenser(name: str, **params: Any) -> Condenser:
-    """A condenser by name with parameter overrides (``ConfigError`` on an unknown name or parameter)."""
-    if name in CONDENSERS:
-        cond = GradientMatching(**{**CONDENSERS[name], **params})
-        cond.name = name
-        return cond
-    if name in CORESETS:
-        return Coreset(method=name, **params)
-    raise ConfigError(f"method: unknown condenser {name!r}; allowed: {', '.join(condenser_names())}")
+    """An unfitted condenser by name with parameter overrides (``make_condenser("srgm")`` is an
+    :class:`~magkit.condense.srgm.SRGM`); a :class:`~magkit.exceptions.ConfigError` on an unknown name, an
+    unknown parameter or one the name fixes."""
+    return REGISTRY.create(name, **params)

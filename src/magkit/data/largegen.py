@@ -4,16 +4,14 @@ r"""A large multimodal graph generated straight to disk in the ``mmap:DIR`` layo
 graph with community structure, labels and a split. Features are produced and written row block by row block
 (``chunk_rows`` rows at a time, each block from its own seeded stream, so the result does not depend on the
 chunk size); the structure is built in memory, vectorised (``O(E)``: 7.5M undirected edges = 15M directed
-pairs = 240 MB of int64, about three times that at the peak of the final sort).
+pairs = 240 MB of int64, a few times that at the peak of the sorts).
 
-Structure (a degree-corrected planted partition). Class sizes follow a geometric progression (largest /
-smallest = ``1 / class_ratio``). Each node has a propensity :math:`\theta_i = \min((1-u_i)^{-1/(\gamma-1)},
-\theta_{\max})` (Pareto tail, :math:`\gamma` = ``degree_exponent``; :math:`\theta_{\max}` keeps the expected top
-degree near :math:`\sqrt{N \bar d}`). Node :math:`i` gets :math:`k_i \sim \mathrm{Poisson}(\bar d\,
-\theta_i / \bar\theta)` edge ends, each inside its class with probability ``homophily``; the intra-class ends are
-shuffled and paired within each class, the others over all nodes (stub matching). Self-loops and repeats are
-dropped, so the mean degree ends slightly below :math:`\bar d` and the edge homophily slightly above
-``homophily`` (inter ends can meet in one class); the manifest records the actual numbers.
+Structure: the degree-corrected stochastic block model of :func:`magkit.data.dcsbm.sample_dcsbm`, with the same
+edge sampler (:func:`magkit.data.dcsbm.sample_edges`). Class sizes follow a geometric progression (smallest /
+largest = ``class_ratio``), labels are shuffled over the nodes; propensities :math:`\theta_i` have a Pareto tail
+(:math:`\gamma` = ``degree_exponent``) capped so the expected top degree stays near :math:`\sqrt{N \bar d}`.
+Exactly :math:`\mathrm{round}(N \bar d / 2)` distinct undirected edges are placed, a share ``homophily`` of them
+inside classes, so the mean degree is :math:`\bar d` and the edge homophily is ``homophily`` (up to rounding).
 
 Features of node :math:`i`, modality :math:`m` (latent width :math:`k`, unit class prototypes
 :math:`\mu_{m,c} \in \mathbb R^k`, a random projection :math:`W_m \in \mathbb R^{k \times d_m}`):
@@ -48,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import ConfigError
+from .dcsbm import class_sizes, propensities, sample_edges, undirected_edge_index
 from .ondisk import FORMAT, FORMAT_VERSION, write_npy_chunks
 
 #: per-modality defaults: (Beta a, Beta b, flip probability): text the stronger modality, image the weaker
@@ -58,58 +57,6 @@ _BLOCK = 65536  # rows per seeded stream: features do not depend on the I/O chun
 def _check(name: str, ok: bool, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{name}: {value!r}; allowed: {allowed}")
-
-
-def _class_sizes_p(c: int, ratio: float) -> np.ndarray:
-    w = ratio ** (np.arange(c) / max(c - 1, 1))
-    return w / w.sum()
-
-
-def _draw_edges(y: np.ndarray, num_classes: int, avg_degree: float, homophily: float, gamma: float,
-                rng: np.random.Generator, progress: Callable[[str], None] | None = None) -> np.ndarray:
-    """``edge_index`` int64 [2, E] (both directions, coalesced: sorted by source then target, no self-loops).
-
-    A stub-matching (configuration-model) draw, vectorised: node i gets k_i ~ Poisson(d̄ θ_i / mean θ) edge
-    ends, each an intra-class end with probability ``homophily``; intra ends are shuffled within their class and
-    inter ends over all nodes, and consecutive ends are paired. Memory O(E); no per-edge Python work.
-    """
-    n = y.size
-    theta_max = math.sqrt(n * avg_degree) / avg_degree * (gamma - 1) / (gamma - 2)  # top expected degree ~ sqrt(N d)
-    theta = np.minimum((1.0 - rng.random(n)) ** (-1.0 / (gamma - 1.0)), max(theta_max, 2.0))
-    k = rng.poisson(avg_degree * theta / theta.mean())
-    k_in = rng.binomial(k, homophily)
-    nodes = np.arange(n, dtype=np.int64)
-    pairs = []
-    # intra-class ends: ordered by (class, random key), so a shuffle inside each class; pairs straddling two
-    # classes (at most one per class boundary) are dropped
-    ends = np.repeat(nodes, k_in)
-    order = np.argsort(y[ends] + rng.random(ends.size), kind="stable")
-    ends = ends[order[: order.size // 2 * 2]]
-    del order
-    u, v = ends[0::2], ends[1::2]
-    same = y[u] == y[v]
-    pairs.append((u[same], v[same]))
-    if progress:
-        progress(f"edges: {int(same.sum()):,} intra-class pairs")
-    ends = np.repeat(nodes, k - k_in)
-    ends = ends[rng.permutation(ends.size)[: ends.size // 2 * 2]]
-    pairs.append((ends[0::2], ends[1::2]))
-    u = np.concatenate([p[0] for p in pairs])
-    v = np.concatenate([p[1] for p in pairs])
-    del pairs, ends
-    keep = u != v
-    u, v = u[keep], v[keep]
-    key = np.concatenate([u * n + v, v * n + u])
-    del u, v, keep
-    key.sort()
-    if key.size:
-        first = np.empty(key.size, dtype=bool)
-        first[0] = True
-        np.not_equal(key[1:], key[:-1], out=first[1:])
-        key = key[first]
-    if progress:
-        progress(f"edges: {key.size // 2:,} undirected")
-    return np.stack([key // n, key % n])
 
 
 def _feature_block(seed: int, mi: int, block: int, y: np.ndarray, proto: np.ndarray, proj: np.ndarray,
@@ -187,12 +134,15 @@ def generate_mmap_graph(
     except TypeError:
         np_dtype = None
     _check("dtype", np_dtype is not None and np_dtype.kind == "f", dtype, "float16, float32 or float64")
+    sizes = class_sizes(num_nodes, num_classes, 1.0 / class_ratio)
+    _check("class_ratio", int(sizes.min()) >= 3, class_ratio,
+           f"a ratio that leaves every class at least 3 nodes (smallest: {int(sizes.min())})")
     params = {
         "num_nodes": num_nodes, "num_classes": num_classes, "dims": dims, "avg_degree": avg_degree,
         "homophily": homophily, "degree_exponent": degree_exponent, "class_ratio": class_ratio,
         "latent_dim": latent_dim, "signal": signal, "gain": gain, "feature_noise": feature_noise,
         "missing": missing, "dtype": np_dtype.name, "train": train, "val": val, "seed": seed,
-        "quality": {m: list(MODALITY_QUALITY.get(m, (4.0, 2.5, 0.06))) for m in dims}, "version": 1,
+        "quality": {m: list(MODALITY_QUALITY.get(m, (4.0, 2.5, 0.06))) for m in dims}, "version": 2,
     }
     out = Path(out_dir)
     if (out / "meta.json").is_file():
@@ -214,7 +164,7 @@ def generate_mmap_graph(
     (tmp / "features").mkdir(parents=True)
     try:
         rng = np.random.default_rng([seed, 0])
-        y = rng.choice(num_classes, size=num_nodes, p=_class_sizes_p(num_classes, class_ratio)).astype(np.int64)
+        y = rng.permutation(np.repeat(np.arange(num_classes, dtype=np.int64), sizes))
         np.save(tmp / "y.npy", y)
         perm = rng.permutation(num_nodes)
         a, b = int(train * num_nodes), int((train + val) * num_nodes)
@@ -231,7 +181,13 @@ def generate_mmap_graph(
             np.save(tmp / "features" / f"{m}_present.npy", present[m])
 
         t_edges = time.perf_counter()
-        ei = _draw_edges(y, num_classes, avg_degree, homophily, degree_exponent, rng, progress=progress)
+        theta = propensities(rng, num_nodes, degree_exponent, avg_degree, math.sqrt(num_nodes * avg_degree))
+        keys = sample_edges(rng, y, theta, sizes, int(round(num_nodes * avg_degree / 2)), homophily)
+        del theta
+        if progress:
+            progress(f"edges: {keys.size:,} undirected")
+        ei = undirected_edge_index(keys, num_nodes)
+        del keys
         np.save(tmp / "edge_index.npy", ei)
         num_edges = int(ei.shape[1])
         same = 0

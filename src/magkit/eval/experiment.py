@@ -33,8 +33,23 @@ def parse_seeds(spec: str | Sequence[int]) -> list[int]:
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set key=value`` value: YAML scalars/lists (``0.01``, ``true``, ``[10, 10]``, ``null``)."""
+    """A ``key=value`` value for options without declared types (dataset options): YAML scalars/lists
+    (``0.01``, ``true``, ``[10, 10]``, ``null``)."""
     return yaml.safe_load(text)
+
+
+def check_value(cls: type, name: str, value: Any, where: str) -> Any:
+    """``value`` when it has the declared type of ``cls``'s parameter ``name``; else a one-line ConfigError naming
+    ``where`` (a file), the parameter, the value and the type. Unknown names: the ConfigError of
+    :func:`~magkit.base.coerce_param`."""
+    from ..base import _article, coerce_param, matches, param_types, type_name
+
+    types = param_types(cls)
+    if name not in types:
+        coerce_param(cls, name, "")  # raises: unknown parameter, with the closest and the valid names
+    if not matches(value, types[name]):
+        raise ConfigError(f"{where}: {name}={value!r} is not {_article(type_name(types[name]))} ({cls.__name__})")
+    return value
 
 
 def read_yaml_mapping(path: str | Path, what: str, shape: str = "a mapping") -> dict[str, Any]:
@@ -54,18 +69,30 @@ def read_yaml_mapping(path: str | Path, what: str, shape: str = "a mapping") -> 
     return loaded
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def load_config(path: str | Path | None, overrides: Sequence[str] = (), cls: type | None = None) -> dict[str, Any]:
     """Estimator parameters from a YAML file (a mapping; an optional ``params:`` sub-mapping is accepted)
-    and ``key=value`` overrides."""
+    and ``key=value`` overrides.
+
+    With ``cls`` (an :class:`~magkit.base.Estimator` class) every override is converted through the
+    parameter's declared type (:func:`~magkit.base.coerce_param`: ``lr=1e-3`` is a float, ``lr=fast`` a one-line
+    ConfigError) and every file value is checked against it; without, values are read as YAML."""
+    from ..base import Estimator, coerce_param
+
+    typed = cls is not None and issubclass(cls, Estimator)
     cfg: dict[str, Any] = {}
     if path is not None:
         loaded = read_yaml_mapping(path, "config", "a mapping of parameter names to values")
-        cfg.update(loaded.get("params", loaded))
+        loaded = loaded.get("params", loaded)
+        if typed:
+            for key, value in loaded.items():
+                check_value(cls, key, value, f"config {path}")
+        cfg.update(loaded)
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"--set: {item!r}; allowed: key=value, e.g. --set lr=0.005")
-        cfg[key.strip()] = parse_value(value)
+        cfg[key] = coerce_param(cls, key, value) if typed else parse_value(value)
     return cfg
 
 
@@ -77,27 +104,28 @@ def run_experiment(
     params: dict[str, Any] | None = None,
     root: str | None = None,
     on_run: Callable | None = None,
-    on_epoch: Callable | None = None,
+    progress: Callable | None = None,
     on_fitted: Callable | None = None,
 ) -> tuple[dict[str, Any], RepeatResult]:
     """Fit ``method`` on ``data`` once per seed; return the results payload and the raw result."""
     from .. import distributed
+    from ..base import param_defaults
     from ..data import describe, load_dataset
-    from ..methods import get_method
+    from ..methods import create, get_method
 
     spec = get_method(method)
     params = dict(params or {})
     t0 = time.perf_counter()
     graph = load_dataset(data, root=root) if isinstance(data, str) else data
-    spec.create(**params)  # fail fast on bad parameters, before any training
-    result = repeat(lambda s: spec.create(**{**params, "seed": s}), graph, seeds=seeds, split=split,
-                    on_run=on_run, on_epoch=on_epoch, on_fitted=on_fitted)
+    create(method, **params).check_params()  # fail fast on bad parameters, before any training
+    result = repeat(lambda s: create(method, **{**params, "seed": s}), graph, seeds=seeds, split=split,
+                    on_run=on_run, progress=progress, on_fitted=on_fitted)
     wall = time.perf_counter() - t0
     info = describe(graph)
     payload = {
         "method": method,
         "description": spec.description,
-        "config": {**spec.cls._all_defaults(), **spec.fixed, **params},
+        "config": {**param_defaults(spec.cls), **spec.fixed, **params},
         "dataset": {"name": graph.name, "checksum": info["checksum"], "nodes": info["nodes"],
                     "edges_undirected": info["edges_undirected"], "classes": info["classes"],
                     "modalities": info["modalities"]},

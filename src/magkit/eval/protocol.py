@@ -76,13 +76,13 @@ def repeat(
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     split: str | None = None,
     on_run: Callable[[RunResult], None] | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
+    progress: Callable[[dict], None] | None = None,
     on_fitted: Callable[[int, object], None] | None = None,
 ) -> RepeatResult:
     """Fit ``estimator_factory(seed)`` once per seed and score it on the val and test splits.
 
     ``split``: a split spec to apply per seed (seed-dependent specs such as ``rate:0.05`` draw a new
-    labelled set per seed); ``None`` keeps the graph's own masks. ``on_epoch`` is passed to ``fit``
+    labelled set per seed); ``None`` keeps the graph's own masks. ``progress`` is passed to ``fit``
     (progress display); ``on_fitted(seed, estimator)`` sees each fitted estimator (e.g. to save it).
     """
     seed_dependent = split is not None and parse_split(split)[0] in ("rate", "kshot", "random")
@@ -94,7 +94,7 @@ def repeat(
             apply_split(g, split, seed=seed if seed_dependent else 0)
         est = estimator_factory(seed)
         t0 = time.perf_counter()
-        est.fit(g, on_epoch=on_epoch)
+        est.fit(g, progress=progress)
         fit_time = time.perf_counter() - t0
         val = est.score(g, "val")
         test = est.score(g, "test")  # the only read of the test split for this run

@@ -1,13 +1,17 @@
 """The estimator API shared by every node classifier (scikit-learn style).
 
-* ``__init__(**params)`` only stores keyword arguments (unknown names raise :class:`ConfigError` listing
-  the valid ones); ``get_params()`` returns them.
-* ``fit(graph)`` validates the graph, trains through the one epoch loop (:func:`magkit.train.loop.fit_loop`)
-  with early stopping on the validation split, restores the best state, and sets ``model_``, ``history_``.
+* The parameter protocol of :class:`magkit.base.Estimator`: ``__init__`` takes explicit, typed keyword
+  arguments and only stores them; ``get_params()`` / ``set_params()`` read and change them; ``fit`` checks
+  them first (one-line :class:`ConfigError` naming the parameter, the value and what is allowed).
+* ``fit(graph, progress=None)`` validates the graph, trains through the one epoch loop (:func:`magkit.train.loop.fit_loop`)
+  with early stopping on the validation split, restores the best state, and sets ``model_``, ``history_``;
+  ``progress(record)`` is called after every epoch with the epoch's record (``epoch``, ``epochs``, losses,
+  validation metrics).
 * ``predict_proba(graph)``, ``predict(graph)``, ``score(graph, split="test")`` raise
   :class:`NotFittedError` before ``fit``.
-* ``save(path)`` writes a fitted estimator to one file; :func:`load_estimator` reads it back (same predictions,
-  bitwise, on the same graph); ``magkit fit --save-model`` and ``magkit predict`` use them.
+* ``save(path)`` writes a fitted estimator to one file; :func:`~magkit.methods.persistence.load_estimator`
+  reads it back (same predictions, bitwise, on the same graph); ``magkit fit --save-model`` and
+  ``magkit predict`` use them.
 * Randomness comes from the ``seed`` parameter only: ``fit`` runs inside ``torch.random.fork_rng`` seeded
   with it, so the caller's global RNG state is untouched and the same seed gives the same numbers on CPU.
 
@@ -33,82 +37,32 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .. import distributed as D
+from ..base import Estimator
 from ..data.graph import MultimodalGraph, validate
 from ..data.ondisk import model_rows
 from ..exceptions import ConfigError, NotFittedError
 from ..functional import accuracy, macro_f1
-from ..train.loop import MONITORS, fit_loop
-from ..train.propagation import graph_adjacency, mean_adjacency, normalized_adjacency
+from ..train.loop import fit_loop
+from ..train.propagation import graph_adjacency
 from ..train.sampler import NeighborSampler
+from .inputs import GraphInputs
+from .persistence import load_estimator
+
+__all__ = ["GraphInputs", "NodeClassifier", "load_estimator", "main_logits", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class GraphInputs:
-    """What a model reads: per-modality blocks, presence, structure (possibly a sampled subgraph)."""
-
-    xs: dict[str, Tensor]
-    present: Tensor  # bool [n, M], columns in the order of `modalities`
-    modalities: tuple[str, ...]
-    edge_index: Tensor
-    num_nodes: int
-    extra: dict[str, Tensor] = field(default_factory=dict)  # node-aligned extras (propagated features ...)
-    adj: Tensor | None = None  # cached Â = D̃^-1/2 (A+I) D̃^-1/2 (sparse CSR), built on first use
-    madj: Tensor | None = None  # cached D^-1 A (sparse CSR, GraphSAGE's mean aggregation), built on first use
-    early: tuple | None = None  # cached early-fusion input and the tensors it was built from (see early_input)
-
-    def norm_adj(self) -> Tensor:
-        """The symmetric-normalised adjacency with self-loops of this (sub)graph, cached."""
-        if self.adj is None:
-            self.adj = normalized_adjacency(self.edge_index, self.num_nodes)
-        return self.adj
-
-    def mean_adj(self) -> Tensor:
-        """The row-normalised adjacency (mean over in-neighbours) of this (sub)graph, cached."""
-        if self.madj is None:
-            self.madj = mean_adjacency(self.edge_index, self.num_nodes)
-        return self.madj
-
-    def early_input(self, modalities: tuple[str, ...] | list[str] | None = None) -> Tensor:
-        """[x_m for m in ``modalities`` (default: this input's order) | presence] (early fusion), built once and reused
-        while the blocks are the same tensors (concatenating 17k x 1,664 floats in every forward pass cost the
-        early-fusion baselines ~10% of an epoch)."""
-        src = (*(self.xs[m] for m in (modalities or self.modalities)), self.present)
-        if self.early is None or len(self.early[1]) != len(src) or any(a is not b for a, b in zip(self.early[1], src)):
-            x = torch.cat([*src[:-1], self.present.float()], dim=1)
-            self.early = (x, src)
-        return self.early[0]
-
-    def subset(self, n_id: Tensor, edge_index: Tensor) -> GraphInputs:
-        return GraphInputs(
-            xs={m: x[n_id] for m, x in self.xs.items()},
-            present=self.present[n_id],
-            modalities=self.modalities,
-            edge_index=edge_index,
-            num_nodes=int(n_id.numel()),
-            extra={k: v[n_id] for k, v in self.extra.items()},
-        )
-
-    def to(self, device) -> GraphInputs:
-        return replace(
-            self,
-            xs={m: x.to(device) for m, x in self.xs.items()},
-            present=self.present.to(device),
-            edge_index=self.edge_index.to(device),
-            extra={k: v.to(device) for k, v in self.extra.items()},
-            adj=None if self.adj is None else self.adj.to(device),
-            madj=None if self.madj is None else self.madj.to(device),
-        )
+#: the validation metrics ``monitor`` may select the epoch on
+Monitor = Literal["val_acc", "val_f1", "val_loss"]
 
 
 def main_logits(out: Tensor | dict) -> Tensor:
@@ -149,80 +103,84 @@ def _fingerprint(graph: MultimodalGraph, model: torch.nn.Module) -> list[int]:
     return parts + [h(torch.as_tensor(graph.feature(m)[rows])) for m in graph.modalities]
 
 
-class NodeClassifier:
-    """Base class of magkit's node classifiers. See the module docstring for the API."""
+class NodeClassifier(Estimator):
+    r"""Base class of magkit's node classifiers (see the module docstring for the API and the hooks).
 
-    #: registry name and one-line description (set by subclasses / the registry)
-    name: ClassVar[str] = "base"
+    Args:
+        hidden (int, optional): hidden width of the network. (default: :obj:`128`)
+        num_layers (int, optional): number of layers of the backbone. (default: :obj:`2`)
+        dropout (float, optional): dropout probability, in [0, 1). (default: :obj:`0.5`)
+        lr (float, optional): Adam's learning rate. (default: :obj:`0.01`)
+        weight_decay (float, optional): Adam's L2 penalty. (default: :obj:`5e-4`)
+        epochs (int, optional): the most training epochs. (default: :obj:`300`)
+        patience (int, optional): stop after this many epochs without improvement of ``monitor``;
+            :obj:`None` trains every epoch. (default: :obj:`50`)
+        monitor (str, optional): the validation metric selecting the epoch: ``"val_acc"``, ``"val_f1"`` or
+            ``"val_loss"``. (default: :obj:`"val_acc"`)
+        batch_size (int, optional): training nodes per mini-batch with neighbour sampling; :obj:`None` trains
+            full batch. (default: :obj:`None`)
+        fanouts (tuple of int, optional): neighbours sampled per layer in mini-batch mode. (default: :obj:`(10, 10)`)
+        seed (int, optional): the seed of every random draw of :meth:`fit`. (default: :obj:`0`)
+        device (str, optional): ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. (default: :obj:`"cpu"`)
+        distributed (bool or str, optional): :obj:`True`: data-parallel under torchrun; ``"auto"``:
+            data-parallel when ``torch.distributed`` is initialised. (default: :obj:`False`)
+    """
+
+    #: one-line description (subclasses set it)
     description: ClassVar[str] = ""
-    #: default hyper-parameters; subclasses extend this dict
-    defaults: ClassVar[dict[str, Any]] = {
-        "hidden": 128,
-        "num_layers": 2,
-        "dropout": 0.5,
-        "lr": 0.01,
-        "weight_decay": 5e-4,
-        "epochs": 300,
-        "patience": 50,
-        "monitor": "val_acc",
-        "batch_size": None,  # None = full batch
-        "fanouts": (10, 10),
-        "seed": 0,
-        "device": "cpu",
-        "distributed": False,  # True: DDP under torchrun; "auto": DDP when torch.distributed is initialised
-    }
     #: DDP's find_unused_parameters for models whose loss leaves some parameters out of some steps
     ddp_find_unused_parameters: ClassVar[bool] = False
 
-    def __init__(self, **params: Any):
-        allowed = self._all_defaults()
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise ConfigError(
-                f"{type(self).__name__}: unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-            )
-        self.params = {**allowed, **params}
-
-    @classmethod
-    def _all_defaults(cls) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for klass in reversed(cls.__mro__):
-            merged.update(getattr(klass, "defaults", {}) or {})
-        return merged
-
-    def get_params(self) -> dict[str, Any]:
-        return dict(self.params)
-
-    def set_params(self, **params: Any) -> NodeClassifier:
-        self.__init__(**{**self.params, **params})
-        return self
-
-    def __getattr__(self, key: str):
-        params = self.__dict__.get("params", {})
-        if key in params:
-            return params[key]
-        if key.endswith("_") and not key.startswith("__"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted yet (no {key}); call fit(graph) first")
-        raise AttributeError(key)
-
-    def __repr__(self) -> str:
-        changed = {k: v for k, v in self.params.items() if self._all_defaults().get(k) != v}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+    def __init__(
+        self,
+        *,
+        hidden: int = 128,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        lr: float = 0.01,
+        weight_decay: float = 5e-4,
+        epochs: int = 300,
+        patience: int | None = 50,
+        monitor: Monitor = "val_acc",
+        batch_size: int | None = None,
+        fanouts: tuple[int, ...] = (10, 10),
+        seed: int = 0,
+        device: str = "cpu",
+        distributed: bool | Literal["auto"] = False,
+    ):
+        self.hidden = hidden
+        self.num_layers = num_layers
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.patience = patience
+        self.monitor = monitor
+        self.batch_size = batch_size
+        self.fanouts = fanouts
+        self.seed = seed
+        self.device = device
+        self.distributed = distributed
 
     # ------------------------------------------------------------------ hooks for subclasses
     def _check_params(self) -> None:
-        p = self.params
+        """Ranges of the shared parameters (their types are checked by :meth:`check_params`)."""
+        name = type(self).__name__
         for key in ("hidden", "num_layers", "epochs"):
-            if not isinstance(p[key], int) or p[key] < 1:
-                raise ConfigError(f"{key}: {p[key]!r}; allowed: an integer >= 1")
-        if not 0 <= p["dropout"] < 1:
-            raise ConfigError(f"dropout: {p['dropout']!r}; allowed: 0 <= dropout < 1")
-        if p["lr"] <= 0:
-            raise ConfigError(f"lr: {p['lr']!r}; allowed: > 0")
-        if p["monitor"] not in MONITORS:
-            raise ConfigError(f"monitor: {p['monitor']!r}; allowed: {', '.join(MONITORS)}")
-        if p["distributed"] not in (False, True, "auto"):
-            raise ConfigError(f"distributed: {p['distributed']!r}; allowed: false, true, auto")
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{name}: {key}={getattr(self, key)!r} is out of range; allowed: an integer >= 1")
+        for key in ("patience", "batch_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"{name}: {key}={getattr(self, key)!r} is out of range; allowed: an integer >= 1 or None")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{name}: dropout={self.dropout!r} is out of range; allowed: 0 <= dropout < 1")
+        if self.lr <= 0:
+            raise ConfigError(f"{name}: lr={self.lr!r} is out of range; allowed: > 0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{name}: weight_decay={self.weight_decay!r} is out of range; allowed: >= 0")
+        if not self.fanouts or any(f < 1 and f != -1 for f in self.fanouts):
+            raise ConfigError(f"{name}: fanouts={self.fanouts!r} is out of range; allowed: integers >= 1 (-1: every "
+                              "neighbour), one per layer")
 
     def _inputs(self, graph: MultimodalGraph) -> GraphInputs:
         # rows of an absent modality are zeroed here, whatever the file held, so no model can read them
@@ -239,7 +197,7 @@ class NodeClassifier:
     def _lazy(self, graph: MultimodalGraph) -> bool:
         """Mini-batch mode on a graph whose feature blocks are memory-mapped: features are read per batch and
         evaluation/prediction run as sampled mini-batch inference (:meth:`_sampled_logits`)."""
-        return bool(getattr(graph, "is_mapped", False)) and self.params["batch_size"] is not None
+        return bool(getattr(graph, "is_mapped", False)) and self.batch_size is not None
 
     def _inference_sampler(self, graph: MultimodalGraph, like: NeighborSampler | None = None) -> NeighborSampler:
         """The (cached) sampler of :meth:`_sampled_logits`; ``like``: a training sampler of this graph whose CSR it
@@ -262,7 +220,7 @@ class NodeClassifier:
         nodes is sampled with the training fan-outs (a fixed sampling seed, so every call sees the same
         neighbourhoods) -- the full-graph forward pass of a graph whose features stay on disk."""
         sampler = self._inference_sampler(graph)
-        sampler.generator = torch.Generator().manual_seed(self.params["seed"])
+        sampler.generator = torch.Generator().manual_seed(self.seed)
         out = torch.zeros(graph.num_nodes, graph.num_classes, device=device)
         was = model.training
         model.eval()
@@ -292,7 +250,7 @@ class NodeClassifier:
         """Called before every training epoch (e.g. to refresh detached per-node statistics)."""
 
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.Adam(model.parameters(), lr=self.params["lr"], weight_decay=self.params["weight_decay"])
+        return torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
     def _batch_steps(self, model, inputs: GraphInputs, ycpu: Tensor, batches, opt, epoch: int,
                      device) -> tuple[dict[str, float], int]:
@@ -316,19 +274,25 @@ class NodeClassifier:
     # ------------------------------------------------------------------ the API
     def _use_ddp(self) -> bool:
         """Whether this fit is data-parallel (joins torchrun's process group for ``distributed=True``)."""
-        mode = self.params["distributed"]
+        mode = self.distributed
         if mode is False:
             return False
         if mode == "auto":
             return D.is_distributed() and D.world_size() > 1
         if not D.is_distributed():
-            D.init_from_env(device=self.params["device"])
+            D.init_from_env(device=self.device)
         return True
 
-    def fit(self, graph: MultimodalGraph, on_epoch=None) -> NodeClassifier:
-        """Train on ``graph``'s training split, selecting the epoch on its validation split."""
+    def fit(self, graph: MultimodalGraph, progress: Callable[[dict], None] | None = None) -> NodeClassifier:
+        """Train on ``graph``'s training split, selecting the epoch on its validation split.
+
+        Args:
+            graph: the graph, with its ``train`` and ``val`` splits.
+            progress: called after every epoch with the epoch's record (``epoch``, ``epochs``, loss terms,
+                ``train_acc``, ``val_acc``, ``val_f1``, ``val_loss``). (default: :obj:`None`)
+        """
+        self.check_params()
         validate(graph)
-        self._check_params()
         p = self.params
         ddp = self._use_ddp()
         device = resolve_device(p["device"])
@@ -387,7 +351,7 @@ class NodeClassifier:
                 return D.all_reduce_mean(metrics) if ddp else metrics
 
             self.history_ = fit_loop(
-                model, step, evaluate, epochs=p["epochs"], patience=p["patience"], monitor=p["monitor"], on_epoch=on_epoch
+                model, step, evaluate, epochs=p["epochs"], patience=p["patience"], monitor=p["monitor"], progress=progress
             )
             model.eval()
             self.distributed_ = {**D.describe(), "rank": D.rank()} if ddp else {"world_size": 1, "backend": None}
@@ -491,67 +455,7 @@ class NodeClassifier:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, meta: dict | None = None) -> Path:
-        """Write the fitted estimator to ``path`` (one file in torch's format; the parent folder is created) and
-        return the path. It holds the parameters, the fitted model (weights and the attributes ending in ``_``:
-        ``history_``, ``diagnostics_``, ...) and what it was fitted on (method, modalities, feature widths,
-        magkit and torch versions); training-time state (attributes starting with ``_``) is left out. ``meta``:
-        any JSON-like record to keep beside it (``magkit fit --save-model`` keeps the dataset, split and seed);
-        it is read back as ``saved_meta_``. Read the file back with :func:`load_estimator`."""
-        self._check_fitted()
-        from .. import __version__
+        """Write the fitted estimator to ``path``; see :func:`~magkit.methods.persistence.save_estimator`."""
+        from .persistence import save_estimator
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cls = type(self)
-        payload = {
-            "format": SAVE_FORMAT, "format_version": SAVE_VERSION, "magkit_version": __version__,
-            "torch_version": torch.__version__, "method": self.__dict__.get("_method", self.name), "class": f"{cls.__module__}:{cls.__qualname__}",
-            "params": dict(self.params), "modalities": list(self.modalities_), "meta": dict(meta or {}),
-            "state": {k: v for k, v in self.__dict__.items() if k != "params" and not k.startswith("_")},
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-        return path
-
-
-#: the header of files written by :meth:`NodeClassifier.save`
-SAVE_FORMAT = "magkit-estimator"
-SAVE_VERSION = 1
-
-
-def load_estimator(path: str | os.PathLike, map_location: str = "cpu") -> NodeClassifier:
-    """Read an estimator written by :meth:`NodeClassifier.save`; its model is put on ``map_location`` (default
-    cpu, whatever device it was fitted on). The file is unpickled: load only files you trust (as with any
-    pickle). Raises :class:`ConfigError` for a missing file or one that is not a magkit estimator."""
-    import importlib
-    import warnings
-
-    from .. import __version__
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"model file {str(path)!r} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # not a torch file at all
-        raise ConfigError(f"{str(path)!r} is not a magkit estimator file ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != SAVE_FORMAT:
-        raise ConfigError(f"{str(path)!r} is not a magkit estimator file (written by NodeClassifier.save)")
-    if payload.get("format_version", 0) > SAVE_VERSION:
-        raise ConfigError(f"{str(path)!r} has format version {payload['format_version']}; this magkit "
-                          f"({__version__}) reads up to {SAVE_VERSION}: upgrade magkit")
-    if payload.get("magkit_version") != __version__:
-        warnings.warn(f"{path.name} was written by magkit {payload.get('magkit_version')}, this is {__version__}: "
-                      "predictions may differ", stacklevel=2)
-    module, _, qual = payload["class"].partition(":")
-    cls = getattr(importlib.import_module(module), qual)
-    est = cls.__new__(cls)
-    est.__dict__["params"] = dict(payload["params"])
-    est.__dict__["_method"] = payload.get("method", cls.name)
-    est.__dict__["saved_meta_"] = dict(payload.get("meta") or {})
-    est.__dict__.update(payload["state"])
-    device = torch.device(map_location)
-    est.device_ = device
-    est.model_.to(device)
-    return est
+        return save_estimator(self, path, meta)

@@ -24,77 +24,73 @@ any node within K hops has it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..exceptions import ConfigError
-from ..functional import dropout
-from ..models.backbones import BACKBONES, build_backbone, masked_mean, masked_softmax, structure_for
+from ..models.backbones import Backbone
+from ..models.fusion import FUSIONS, BranchNet, MultimodalNet
 from ..train.diskprop import propagate_features
 from ..train.propagation import propagate
-from .base import GraphInputs, NodeClassifier
+from .base import Monitor, NodeClassifier
+from .inputs import GraphInputs
 
-FUSIONS = ("early", "late", "learned")
-
-
-def _backbone_kwargs(p: dict) -> dict:
-    return {"num_layers": p["num_layers"], "dropout": p["dropout"], "heads": p["heads"], "k": p["k"], "alpha": p["alpha"]}
-
-
-class MultimodalNet(nn.Module):
-    """A backbone with a modality fusion rule (see the module docstring)."""
-
-    def __init__(self, fusion: str, modalities: tuple[str, ...], dims: dict[str, int], backbone: str,
-                 hidden: int, num_classes: int, **kw):
-        super().__init__()
-        self.fusion = fusion
-        self.backbone = backbone
-        self.modalities = modalities
-        if fusion in modalities:
-            self.net = build_backbone(backbone, dims[fusion], hidden, num_classes, **kw)
-        elif fusion == "early":
-            self.net = build_backbone(backbone, sum(dims.values()) + len(modalities), hidden, num_classes, **kw)
-        elif fusion == "late":
-            self.nets = nn.ModuleDict({m: build_backbone(backbone, dims[m], hidden, num_classes, **kw) for m in modalities})
-        elif fusion == "learned":
-            self.enc = nn.ModuleDict({m: nn.Linear(dims[m], hidden) for m in modalities})
-            self.att = nn.Linear(hidden, 1, bias=False)
-            self.att_proj = nn.Linear(hidden, hidden)
-            self.net = build_backbone(backbone, hidden, hidden, num_classes, **kw)
-        else:
-            raise ConfigError(f"fusion: {fusion!r}; allowed: {', '.join(modalities + FUSIONS)}")
-        self.dropout = kw.get("dropout", 0.5)
-
-    def forward(self, inp: GraphInputs) -> Tensor | dict:
-        ei = structure_for(self.backbone, inp)
-        if self.fusion in self.modalities:
-            return {"logits": self.net(inp.xs[self.fusion], ei), "present": inp.present}
-        if self.fusion == "early":
-            return self.net(inp.early_input(self.modalities), ei)
-        if self.fusion == "late":
-            z = torch.stack([self.nets[m](inp.xs[m], ei) for m in self.modalities], dim=1)
-            return masked_mean(z, inp.present)
-        h = torch.stack([F.relu(self.enc[m](dropout(inp.xs[m], self.dropout, self.training))) for m in self.modalities], dim=1)
-        alpha = masked_softmax(self.att(torch.tanh(self.att_proj(h))).squeeze(-1), inp.present)
-        fused = (alpha.unsqueeze(-1) * h).sum(1)
-        return {"logits": self.net(fused, ei), "attention": alpha.detach()}
+#: the fusion rules of :class:`FusionClassifier` besides a modality's name ("text", "image", ...)
+Fusion = Literal["early", "late", "learned"]
 
 
 class _MultimodalBase(NodeClassifier):
-    """Shared parameters and inputs (cached SGC propagation) of the multimodal baselines."""
+    """Shared parameters, network sizes and inputs (cached SGC propagation) of the multimodal baselines."""
 
-    defaults = {"backbone": "gcn", "heads": 4, "k": 2, "alpha": 0.1}
+    def __init__(
+        self,
+        *,
+        backbone: Backbone = "gcn",
+        heads: int = 4,
+        k: int = 2,
+        alpha: float = 0.1,
+        hidden: int = 128,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        lr: float = 0.01,
+        weight_decay: float = 5e-4,
+        epochs: int = 300,
+        patience: int | None = 50,
+        monitor: Monitor = "val_acc",
+        batch_size: int | None = None,
+        fanouts: tuple[int, ...] = (10, 10),
+        seed: int = 0,
+        device: str = "cpu",
+        distributed: bool | Literal["auto"] = False,
+    ):
+        super().__init__(hidden=hidden, num_layers=num_layers, dropout=dropout, lr=lr, weight_decay=weight_decay,
+                         epochs=epochs, patience=patience, monitor=monitor, batch_size=batch_size, fanouts=fanouts,
+                         seed=seed, device=device, distributed=distributed)
+        self.backbone = backbone
+        self.heads = heads
+        self.k = k
+        self.alpha = alpha
 
     def _check_params(self) -> None:
         super()._check_params()
-        if self.params["backbone"] not in BACKBONES:
-            raise ConfigError(f"backbone: {self.params['backbone']!r}; allowed: {', '.join(BACKBONES)}")
+        for key in ("heads", "k"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{type(self).__name__}: {key}={getattr(self, key)!r} is out of range; allowed: an integer >= 1")
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError(f"{type(self).__name__}: alpha={self.alpha!r} is out of range; allowed: 0 <= alpha <= 1")
+
+    def _net_sizes(self) -> dict:
+        """The backbone hyper-parameters of the network."""
+        return {"num_layers": self.num_layers, "dropout": self.dropout, "heads": self.heads, "k": self.k,
+                "alpha": self.alpha}
 
     def _inputs(self, graph) -> GraphInputs:
         inp = super()._inputs(graph)
-        if self.params["backbone"] == "sgc":
-            k = self.params["k"]
+        if self.backbone == "sgc":
+            k = self.k
             xs = {m: propagate_features(graph, x, k) for m, x in inp.xs.items()}  # on disk for mapped graphs
             reach = torch.stack([propagate(graph, inp.present[:, j:j + 1].float(), k)[:, 0] > 0
                                  for j in range(len(inp.modalities))], dim=1)
@@ -104,41 +100,82 @@ class _MultimodalBase(NodeClassifier):
 
 
 class FusionClassifier(_MultimodalBase):
-    """A backbone with one modality-use rule (``fusion``); see the module docstring."""
+    r"""A backbone (MLP, GCN, GraphSAGE, GAT, SGC, APPNP) with one way of using the modalities.
+
+    ``fusion`` is a modality name (that modality alone), ``"early"`` (the concatenated blocks and one presence
+    indicator per modality), ``"late"`` (one backbone per modality, the mean of the present modalities'
+    logits) or ``"learned"`` (attention over per-modality encoders, see
+    :class:`~magkit.models.fusion.MultimodalNet`). Trained with cross-entropy on the training nodes; a graph-free
+    backbone (MLP, SGC) on one modality is trained only on the nodes that have it.
+
+    Args:
+        fusion (str, optional): ``"early"``, ``"late"``, ``"learned"`` or a modality name of the graph.
+            (default: :obj:`"early"`)
+        backbone (str, optional): ``"mlp"``, ``"gcn"``, ``"sage"``, ``"gat"``, ``"sgc"`` or ``"appnp"``.
+            (default: :obj:`"gcn"`)
+        heads (int, optional): attention heads of GAT. (default: :obj:`4`)
+        k (int, optional): propagation steps of SGC and APPNP. (default: :obj:`2`)
+        alpha (float, optional): APPNP's teleport probability. (default: :obj:`0.1`)
+        hidden (int, optional): hidden width. (default: :obj:`128`)
+        num_layers (int, optional): backbone layers. (default: :obj:`2`)
+        dropout (float, optional): dropout probability, in [0, 1). (default: :obj:`0.5`)
+        lr (float, optional): Adam's learning rate. (default: :obj:`0.01`)
+        weight_decay (float, optional): Adam's L2 penalty. (default: :obj:`5e-4`)
+        epochs (int, optional): the most training epochs. (default: :obj:`300`)
+        patience (int, optional): early-stopping patience in epochs; :obj:`None`: none. (default: :obj:`50`)
+        monitor (str, optional): ``"val_acc"``, ``"val_f1"`` or ``"val_loss"``. (default: :obj:`"val_acc"`)
+        batch_size (int, optional): mini-batch size with neighbour sampling; :obj:`None`: full batch.
+            (default: :obj:`None`)
+        fanouts (tuple of int, optional): neighbours sampled per layer. (default: :obj:`(10, 10)`)
+        seed (int, optional): seed of every random draw of ``fit``. (default: :obj:`0`)
+        device (str, optional): ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. (default: :obj:`"cpu"`)
+        distributed (bool or str, optional): data-parallel training (see
+            :class:`~magkit.methods.base.NodeClassifier`). (default: :obj:`False`)
+    """
 
     description = "backbone + modality fusion (text-only, image-only, early, late, learned)"
-    defaults = {"fusion": "early"}
+
+    def __init__(
+        self,
+        *,
+        fusion: Fusion | str = "early",
+        backbone: Backbone = "gcn",
+        heads: int = 4,
+        k: int = 2,
+        alpha: float = 0.1,
+        hidden: int = 128,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        lr: float = 0.01,
+        weight_decay: float = 5e-4,
+        epochs: int = 300,
+        patience: int | None = 50,
+        monitor: Monitor = "val_acc",
+        batch_size: int | None = None,
+        fanouts: tuple[int, ...] = (10, 10),
+        seed: int = 0,
+        device: str = "cpu",
+        distributed: bool | Literal["auto"] = False,
+    ):
+        super().__init__(backbone=backbone, heads=heads, k=k, alpha=alpha, hidden=hidden, num_layers=num_layers,
+                         dropout=dropout, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
+                         monitor=monitor, batch_size=batch_size, fanouts=fanouts, seed=seed, device=device,
+                         distributed=distributed)
+        self.fusion = fusion
 
     def _build(self, graph, inputs):
-        fusion = self.params["fusion"]
-        if fusion not in graph.modalities and fusion not in FUSIONS:
-            raise ConfigError(f"fusion: {fusion!r}; allowed: {', '.join(graph.modalities + FUSIONS)}")
-        p = self.params
-        return MultimodalNet(fusion, graph.modalities, graph.modality_dims, p["backbone"], p["hidden"],
-                             graph.num_classes, **_backbone_kwargs(p))
+        if self.fusion not in graph.modalities and self.fusion not in FUSIONS:
+            raise ConfigError(f"FusionClassifier: fusion={self.fusion!r} is not a fusion rule of this graph; allowed: "
+                              f"{', '.join(tuple(graph.modalities) + FUSIONS)}")
+        return MultimodalNet(self.fusion, graph.modalities, graph.modality_dims, self.backbone, self.hidden,
+                             graph.num_classes, **self._net_sizes())
 
     def _loss(self, out, y, idx, epoch):
-        fusion = self.params["fusion"]
-        if fusion in self.modalities_ and self.params["backbone"] in ("mlp", "sgc"):
+        if self.fusion in self.modalities_ and self.backbone in ("mlp", "sgc"):
             # a graph-free model on one modality has no evidence for nodes lacking it: no loss there
-            keep = out["present"][idx, self.modalities_.index(fusion)]
+            keep = out["present"][idx, self.modalities_.index(self.fusion)]
             idx = idx[keep] if bool(keep.any()) else idx
         return super()._loss(out, y, idx, epoch)
-
-
-class BranchNet(nn.Module):
-    """One backbone per modality; returns the branch logits ``[n, M, C]`` and their masked mean."""
-
-    def __init__(self, modalities, dims, backbone, hidden, num_classes, **kw):
-        super().__init__()
-        self.modalities = modalities
-        self.backbone = backbone
-        self.branches = nn.ModuleDict({m: build_backbone(backbone, dims[m], hidden, num_classes, **kw) for m in modalities})
-
-    def forward(self, inp: GraphInputs) -> dict:
-        ei = structure_for(self.backbone, inp)
-        z = torch.stack([self.branches[m](inp.xs[m], ei) for m in self.modalities], dim=1)
-        return {"logits": masked_mean(z, inp.present), "branches": z, "present": inp.present}
 
 
 def _branch_ce(z: Tensor, y: Tensor, present: Tensor) -> Tensor:
@@ -150,31 +187,94 @@ def _branch_ce(z: Tensor, y: Tensor, present: Tensor) -> Tensor:
 
 
 class DistillationClassifier(_MultimodalBase):
-    """Cross-branch positive distillation.
+    r"""Cross-branch positive distillation: inferior branches imitate the dominant branch's full posterior.
 
-    Branches z_b (one backbone per modality) and the fused prediction z_f = mean of present branches.
-    Per node the dominant branch d(i) is the present branch with the highest target probability p_{b,y}
-    on labelled training nodes, and the most confident one (max_c p_{b,c}) elsewhere. Every other present
-    branch imitates it: L = mean_{present (i,b)} CE(z_b, y) + CE(z_f, y) + λ · mean_i Σ_{b≠d} T² KL(p_d^T ‖ p_b^T), with the
-    dominant's posterior detached. ``kd_nodes="all"`` distils on every node, ``"train"`` on labelled ones.
+    Branches :math:`z_b` (one backbone per modality) and the fused prediction :math:`z_f` = the mean of the present
+    branches. Per node the dominant branch :math:`d(i)` is the present branch with the highest target
+    probability :math:`p_{b,y}` on labelled training nodes, and the most confident one (:math:`\max_c p_{b,c}`)
+    elsewhere. Every other present branch imitates it:
+
+    .. math::
+        \mathcal{L} = \operatorname{mean}_{(i,b)\ \mathrm{present}} \mathrm{CE}(z_b, y) + \mathrm{CE}(z_f, y)
+        + \lambda\, \operatorname{mean}_i \sum_{b \ne d} T^2\, \mathrm{KL}(p_d^T \,\|\, p_b^T),
+
+    with the dominant's posterior detached: the "alignment" family GraphMNL argues against.
+
+    Args:
+        kd_weight (float, optional): :math:`\lambda`. (default: :obj:`1.0`)
+        temperature (float, optional): :math:`T`. (default: :obj:`1.0`)
+        kd_nodes (str, optional): ``"all"`` distils on every node, ``"train"`` on the labelled ones.
+            (default: :obj:`"all"`)
+        backbone (str, optional): ``"mlp"``, ``"gcn"``, ``"sage"``, ``"gat"``, ``"sgc"`` or ``"appnp"``.
+            (default: :obj:`"gcn"`)
+        heads (int, optional): attention heads of GAT. (default: :obj:`4`)
+        k (int, optional): propagation steps of SGC and APPNP. (default: :obj:`2`)
+        alpha (float, optional): APPNP's teleport probability. (default: :obj:`0.1`)
+        hidden (int, optional): hidden width. (default: :obj:`128`)
+        num_layers (int, optional): backbone layers. (default: :obj:`2`)
+        dropout (float, optional): dropout probability, in [0, 1). (default: :obj:`0.5`)
+        lr (float, optional): Adam's learning rate. (default: :obj:`0.01`)
+        weight_decay (float, optional): Adam's L2 penalty. (default: :obj:`5e-4`)
+        epochs (int, optional): the most training epochs. (default: :obj:`300`)
+        patience (int, optional): early-stopping patience in epochs; :obj:`None`: none. (default: :obj:`50`)
+        monitor (str, optional): ``"val_acc"``, ``"val_f1"`` or ``"val_loss"``. (default: :obj:`"val_acc"`)
+        batch_size (int, optional): mini-batch size with neighbour sampling; :obj:`None`: full batch.
+            (default: :obj:`None`)
+        fanouts (tuple of int, optional): neighbours sampled per layer. (default: :obj:`(10, 10)`)
+        seed (int, optional): seed of every random draw of ``fit``. (default: :obj:`0`)
+        device (str, optional): ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. (default: :obj:`"cpu"`)
+        distributed (bool or str, optional): data-parallel training (see
+            :class:`~magkit.methods.base.NodeClassifier`). (default: :obj:`False`)
     """
 
     description = "per-modality branches; inferior branches imitate the dominant branch (KL distillation)"
-    defaults = {"kd_weight": 1.0, "temperature": 1.0, "kd_nodes": "all"}
+
+    def __init__(
+        self,
+        *,
+        kd_weight: float = 1.0,
+        temperature: float = 1.0,
+        kd_nodes: Literal["all", "train"] = "all",
+        backbone: Backbone = "gcn",
+        heads: int = 4,
+        k: int = 2,
+        alpha: float = 0.1,
+        hidden: int = 128,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        lr: float = 0.01,
+        weight_decay: float = 5e-4,
+        epochs: int = 300,
+        patience: int | None = 50,
+        monitor: Monitor = "val_acc",
+        batch_size: int | None = None,
+        fanouts: tuple[int, ...] = (10, 10),
+        seed: int = 0,
+        device: str = "cpu",
+        distributed: bool | Literal["auto"] = False,
+    ):
+        super().__init__(backbone=backbone, heads=heads, k=k, alpha=alpha, hidden=hidden, num_layers=num_layers,
+                         dropout=dropout, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
+                         monitor=monitor, batch_size=batch_size, fanouts=fanouts, seed=seed, device=device,
+                         distributed=distributed)
+        self.kd_weight = kd_weight
+        self.temperature = temperature
+        self.kd_nodes = kd_nodes
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.temperature <= 0:
+            raise ConfigError(f"DistillationClassifier: temperature={self.temperature!r} is out of range; allowed: > 0")
 
     def _build(self, graph, inputs):
-        p = self.params
-        if p["kd_nodes"] not in ("all", "train"):
-            raise ConfigError(f"kd_nodes: {p['kd_nodes']!r}; allowed: all, train")
-        self._train_mask = graph.train_mask
-        return BranchNet(graph.modalities, graph.modality_dims, p["backbone"], p["hidden"], graph.num_classes,
-                         **_backbone_kwargs(p))
+        return BranchNet(graph.modalities, graph.modality_dims, self.backbone, self.hidden, graph.num_classes,
+                         **self._net_sizes())
 
     def _loss(self, out, y, idx, epoch):
         z, present = out["branches"], out["present"]
         ce = F.cross_entropy(out["logits"][idx], y[idx]) + _branch_ce(z[idx], y[idx], present[idx])
-        nodes = idx if self.params["kd_nodes"] == "train" else torch.arange(z.size(0), device=z.device)
-        zt = z[nodes] / self.params["temperature"]
+        nodes = idx if self.kd_nodes == "train" else torch.arange(z.size(0), device=z.device)
+        zt = z[nodes] / self.temperature
         logp = F.log_softmax(zt, dim=-1)
         p = logp.exp().detach()
         labelled = torch.zeros(z.size(0), dtype=torch.bool, device=z.device)
@@ -188,30 +288,85 @@ class DistillationClassifier(_MultimodalBase):
         p_dom = p[torch.arange(nodes.numel(), device=z.device), dom]  # [n, C]
         kl = (p_dom.unsqueeze(1) * (torch.log(p_dom.clamp_min(1e-12)).unsqueeze(1) - logp)).sum(-1)  # [n, M]
         inferior = pres & (torch.arange(z.size(1), device=z.device).unsqueeze(0) != dom.unsqueeze(1))
-        kd = (kl * inferior).sum() / max(nodes.numel(), 1) * self.params["temperature"] ** 2
-        loss = ce + self.params["kd_weight"] * kd
+        kd = (kl * inferior).sum() / max(nodes.numel(), 1) * self.temperature ** 2
+        loss = ce + self.kd_weight * kd
         return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "kd": float(kd.detach())}
 
 
-class MNLClassifier(_MultimodalBase):
-    """Multimodal Negative Learning (Gong et al., NeurIPS 2025, arXiv 2510.20877) adapted to graphs.
 
-    Branches z_b (one backbone per modality), fused z_f = mean of the present branches' logits. On each
-    labelled node i let j = the hardest wrong class of the fused prediction (argmax_{c≠y} z_f,c). Branch a
-    dominates branch b when both its margin z_a,y − z_a,j and its target probability p_a,y exceed b's. A
-    dominated (weak) branch b gets an extra cross-entropy plus ``nl_weight`` (0.7) times the soft
-    cross-entropy against the detached dominant's non-target probabilities:
-    L_b = CE(z_b, y) − 0.7 Σ_{c≠y} p_a,c log q_b,c. Total: CE(z_f, y) + mean over present (node, branch)
-    pairs of CE(z_b, y) + mean_i Σ_{weak b} L_b.
+class MNLClassifier(_MultimodalBase):
+    r"""Multimodal Negative Learning (Gong et al., NeurIPS 2025, arXiv 2510.20877) adapted to graphs.
+
+    Branches :math:`z_b` (one backbone per modality), fused :math:`z_f` = the mean of the present branches'
+    logits. On each labelled node :math:`i` let :math:`j = \arg\max_{c \ne y} z_{f,c}` (the hardest wrong
+    class of the fused prediction). Branch :math:`a` dominates branch :math:`b` when both its margin
+    :math:`z_{a,y} - z_{a,j}` and its target probability :math:`p_{a,y}` exceed :math:`b`'s. A dominated (weak)
+    branch :math:`b` gets an extra cross-entropy plus ``nl_weight`` times the soft cross-entropy against the
+    detached dominant's non-target probabilities:
+
+    .. math::
+        \mathcal{L}_b = \mathrm{CE}(z_b, y) - w \sum_{c \ne y} p_{a,c} \log q_{b,c}.
+
+    Total: :math:`\mathrm{CE}(z_f, y)` + the mean over present (node, branch) pairs of :math:`\mathrm{CE}(z_b, y)`
+    + :math:`\operatorname{mean}_i \sum_{\mathrm{weak}\ b} \mathcal{L}_b`.
+
+    Args:
+        nl_weight (float, optional): :math:`w`. (default: :obj:`0.7`)
+        backbone (str, optional): ``"mlp"``, ``"gcn"``, ``"sage"``, ``"gat"``, ``"sgc"`` or ``"appnp"``.
+            (default: :obj:`"gcn"`)
+        heads (int, optional): attention heads of GAT. (default: :obj:`4`)
+        k (int, optional): propagation steps of SGC and APPNP. (default: :obj:`2`)
+        alpha (float, optional): APPNP's teleport probability. (default: :obj:`0.1`)
+        hidden (int, optional): hidden width. (default: :obj:`128`)
+        num_layers (int, optional): backbone layers. (default: :obj:`2`)
+        dropout (float, optional): dropout probability, in [0, 1). (default: :obj:`0.5`)
+        lr (float, optional): Adam's learning rate. (default: :obj:`0.01`)
+        weight_decay (float, optional): Adam's L2 penalty. (default: :obj:`5e-4`)
+        epochs (int, optional): the most training epochs. (default: :obj:`300`)
+        patience (int, optional): early-stopping patience in epochs; :obj:`None`: none. (default: :obj:`50`)
+        monitor (str, optional): ``"val_acc"``, ``"val_f1"`` or ``"val_loss"``. (default: :obj:`"val_acc"`)
+        batch_size (int, optional): mini-batch size with neighbour sampling; :obj:`None`: full batch.
+            (default: :obj:`None`)
+        fanouts (tuple of int, optional): neighbours sampled per layer. (default: :obj:`(10, 10)`)
+        seed (int, optional): seed of every random draw of ``fit``. (default: :obj:`0`)
+        device (str, optional): ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. (default: :obj:`"cpu"`)
+        distributed (bool or str, optional): data-parallel training (see
+            :class:`~magkit.methods.base.NodeClassifier`). (default: :obj:`False`)
     """
 
     description = "Multimodal Negative Learning (Gong et al. 2025) on graph branches"
-    defaults = {"nl_weight": 0.7}
+
+    def __init__(
+        self,
+        *,
+        nl_weight: float = 0.7,
+        backbone: Backbone = "gcn",
+        heads: int = 4,
+        k: int = 2,
+        alpha: float = 0.1,
+        hidden: int = 128,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        lr: float = 0.01,
+        weight_decay: float = 5e-4,
+        epochs: int = 300,
+        patience: int | None = 50,
+        monitor: Monitor = "val_acc",
+        batch_size: int | None = None,
+        fanouts: tuple[int, ...] = (10, 10),
+        seed: int = 0,
+        device: str = "cpu",
+        distributed: bool | Literal["auto"] = False,
+    ):
+        super().__init__(backbone=backbone, heads=heads, k=k, alpha=alpha, hidden=hidden, num_layers=num_layers,
+                         dropout=dropout, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
+                         monitor=monitor, batch_size=batch_size, fanouts=fanouts, seed=seed, device=device,
+                         distributed=distributed)
+        self.nl_weight = nl_weight
 
     def _build(self, graph, inputs):
-        p = self.params
-        return BranchNet(graph.modalities, graph.modality_dims, p["backbone"], p["hidden"], graph.num_classes,
-                         **_backbone_kwargs(p))
+        return BranchNet(graph.modalities, graph.modality_dims, self.backbone, self.hidden, graph.num_classes,
+                         **self._net_sizes())
 
     def _loss(self, out, y, idx, epoch):
         z, present = out["branches"][idx], out["present"][idx]
@@ -239,6 +394,6 @@ class MNLClassifier(_MultimodalBase):
             a = torch.where(dominated.any(1), (dominated.float() * py).argmax(1), torch.zeros_like(j))  # strongest dominant
             weak = dominated.any(1)
             sce = -(nontarget[torch.arange(n), a] * logq[:, b]).sum(-1)
-            extra = extra + ((ce_b[:, b] + self.params["nl_weight"] * sce) * weak).sum() / n
+            extra = extra + ((ce_b[:, b] + self.nl_weight * sce) * weak).sum() / n
         loss = base + extra
         return loss, {"loss": float(loss.detach()), "nl": float(extra.detach())}

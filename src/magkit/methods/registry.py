@@ -1,77 +1,68 @@
-"""The method registry: names -> estimator classes with fixed parameters. A miss lists the valid names."""
+"""The method registry: names -> node-classifier classes with the parameters the name fixes.
+
+``gcn-early`` is ``FusionClassifier(backbone="gcn", fusion="early")``, ``mnl-gcn`` is
+``MNLClassifier(backbone="gcn")``; GraphMNL and its ablations register themselves through
+``magkit.methods.graphmnl.register_graphmnl(register)``. One :class:`magkit.registry.Registry` holds them; a miss
+is a one-line :class:`~magkit.exceptions.ConfigError` with the closest name and the valid ones.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..exceptions import ConfigError
+from ..registry import Registry, Spec
+
+BACKBONE_NAMES = {"mlp": "MLP", "gcn": "GCN", "sage": "GraphSAGE", "gat": "GAT", "sgc": "SGC", "appnp": "APPNP"}
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    cls: type
-    description: str
-    fixed: dict[str, Any] = field(default_factory=dict)
-    group: str = "baselines"
-
-    def create(self, **params: Any):
-        clash = sorted(set(params) & set(self.fixed))
-        if clash:
-            raise ConfigError(f"method {self.name!r} fixes {', '.join(clash)}; choose another method name instead")
-        est = self.cls(**{**self.fixed, **params})
-        est.__dict__["_method"] = self.name  # the registry name, for save() and reports
-        return est
-
-
-_REGISTRY: dict[str, MethodSpec] = {}
-
-
-def register(name: str, cls: type, description: str, group: str = "baselines", **fixed: Any) -> None:
-    _REGISTRY[name] = MethodSpec(name, cls, description, fixed, group)
-
-
-def _populate() -> None:
-    if _REGISTRY:
-        return
+def _populate(reg: Registry) -> None:
     from ..models.backbones import BACKBONES
     from .baselines import DistillationClassifier, FusionClassifier, MNLClassifier
 
-    names = {"mlp": "MLP", "gcn": "GCN", "sage": "GraphSAGE", "gat": "GAT", "sgc": "SGC", "appnp": "APPNP"}
+    def add(name: str, cls: type, description: str, **fixed: Any) -> None:
+        reg.register(name, cls, description, group="baselines", **fixed)
+
     for b in BACKBONES:
-        register(f"{b}-text", FusionClassifier, f"{names[b]} on text features only", backbone=b, fusion="text")
-        register(f"{b}-image", FusionClassifier, f"{names[b]} on image features only", backbone=b, fusion="image")
-        register(f"{b}-early", FusionClassifier, f"{names[b]}, early fusion (concatenated modalities)", backbone=b, fusion="early")
-        register(f"{b}-late", FusionClassifier, f"{names[b]}, late fusion (mean of per-modality logits)", backbone=b, fusion="late")
-        register(f"{b}-learned", FusionClassifier, f"{names[b]} on an attention fusion of per-modality encoders", backbone=b, fusion="learned")
+        n = BACKBONE_NAMES[b]
+        add(f"{b}-text", FusionClassifier, f"{n} on text features only", backbone=b, fusion="text")
+        add(f"{b}-image", FusionClassifier, f"{n} on image features only", backbone=b, fusion="image")
+        add(f"{b}-early", FusionClassifier, f"{n}, early fusion (concatenated modalities)", backbone=b, fusion="early")
+        add(f"{b}-late", FusionClassifier, f"{n}, late fusion (mean of per-modality logits)", backbone=b, fusion="late")
+        add(f"{b}-learned", FusionClassifier, f"{n} on an attention fusion of per-modality encoders", backbone=b,
+            fusion="learned")
     for b in ("mlp", "gcn", "sage"):
-        register(f"kd-{b}", DistillationClassifier, f"{names[b]} branches, positive distillation to the dominant (KL)", backbone=b)
-        register(f"mnl-{b}", MNLClassifier, f"{names[b]} branches, Multimodal Negative Learning (Gong et al. 2025)", backbone=b)
-    try:
-        from .graphmnl import register_graphmnl
-    except ImportError:  # GraphMNL not built yet
-        return
+        n = BACKBONE_NAMES[b]
+        add(f"kd-{b}", DistillationClassifier, f"{n} branches, positive distillation to the dominant (KL)", backbone=b)
+        add(f"mnl-{b}", MNLClassifier, f"{n} branches, Multimodal Negative Learning (Gong et al. 2025)", backbone=b)
+    from .graphmnl import register_graphmnl
+
     register_graphmnl(register)
 
 
+#: every registered method
+REGISTRY = Registry("method", _populate)
+
+
+def register(name: str, cls: type, description: str, group: str = "baselines", **fixed: Any) -> None:
+    """Register ``cls`` under ``name`` with the parameters the name fixes."""
+    REGISTRY.register(name, cls, description, group=group, **fixed)
+
+
 def method_names() -> list[str]:
-    _populate()
-    return list(_REGISTRY)
+    """Every registered method name, in registration order."""
+    return REGISTRY.names()
 
 
-def methods() -> list[MethodSpec]:
-    _populate()
-    return list(_REGISTRY.values())
+def methods() -> list[Spec]:
+    """Every registered :class:`~magkit.registry.Spec`."""
+    return REGISTRY.specs()
 
 
-def get_method(name: str) -> MethodSpec:
-    _populate()
-    if name not in _REGISTRY:
-        raise ConfigError(f"method: unknown name {name!r}; allowed: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+def get_method(name: str) -> Spec:
+    """The :class:`~magkit.registry.Spec` of ``name`` (a ConfigError listing the valid names on a miss)."""
+    return REGISTRY.get(name)
 
 
 def create(name: str, **params: Any):
-    """An unfitted estimator of method ``name`` with ``params``."""
-    return get_method(name).create(**params)
+    """An unfitted estimator of method ``name`` with ``params`` (unknown parameters: a ConfigError)."""
+    return REGISTRY.create(name, **params)

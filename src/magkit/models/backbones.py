@@ -9,6 +9,9 @@ the SGC backbone itself is the linear classifier of Wu et al. (2019).
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,7 +21,9 @@ from ..exceptions import ConfigError
 from ..functional import dropout
 from ..train.propagation import mean_adjacency, normalized_adjacency, spmm
 
-BACKBONES = ("mlp", "gcn", "sage", "gat", "sgc", "appnp")
+#: the backbone names :func:`build_backbone` accepts
+Backbone = Literal["mlp", "gcn", "sage", "gat", "sgc", "appnp"]
+BACKBONES: tuple[str, ...] = typing.get_args(Backbone)
 #: backbones whose input is the precomputed propagation Â^K X
 PRECOMPUTED = ("sgc",)
 
@@ -188,7 +193,7 @@ USES_NORM_ADJ = ("gcn", "appnp")
 
 
 def structure_for(backbone: str, inputs) -> Tensor:
-    """What ``backbone`` reads as structure from a :class:`~magkit.methods.base.GraphInputs`: Â for GCN and
+    """What ``backbone`` reads as structure from a :class:`~magkit.methods.inputs.GraphInputs`: Â for GCN and
     APPNP, D^-1 A for GraphSAGE (its mean aggregation as one sparse product: 2.4x faster than PyG's scatter
     over edge_index on Grocery, measured), edge_index otherwise."""
     if backbone in USES_NORM_ADJ:

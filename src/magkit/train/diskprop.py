@@ -42,6 +42,7 @@ from torch import Tensor
 
 from ..data.ondisk import MappedFeatures, is_mapped
 from ..exceptions import ConfigError
+from .propagation import propagate_features  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -310,16 +311,3 @@ def default_cache_dir(graph) -> Path:
     if folder and os.access(folder, os.W_OK):
         return Path(folder) / "cache"
     return Path.home() / ".cache" / "magkit" / "propagated"
-
-
-def propagate_features(graph, x, k: int, alpha: float | None = None, max_memory_mb: float = DEFAULT_MAX_MEMORY_MB):
-    """Â^k X for a method's inputs: in memory (:func:`~magkit.train.propagation.propagate`) for in-RAM graphs;
-    through the disk cache for memory-mapped graphs — a lazy :class:`MappedFeatures` when ``x`` is one (mini-batch
-    training gathers its rows), else the cached result read into memory."""
-    from .propagation import propagate
-
-    if not is_mapped(x) and not getattr(graph, "is_mapped", False):
-        return propagate(graph, x, k, alpha)
-    res = propagate_to_disk(graph.edge_index, x, k, default_cache_dir(graph), num_nodes=graph.num_nodes,
-                            alpha=alpha, max_memory_mb=max_memory_mb, undirected=True)
-    return res if is_mapped(x) else res.materialize()

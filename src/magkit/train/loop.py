@@ -60,12 +60,13 @@ def fit_loop(
     monitor: str = "val_acc",
     min_epochs: int = 0,
     eval_every: int = 1,
-    on_epoch: Callable[[dict], None] | None = None,
+    progress: Callable[[dict], None] | None = None,
 ) -> History:
     """Run ``epochs`` epochs of ``step``; stop after ``patience`` evaluations without improvement of
     ``monitor``; restore the best parameters at the end.
 
-    ``evaluate()`` must return at least the ``monitor`` key. Ties keep the earlier epoch.
+    ``evaluate()`` must return at least the ``monitor`` key. Ties keep the earlier epoch. ``progress(record)``
+    is called after every epoch with the epoch's record and ``"epochs"`` (the most epochs this loop runs).
     """
     if epochs < 1:
         raise ConfigError(f"epochs: {epochs}; allowed: >= 1")
@@ -101,8 +102,8 @@ def fit_loop(
             else:
                 waited += 1
         hist.epochs.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
+        if progress is not None:
+            progress({**record, "epochs": epochs})
         if patience is not None and waited >= patience and epoch + 1 >= min_epochs:
             hist.stopped_early = True
             log.info("early stop at epoch %d (best %s at epoch %d)", epoch, monitor, hist.best_epoch)

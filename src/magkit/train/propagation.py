@@ -1,8 +1,9 @@
-"""Normalised adjacency and cached feature propagation (SGC / APPNP style).
+"""Normalised adjacency and feature propagation Â^k X (SGC, Wu et al. 2019; APPNP, Klicpera et al. 2019).
 
-``propagate(graph, x, k)`` returns Â^k X with Â = D̃^{-1/2} (A + I) D̃^{-1/2}. Results are cached in memory,
-keyed by content hashes of the structure and the features and by the propagation parameters, so repeated runs and
-seeds over the same graph do not redo them.
+:func:`propagate_features` is the one entry point: in memory for in-RAM graphs (results kept in a
+:class:`PropagationCache`, keyed by content hashes of the structure and the features and by the propagation
+parameters, so repeated runs and seeds over the same graph do not redo them), and in column blocks through the
+disk cache of :mod:`magkit.train.diskprop` for memory-mapped graphs or features.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_MAX = 32
+from ..exceptions import ConfigError
+
+#: where :func:`propagate_features` may compute
+WHERE = ("auto", "memory", "disk")
 
 
 def normalized_adjacency(edge_index: Tensor, num_nodes: int, self_loops: bool = True) -> Tensor:
@@ -102,37 +107,122 @@ def tensor_digest(*tensors: Tensor) -> str:
     return h.hexdigest()
 
 
-def cached(key: tuple, compute):
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    value = compute()
-    _CACHE[key] = value
-    while len(_CACHE) > _CACHE_MAX:
-        _CACHE.popitem(last=False)
-    return value
+class PropagationCache:
+    """A least-recently-used store of adjacencies and propagated features, keyed by content hashes.
+
+    The caller owns it: pass one to :func:`graph_adjacency` and :func:`propagate_features` to share results
+    across calls, ``PropagationCache(max_entries=0)`` to keep nothing. Without one, those functions use the
+    process-wide :data:`DEFAULT_CACHE`.
+
+    Args:
+        max_entries: how many results are kept; the least recently used is dropped first (default: ``32``).
+    """
+
+    def __init__(self, max_entries: int = 32) -> None:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
+            raise ConfigError(f"max_entries: {max_entries!r}; allowed: an integer >= 0")
+        self.max_entries = max_entries
+        self._store: OrderedDict = OrderedDict()
+
+    def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """The value stored under ``key``, computed by ``compute()`` (and stored) on a miss."""
+        if key in self._store:
+            self._store.move_to_end(key)
+            return self._store[key]
+        value = compute()
+        if self.max_entries > 0:
+            self._store[key] = value
+            while len(self._store) > self.max_entries:
+                self._store.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        """Drop every stored result."""
+        self._store.clear()
+
+    def __len__(self) -> int:
+        return len(self._store)
 
 
-def graph_adjacency(graph) -> Tensor:
-    """The cached Â of ``graph``."""
+#: the cache used when a caller passes none
+DEFAULT_CACHE = PropagationCache()
+
+
+def clear_cache() -> None:
+    """Empty :data:`DEFAULT_CACHE`."""
+    DEFAULT_CACHE.clear()
+
+
+def graph_adjacency(graph, cache: PropagationCache | None = None) -> Tensor:
+    """The Â of ``graph`` (:func:`normalized_adjacency`), kept in ``cache`` (default: :data:`DEFAULT_CACHE`)."""
+    cache = DEFAULT_CACHE if cache is None else cache
     key = ("adj", graph.num_nodes, tensor_digest(graph.edge_index))
-    return cached(key, lambda: normalized_adjacency(graph.edge_index, graph.num_nodes))
+    return cache.get(key, lambda: normalized_adjacency(graph.edge_index, graph.num_nodes))
 
 
-def propagate(graph, x: Tensor, k: int, alpha: float | None = None) -> Tensor:
-    """Â^k X (``alpha`` None) or the APPNP personalised-PageRank approximation
-    Z_{t+1} = (1-α) Â Z_t + α X, Z_0 = X, after k steps. Cached per (structure, features, k, alpha)."""
+def propagate_features(
+    graph,
+    x,
+    k: int,
+    alpha: float | None = None,
+    *,
+    where: str = "auto",
+    max_memory_mb: float | None = None,
+    cache: PropagationCache | None = None,
+):
+    """Â^k X, or APPNP's personalised-PageRank approximation Z_{t+1} = (1 − α) Â Z_t + α X, Z_0 = X, after k steps.
+
+    Â = D̃^{-1/2} (A + I) D̃^{-1/2} (:func:`normalized_adjacency`). In memory, the result is kept in ``cache``
+    per (structure, features, k, α). On disk (:func:`magkit.train.diskprop.propagate_to_disk`), Â^k X is
+    computed in column blocks under ``max_memory_mb`` and cached as a file in
+    :func:`~magkit.train.diskprop.default_cache_dir`; the result is a lazy
+    :class:`~magkit.data.ondisk.MappedFeatures` when ``x`` is one (mini-batch training gathers its rows), else
+    the file read into memory.
+
+    Args:
+        graph: the graph (``edge_index``, ``num_nodes``; ``is_mapped`` for a memory-mapped graph).
+        x: ``[N, d]`` features: a tensor or a :class:`~magkit.data.ondisk.MappedFeatures`.
+        k: number of hops (>= 0).
+        alpha: APPNP teleport probability α; ``None`` for plain Â^k X (default: ``None``).
+        where: ``"memory"``, ``"disk"``, or ``"auto"``: on disk when the graph or ``x`` is memory-mapped, else
+            in memory (default: ``"auto"``).
+        max_memory_mb: memory budget of the disk path (default: ``diskprop.DEFAULT_MAX_MEMORY_MB``).
+        cache: where in-memory results are kept (default: :data:`DEFAULT_CACHE`).
+
+    Returns:
+        ``[N, d]`` float features (a :class:`~magkit.data.ondisk.MappedFeatures` for a mapped ``x`` on disk).
+    """
+    from ..data.ondisk import is_mapped
+
+    if where not in WHERE:
+        raise ConfigError(f"where: {where!r}; allowed: {', '.join(WHERE)}")
+    mapped_x = is_mapped(x)
+    if where == "auto":
+        where = "disk" if mapped_x or getattr(graph, "is_mapped", False) else "memory"
+    if where == "disk":
+        from . import diskprop
+
+        budget = diskprop.DEFAULT_MAX_MEMORY_MB if max_memory_mb is None else max_memory_mb
+        res = diskprop.propagate_to_disk(graph.edge_index, x, k, diskprop.default_cache_dir(graph),
+                                         num_nodes=graph.num_nodes, alpha=alpha, max_memory_mb=budget,
+                                         undirected=True)
+        return res if mapped_x else res.materialize()
+    if mapped_x:
+        raise ConfigError("x: memory-mapped features; allowed with where='disk' or 'auto', or pass "
+                          "x.materialize() for where='memory'")
+    cache = DEFAULT_CACHE if cache is None else cache
 
     def compute() -> Tensor:
-        adj = graph_adjacency(graph)
+        adj = graph_adjacency(graph, cache)
         z = x
         for _ in range(k):
             z = adj @ z if alpha is None else (1 - alpha) * (adj @ z) + alpha * x
         return z
 
     key = ("prop", graph.num_nodes, tensor_digest(graph.edge_index), tensor_digest(x), k, alpha)
-    return cached(key, compute)
+    return cache.get(key, compute)
 
 
-def clear_cache() -> None:
-    _CACHE.clear()
+def propagate(graph, x: Tensor, k: int, alpha: float | None = None) -> Tensor:
+    """In-memory Â^k X: ``propagate_features(graph, x, k, alpha, where="memory")``."""
+    return propagate_features(graph, x, k, alpha, where="memory")
