@@ -17,11 +17,13 @@ SHARED = Path(__file__).parents[2].parent / "shared" / "data"
 FOLDER = SHARED / "citeseer"
 README_CLASSES = {"DB": 685, "IR": 641, "ML": 569, "Agents": 562, "HCI": 490, "AI": 239}
 
-# floors a few points under measured values (see test docstrings); logistic regression on 60/20/20, seed 0
-FLOOR_LEXICAL_LOGREG = 0.66
-FLOOR_TEXT_LOGREG = 0.66
-FLOOR_LEXICAL_MLP = 0.64
-FLOOR_EXACTLY_ONE = 0.08  # share of test nodes that exactly one view classifies correctly
+# Floors a few points under the values measured at random 60/20/20, split seed 0 (seeds 0-4 in brackets):
+# logistic regression (_logreg_correct) text 0.776 (0.718-0.776), lexical 0.743 (0.701-0.756);
+# mlp-early on the lexical view 0.752; test nodes that exactly one view gets right 0.133 (0.100-0.133).
+FLOOR_TEXT_LOGREG = 0.73
+FLOOR_LEXICAL_LOGREG = 0.70
+FLOOR_LEXICAL_MLP = 0.71
+FLOOR_EXACTLY_ONE = 0.09
 
 
 @pytest.fixture(scope="session")
@@ -175,7 +177,7 @@ def test_undecodable_bytes_are_replaced_and_counted(tmp_path, citeseer_dir):
 # --------------------------------------------------------------------------------------------- cache
 def test_cache_reuses_and_reencodes_on_change(tmp_path, citeseer_dir, monkeypatch):
     data, cache = tmp_path / "data", tmp_path / "cache"
-    lines, _ = _write_small(data, citeseer_dir, papers=40)
+    lines, _ = _write_small(data, citeseer_dir, papers=12)
     calls: list[str] = []
     real = cs._encode_view
 
@@ -184,15 +186,15 @@ def test_cache_reuses_and_reencodes_on_change(tmp_path, citeseer_dir, monkeypatc
         return real(view, texts, lexical)
 
     monkeypatch.setattr(cs, "_encode_view", counting)
-    kw = {"views": ("text", "lexical"), "cache_dir": cache, "lexical": {"dim": 16}}
+    kw = {"views": ("text", "lexical"), "cache_dir": cache, "lexical": {"dim": 8}}
     g1 = cs.load_citeseer(data, **kw)
     assert calls == ["text", "lexical"]
     assert len(list((cache / "citeseer").glob("*.npy"))) == 2
     g2 = cs.load_citeseer(data, **kw)
     assert calls == ["text", "lexical"]  # nothing re-encoded
     assert torch.equal(g1.x_text, g2.x_text) and torch.equal(g1.x_lexical, g2.x_lexical)
-    assert g1.modality_dims == {"text": 384, "lexical": 16}
-    cs.load_citeseer(data, **{**kw, "lexical": {"dim": 12}})
+    assert g1.modality_dims == {"text": 384, "lexical": 8}
+    cs.load_citeseer(data, **{**kw, "lexical": {"dim": 6}})
     assert calls == ["text", "lexical", "lexical"]  # a view parameter is part of the key
     changed = list(lines)
     changed[1] = changed[1] + " An added sentence about query optimisation."
@@ -246,7 +248,7 @@ def _logreg_correct(x: torch.Tensor, g, epochs: int = 300, wd: float = 0.1) -> t
 
 
 def test_lexical_view_quality_floor(lexical_graph):
-    """Measured: logistic regression 0.xx, mlp-early 0.xx (random 60/20/20, seed 0)."""
+    """The lexical view alone (no MiniLM needed) separates the six classes far above the majority-class rate (0.215)."""
     from magkit.methods import create
 
     acc = _logreg_correct(lexical_graph.feature("lexical"), lexical_graph).float().mean().item()
@@ -257,7 +259,8 @@ def test_lexical_view_quality_floor(lexical_graph):
 
 @pytest.mark.slow
 def test_views_are_good_and_differ_per_node(full_graph):
-    """Measured: ..."""
+    """Both views are informative, and they are not copies of each other: on about one test node in eight
+    exactly one of the two views' classifiers is right (slow only on the first use, which runs MiniLM)."""
     g = full_graph
     validate(g)
     assert g.modalities == ("text", "lexical") and g.modality_dims == {"text": 384, "lexical": 256}
