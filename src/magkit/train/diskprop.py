@@ -46,7 +46,6 @@ from torch import Tensor
 from ..data.ondisk import MappedFeatures, is_mapped
 from ..exceptions import ConfigError
 from ..integrity import atomic_path, atomic_write_text, file_digest
-from .propagation import propagate_features  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
