@@ -146,6 +146,7 @@ def data_info(
 
     from .data import describe, load_dataset
 
+    check_split(split)
     graph = load_dataset(dataset, root=root, split=split)
     info = describe(graph)
     if json_out:
@@ -272,6 +273,25 @@ def data_options(items: list[str] | None) -> dict:
     return options
 
 
+def check_split(split: str | None) -> None:
+    """A split spec checked before any dataset is loaded: its form and its values (a label rate in (0, 0.6],
+    k >= 1, random fractions summing below 1), by drawing it on ten toy labels."""
+    if split is None:
+        return
+    import torch
+
+    from .data.splits import kshot_split, label_rate_split, parse_split, ratio_split
+
+    kind, a, b = parse_split(split)
+    y = torch.arange(10) % 2
+    if kind == "random":
+        ratio_split(10, a, b)
+    elif kind == "rate":
+        label_rate_split(y, a)
+    elif kind == "kshot":
+        kshot_split(y, int(a))
+
+
 def split_label(split: str | None) -> str:
     """How a split is named in tables: the spec, or "from the nodes file" for own data's stored split."""
     return {"file": "from the nodes file", None: "the dataset's own"}.get(split, str(split))
@@ -350,10 +370,7 @@ def _check_early(method: str, params: dict, split: str | None) -> None:
     from .methods import create
 
     create(method, **params).check_params()
-    if split is not None:
-        from .data.splits import parse_split
-
-        parse_split(split)
+    check_split(split)
 
 
 def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bool, save_model: bool = False) -> None:
@@ -699,10 +716,7 @@ def _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, 
         params["epochs"] = epochs
     cond = make_condenser(method, **params)
     cond.check_params()  # a bad value is reported before the dataset is loaded
-    if split is not None:
-        from .data.splits import parse_split
-
-        parse_split(split)
+    check_split(split)
     graph = load_dataset(data, root=root, split=split, **data_options(data_set))
     ckpt = checkpoint or out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
     t0 = _time.perf_counter()
@@ -768,10 +782,7 @@ def evaluate_cmd(
         raise ConfigError(f"--backbones: {backbones!r}{hint}; allowed: comma-separated names from {', '.join(EVAL_BACKBONES)}")
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"--device: {device!r}; allowed: auto, cpu, cuda")
-    if split is not None:
-        from .data.splits import parse_split
-
-        parse_split(split)
+    check_split(split)
     condensed = CondensedGraph.load(path)
     options = data_options(data_set)
     with err_console.status(f"loading {data}"):
