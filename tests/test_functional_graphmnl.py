@@ -22,7 +22,6 @@ from magkit.functional import (
     nontarget_soft_ce,
     prior_once_fusion,
     reliability_auc,
-    robust_log_probs,
     roc_auc,
     smooth_scores,
     transfer_gate,
@@ -849,26 +848,3 @@ def test_prior_once_fusion_leaves_single_experts_alone_and_checks_shapes():
         prior_once_fusion(f, one, lp[:2])
     with pytest.raises(ConfigError, match=r"fused \[n, C\] and shares \[n, G\]"):
         prior_once_fusion(f, one[:1], lp)
-
-
-# ---------------------------------------------------------------- robust product of experts
-
-
-def test_robust_log_probs_reference_values_and_bound():
-    z = torch.tensor([[2.0, 0.0, -1.0], [1e4, 0.0, -1e4]])
-    torch.testing.assert_close(robust_log_probs(z, 0.0), torch.log_softmax(z, -1))
-    eps, c = 0.1, 3
-    out = robust_log_probs(z, eps)
-    ref = torch.log(0.9 * torch.softmax(z[:1], -1) + eps / c)  # the definition, where it is safe to evaluate
-    torch.testing.assert_close(out[:1], ref)
-    torch.testing.assert_close(out.exp().sum(-1), torch.ones(2))  # valid log-posteriors
-    # a saturated row: p = (1, 0, 0) → (0.9 + 0.1/3, 0.1/3, 0.1/3); log-odds bounded by log(1 + 0.9·3/0.1) = log 28
-    torch.testing.assert_close(out[1], torch.log(torch.tensor([0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3])))
-    assert float(out[1, 0] - out[1, 2]) == pytest.approx(math.log(28.0), rel=1e-5)
-    assert torch.isfinite(robust_log_probs(torch.tensor([[1e30, -1e30]]), 0.01)).all()
-
-
-def test_robust_log_probs_refuses_eps_out_of_range():
-    for eps in (1.0, -0.01, 2.0):
-        with pytest.raises(ConfigError, match=r"robust_log_probs: eps=.*allowed: \[0, 1\)"):
-            robust_log_probs(torch.zeros(2, 3), eps)
