@@ -293,7 +293,7 @@ def check_split(split: str | None) -> None:
 
 
 def split_label(split: str | None) -> str:
-    """How a split is named in tables: the spec, or "from the nodes file" for own data's stored split."""
+    """How a split is named in tables: its spec string, or "from the nodes file" for own data's stored split."""
     return {"file": "from the nodes file", None: "the dataset's own"}.get(split, str(split))
 
 
@@ -793,9 +793,11 @@ def evaluate_cmd(
         if "dataset_checksum" not in str(exc):
             raise
         recorded = condensed.meta.get("dataset_options")
-        if recorded:
-            given = " ".join(f"--data-set {k}={v}" for k, v in recorded.items())
-            raise DatasetError(f"{exc}; it was condensed with {given}: give the same options to evaluate") from None
+        differ = {k: v for k, v in (recorded or {}).items() if options.get(k) != v}
+        if differ:
+            given = " ".join(f"--data-set {k}={v}" for k, v in differ.items())
+            raise DatasetError(f"{exc}; it was condensed with {given} (missing or different here): give evaluate "
+                               "the same --data-set options as condense") from None
         if not options:
             raise DatasetError(f"{exc}; if condense was given --data-set options (e.g. --data-set space=aligned), "
                                "give evaluate the same ones") from None
