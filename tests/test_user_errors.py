@@ -91,6 +91,8 @@ CASES = [
     (["data", "generate", "--out", "{tmp}/gen", "--dtype", "int8"], "--dtype: 'int8'; allowed: float16, float32, float64", False),
     (["data", "generate", "--out", "{tmp}/gen", "--split", "0.1"], "--split: '0.1'; allowed: TRAIN/VAL fractions", False),
     (["demo", "--methods", ",", "--out", "{tmp}/demo"], "--methods: ','; allowed: comma-separated method names", False),
+    (["data", "info", "magb:Grocery", "--root", "{tmp}/nope"], "--root: '{tmp}/nope' is not a folder; allowed: an existing data folder", False),
+    (["fit", "-m", "gcn-early", "--root", "{tmp}/file.txt"], "--root: '{tmp}/file.txt' is not a folder", False),
 ]
 
 

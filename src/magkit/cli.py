@@ -59,6 +59,12 @@ def check_outputs(command: str, values: dict) -> None:
             from .eval.results import check_writable
 
             check_writable(values[name], option, folder=folder)
+    root = values.get("root")
+    if root is not None and not Path(root).expanduser().is_dir():
+        from .exceptions import ConfigError
+
+        raise ConfigError(f"--root: {str(root)!r} is not a folder; allowed: an existing data folder "
+                          "(or leave it out: $MAGKIT_DATA, ./data, ../shared/data are searched)")
 
 
 def friendly(fn):
@@ -214,8 +220,10 @@ def encode(
     modalities: Annotated[str, typer.Option(help="Comma-separated modalities to encode.")] = "text,image",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ):
-    """Turn raw text and images into cached feature files with the offline encoders (cached: a rerun encodes
-    only what changed: the nodes file, an image file, or the encoder)."""
+    """Turn raw text and images into cached feature files with the offline encoders.
+
+    A rerun encodes only what changed: the nodes file, an image file (path, size, modification time) or the
+    encoder."""
     from .data.encode import encode_nodes
 
     with _progress() as progress:
@@ -327,7 +335,7 @@ def fit_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="Folder for results.json and learning_curves.png.")] = None,
     root: RootOpt = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default: the method's, cpu); with --distributed, cuda is cuda:LOCAL_RANK.")] = None,
-    distributed: Annotated[bool, typer.Option("--distributed", help="Data-parallel (DDP) training; launch with torchrun --nproc_per_node=N -m magkit.cli fit ... (docs/scaling.md).")] = False,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Data-parallel (DDP) training; launch with torchrun --nproc_per_node=N -m magkit fit ... (docs/scaling.md).")] = False,
     save_model: Annotated[bool, typer.Option("--save-model", help="Also write each seed's fitted estimator to OUT/models/seed<S>.pt (read back by `magkit predict`).")] = False,
 ):
     """Fit a method on a dataset for several seeds; print mean ± std and write results.json + a plot."""
@@ -608,7 +616,10 @@ def bench_run(
 
     parse_shard(shard)
     spec = load_suite(suite)
-    out = out or suite.with_suffix("")
+    if out is None:
+        from .eval.results import check_writable
+
+        out = check_writable(suite.with_suffix(""), "--out (default: next to the suite)", folder=True)
     if run:
         with _progress() as progress:
             task = progress.add_task(spec["name"], total=None, info="")
@@ -662,7 +673,7 @@ def condense_cmd(
     data_set: Annotated[list[str] | None, typer.Option("--data-set", help="Dataset/generator option: --data-set space=aligned (repeatable).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint file (default: OUT with .ckpt.safetensors).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint after an interruption.")] = False,
-    distributed: Annotated[bool, typer.Option("--distributed", help="Shard the real-graph gradients over processes; launch with torchrun --nproc_per_node=N -m magkit.cli condense ... (docs/scaling.md).")] = False,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Shard the real-graph gradients over processes; launch with torchrun --nproc_per_node=N -m magkit condense ... (docs/scaling.md).")] = False,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default cpu); with --distributed, cuda is cuda:LOCAL_RANK.")] = None,
     root: RootOpt = None,
 ):
