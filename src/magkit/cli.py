@@ -567,12 +567,13 @@ def demo(
 
         def on_method(name: str) -> None:
             state["method"] = name
-            progress.update(task, description=name)
+            progress.update(task, description=name, info="")
 
         def show_epoch(rec: dict) -> None:
             frac = min(1.0, (rec["epoch"] + 1) / max(1, rec.get("epochs") or 1))
             progress.update(task, completed=state["runs"] + frac,
-                            info=f"epoch {rec['epoch']}  val acc {rec.get('val_acc', float('nan')):.3f}")
+                            info=f"seed {seed_list[state['runs'] % len(seed_list)]} epoch {rec['epoch']}  "
+                                 f"val acc {rec.get('val_acc', float('nan')):.3f}")
 
         def on_run(run) -> None:
             state["runs"] += 1
