@@ -524,14 +524,17 @@ def test_branch_scores_fields_subset_equals_full_and_skips_the_rest():
         branch_scores(PROBS_HAND, PRESENT_HAND, Y_HAND, LAB_HAND, PF_HAND, A_HAND, fields=("entropy",))
 
 
-def test_branch_scores_reuse_the_memoised_off_diagonal_adjacency():
-    from magkit import functional
+def test_branch_scores_with_a_precomputed_off_diagonal_adjacency():
+    from magkit.functional import without_diagonal
 
     adj = A_HAND.to_sparse_csr()
-    branch_scores(PROBS_HAND, PRESENT_HAND, Y_HAND, LAB_HAND, PF_HAND, adj)
-    first = functional._OFFDIAG_MEMO[0][1]
-    branch_scores(PROBS_HAND, PRESENT_HAND, Y_HAND, LAB_HAND, PF_HAND, adj)
-    assert functional._OFFDIAG_MEMO[0][0] is adj and functional._OFFDIAG_MEMO[0][1] is first
+    off = without_diagonal(adj)
+    assert off.to_dense().diagonal().abs().sum() == 0
+    torch.testing.assert_close(off.to_dense(), A_HAND - torch.diag(A_HAND.diagonal()))
+    plain = branch_scores(PROBS_HAND, PRESENT_HAND, Y_HAND, LAB_HAND, PF_HAND, adj)
+    given = branch_scores(PROBS_HAND, PRESENT_HAND, Y_HAND, LAB_HAND, PF_HAND, adj, offdiag=off)
+    for key in plain:
+        assert torch.equal(plain[key], given[key]), key
 
 
 def test_branch_scores_errors():

@@ -383,3 +383,75 @@ def test_grocery_structure_text_dominant():
     assert elapsed < 10.0  # about 0.5 s on an idle machine; generous for loaded CI
     text, image = _val_acc(g, "text"), _val_acc(g, "image")
     assert 0.75 <= text <= 0.82 and 0.60 <= image <= 0.70
+
+
+# ---------------------------------------------------------------------- outliers and the calibrated profile
+def test_outliers_are_off_in_the_other_profiles_and_on_in_the_calibrated_one():
+    assert PROFILES["grocery-calibrated"].outliers > 0
+    for name in ("text-dominant", "image-dominant", "balanced"):
+        assert PROFILES[name].outliers == 0.0
+
+
+def test_outliers_encode_the_neighbourhood_class_and_shrink_the_graph_gain():
+    structure = sample_dcsbm(3000, 8, homophily=0.7, avg_degree=8, seed=0)
+    plain = attach_synthetic_features(structure, "text-dominant", seed=0, signal=9.0)
+    noisy = attach_synthetic_features(structure, "text-dominant", seed=0, signal=9.0, outliers=0.15)
+    n = noisy.num_nodes
+    # ground truth: exactly round(f N) nodes encode another class in every present modality
+    present = noisy.modality_mask
+    assert torch.equal(plain.modality_mask, present)
+    out = ((noisy.gt_target != noisy.y[:, None]) | ~present).all(dim=1) & (noisy.gt_biased | ~present).all(dim=1)
+    twice = (plain.gt_biased | ~present).all(dim=1)  # biased in every modality without outliers
+    assert round(0.15 * n) <= int(out.sum()) <= round(0.15 * n) + int(twice.sum())
+    for key in ("gt_quality", "gt_biased", "gt_target", "gt_ambiguity"):
+        assert noisy[key].shape[0] == n
+    # that class is the one most frequent among the node's neighbours (other than its label)
+    src, dst = noisy.edge_index
+    counts = torch.zeros(n, noisy.num_classes).index_put_((src, noisy.y[dst]), torch.ones(src.numel()), accumulate=True)
+    counts[torch.arange(n), noisy.y] = -1
+    idx = torch.nonzero(out & ~twice & (counts.max(dim=1).values > 0)).flatten()
+    assert idx.numel() > 0.12 * n
+    t = noisy.gt_target[idx].max(dim=1).values
+    assert float((counts[idx, t] == counts[idx].max(dim=1).values).float().mean()) == 1.0
+    raw_plain, _ = _probe(plain.fused(), plain.y, plain.train_mask, plain.val_mask, plain.num_classes, epochs=120)
+    raw_noisy, _ = _probe(noisy.fused(), noisy.y, noisy.train_mask, noisy.val_mask, noisy.num_classes, epochs=120)
+    assert raw_noisy < raw_plain - 0.08  # the outliers are wrong for a feature-only model
+
+
+def test_outliers_out_of_range():
+    with pytest.raises(ConfigError, match=r"outliers.*1\.0.*\[0\.0, 1\.0\)"):
+        make_synthetic_mag(300, outliers=1.0)
+
+
+def test_calibrated_profile_on_grocery_keeps_ground_truth():
+    if not GROCERY.is_file():
+        pytest.skip(f"MAGB Grocery graph not found at {GROCERY}")
+    from magkit.data.magb import load_magb_structure
+
+    g = attach_synthetic_features(load_magb_structure(GROCERY.parents[1], "Grocery"), "grocery-calibrated", seed=0)
+    f = PROFILES["grocery-calibrated"].outliers
+    assert g.meta["profile"] == "grocery-calibrated" and g.meta["generator"]["features"]["outliers"] == f
+    present = g.modality_mask
+    every = (g.gt_biased | ~present).all(dim=1)
+    assert float(every.float().mean()) == pytest.approx(f, abs=0.01)
+    assert float(g.gt_quality[present].min()) >= 0.0 and float(g.gt_quality[present].mean()) > 0.4
+    assert g.gt_ambiguity.shape == (g.num_nodes,)
+    text, image = _val_acc(g, "text"), _val_acc(g, "image")
+    assert 0.74 <= text <= 0.82 and 0.63 <= image <= 0.72 and text - image > 0.05
+
+    # content and links err together: adding the 2-hop propagated features (a SAGE-like probe that keeps the
+    # node's own features) gains much less than on text-dominant
+    from magkit.train.propagation import propagate
+
+    def gain(h):
+        x = h.fused()
+        raw, _ = _probe(x, h.y, h.train_mask, h.val_mask, h.num_classes, epochs=120)
+        both = torch.cat([x, propagate(h, x, 2)], dim=1)
+        graph, _ = _probe(both, h.y, h.train_mask, h.val_mask, h.num_classes, epochs=120)
+        return graph - raw, raw
+
+    # at a feature-only accuracy close to text-dominant's, the graph adds far fewer points
+    plain = attach_synthetic_features(g, "text-dominant", seed=0)
+    (gain_cal, raw_cal), (gain_plain, raw_plain) = gain(g), gain(plain)
+    assert abs(raw_cal - raw_plain) < 0.05, (raw_cal, raw_plain)
+    assert gain_cal < gain_plain - 0.03, (gain_cal, gain_plain)

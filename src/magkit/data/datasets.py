@@ -12,6 +12,9 @@ name                            what it is
                                 ``grocery-semi:text-dominant``. Needs only ``<Name>Graph.pt``.
 ``magb:<Name>``                 the real MAGB benchmark with its text/image feature files.
 ``mmgraph:<name>``              an MM-Graph benchmark (``ele-fashion``, ``books-nc``, ...).
+``citeseer``                    CiteSeer with raw titles and abstracts (3,186 papers, 6 classes): views ``text``
+                                (MiniLM sentence embedding) and ``lexical`` (TF-IDF + SVD), encoded once and
+                                cached; ``citeseer:text`` / ``citeseer:lexical`` keep one view.
 ``files:<dir>``                 your own graph in the neutral format: ``<dir>/nodes.csv`` (or ``.jsonl``),
                                 ``<dir>/edges.csv`` and the feature files ``<dir>/features/<m>.npy`` written by
                                 ``magkit encode <dir>/nodes.csv --out <dir>/features``.
@@ -46,6 +49,7 @@ def dataset_names() -> list[str]:
         f"<{'|'.join(MAGB_NAMES)}>-semi:<{profiles}>",
         "magb:<Movies|Toys|Grocery|Reddit-S|Reddit-M>",
         "mmgraph:<name>",
+        "citeseer[:text|lexical]",
         "files:<dir>",
         "mmap:<dir>",
     ]
@@ -142,6 +146,14 @@ def load_dataset(
         if base is None:
             raise DatasetError(f"MM-Graph dataset {arg!r} not found; looked in: {', '.join(str(t / arg) for t in tried)}")
         graph = load_mmgraph(base, arg, **kwargs)
+    elif kind_l == "citeseer":
+        from .citeseer import CITESEER_VIEWS, find_citeseer_dir, load_citeseer
+
+        if arg and arg.lower() not in CITESEER_VIEWS:
+            raise ConfigError(f"dataset: {key!r} has an unknown CiteSeer view {arg!r}; allowed: citeseer, "
+                              + ", ".join(f"citeseer:{v}" for v in CITESEER_VIEWS))
+        views = (arg.lower(),) if arg else CITESEER_VIEWS
+        graph = load_citeseer(find_citeseer_dir(root), views=views, name=key, **kwargs)
     elif kind_l == "files":
         from .io import load_graph_files
 

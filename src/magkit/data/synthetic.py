@@ -29,6 +29,10 @@ full process):
 :math:`\pi(c)` is the confusable partner of class :math:`c` (classes are put in random groups of
 ``group_size`` and :math:`\pi` cycles inside each group). A modality is absent with probability
 ``missing[m]`` (every node keeps at least one); absent rows are zeros and ``modality_mask`` is false.
+A fraction ``outliers`` of the nodes (0 except in ``grocery-calibrated``) have every modality encode
+:math:`c'_i`, the class other than :math:`y_i` most frequent among their neighbours' labels, taking the nodes
+whose neighbourhood leans most toward it: content and links then err together on them, as with the label noise
+and overlapping categories of real product taxonomies, so neither fusion nor neighbour averaging corrects them.
 
 ``space="aligned"`` puts every modality in one CLIP-like space: the same prototypes and the same projection
 for all modalities (equal widths), and a share ``shared_noise`` of the noise variance common to a node's
@@ -205,6 +209,20 @@ def _draw_features(
             q[b] = _draw_quality(rng, p.biased_quality, nb)
         quality[:, j] = np.where(present[:, j], q, 0.0)
         target[:, j] = np.where(present[:, j], t, -1)
+
+    # outliers: content of every modality encodes the class the node's neighbourhood leans to
+    if p.outliers > 0 and num_classes > 1:
+        counts = np.zeros((n, num_classes))
+        np.add.at(counts, (src, cls[dst]), 1.0)
+        own = counts[np.arange(n), cls]
+        counts[np.arange(n), cls] = -1.0
+        alt = np.where(counts.max(axis=1) > 0, counts.argmax(axis=1), partner[cls])
+        lean = (counts.max(axis=1).clip(min=0) - own) / np.maximum(deg, 1.0) + 1e-6 * rng.random(n)
+        out_idx = np.argsort(-lean, kind="stable")[: int(round(p.outliers * n))]
+        for j in range(nm):
+            on = out_idx[present[out_idx, j]]
+            target[on, j] = alt[on]
+            biased[on, j] = True
 
     # misalignment (aligned space): non-anchor modalities of some fully-present nodes point elsewhere
     misaligned = np.zeros(n, dtype=bool)

@@ -22,16 +22,15 @@ from .metrics import accuracy, confusion_matrix, macro_f1, roc_auc
 from .negative import negative_learning_loss, negative_set, nontarget_distillation, nontarget_soft_ce
 from .ops import dropout
 from .reliability import (
-    _OFFDIAG_MEMO,  # noqa: F401  (read by tests of branch_scores' memo)
     arbitrate,
     branch_scores,
     ema_update,
     instability,
     prior_once_fusion,
     reliability_auc,
-    robust_log_probs,
     smooth_scores,
     transfer_gate,
+    without_diagonal,
 )
 
 __all__ = [
@@ -39,6 +38,7 @@ __all__ = [
     "accuracy",
     "arbitrate",
     "branch_scores",
+    "without_diagonal",
     "confusion_matrix",
     "conflict_rate",
     "dirichlet_energy",
@@ -56,7 +56,6 @@ __all__ = [
     "project_conflicting",
     "project_conflicting_shared",
     "reliability_auc",
-    "robust_log_probs",
     "roc_auc",
     "smooth_scores",
     "transfer_gate",

@@ -23,23 +23,17 @@ def _spmm(adj: Tensor, x: Tensor) -> Tensor:
     return adj.to(x.dtype) @ x
 
 
-_OFFDIAG_MEMO: list = []  # [(adj, result)]: the last sparse input, reused while callers pass the same tensor
-
-
-def _without_diagonal(adj: Tensor) -> Tensor:
+def without_diagonal(adj: Tensor) -> Tensor:
     """``adj`` with its diagonal (self-loop) entries removed, as a sparse COO (or dense, if dense) tensor.
 
-    For a sparse ``adj`` the result is memoised for the last tensor object seen (GraphMNL passes the same
-    cached Â every epoch; re-coalescing it cost about a tenth of an epoch on Grocery)."""
+    Callers that score the same graph every epoch compute it once and pass it to :func:`branch_scores` as
+    ``offdiag`` (re-coalescing Grocery's Â costs about a tenth of a GraphMNL epoch)."""
     if adj.layout == torch.strided:
         return adj - torch.diag_embed(torch.diagonal(adj))
-    if _OFFDIAG_MEMO and _OFFDIAG_MEMO[0][0] is adj:
-        return _OFFDIAG_MEMO[0][1]
     coo = (adj.to_sparse_coo() if adj.layout != torch.sparse_coo else adj).coalesce()
     idx, val = coo.indices(), coo.values()
     keep = idx[0] != idx[1]
     out = torch.sparse_coo_tensor(idx[:, keep], val[keep], coo.shape, check_invariants=False).coalesce()
-    _OFFDIAG_MEMO[:] = [(adj, out)]
     return out
 
 
@@ -51,6 +45,7 @@ def branch_scores(
     fused_probs: Tensor,
     adj: Tensor,
     fields: tuple[str, ...] | None = None,
+    offdiag: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Per-node, per-branch reliability evidence (GraphMNL component 2), each a ``[n, B]`` tensor.
 
@@ -66,7 +61,9 @@ def branch_scores(
     Every field is exactly 0 where the branch is absent (``present[i, b]`` false). ``adj`` may be row- or
     symmetric-normalised, with or without self-loops (the diagonal is ignored). Computed without gradient.
     ``fields`` (default: all five) names the entries to compute and return; the others are skipped (GraphMNL's
-    per-epoch pass needs only ``score``, ``confidence`` and ``agreement``).
+    per-epoch pass needs only ``score``, ``confidence`` and ``agreement``). ``offdiag``: ``adj`` without its
+    diagonal (:func:`without_diagonal`), for callers that score the same graph repeatedly; computed from ``adj``
+    when not given.
     """
     every = ("margin", "target_prob", "confidence", "agreement", "score")
     fields = every if fields is None else tuple(fields)
@@ -103,8 +100,7 @@ def branch_scores(
             ent = -torch.special.xlogy(p, p).sum(dim=2)
             out["confidence"] = 1.0 - ent / math.log(c) if c > 1 else torch.ones_like(ent)
         if need & {"agreement", "score"}:
-            # no detach here: a detached view is a new tensor object and would defeat _without_diagonal's memo
-            off = _without_diagonal(adj.detach() if adj.requires_grad else adj)
+            off = offdiag if offdiag is not None else without_diagonal(adj.detach())
             deg = _spmm(off, torch.ones(n, 1, dtype=p.dtype, device=p.device)).squeeze(1)
             neigh = _spmm(off, pf)  # Σ_{j≠i} Ã_ij p_f(j)
             has = deg > 0
@@ -247,24 +243,6 @@ def prior_once_fusion(fused: Tensor, shares: Tensor, log_prior: Tensor) -> Tenso
     excess = 1.0 - shares.pow(2).sum(dim=1, keepdim=True)
     excess = torch.where(shares.sum(dim=1, keepdim=True) > 0, excess, torch.zeros_like(excess))
     return fused - excess * log_prior.to(fused).unsqueeze(0)
-
-
-def robust_log_probs(logits: Tensor, eps: float) -> Tensor:
-    """log((1 − ε) softmax(z) + ε / C) over the last dimension: an expert's log-posterior mixed with the uniform.
-
-    In a (weighted) product of experts an expert's vote on classes c, c' is its log-odds log(p_c / p_c'),
-    unbounded for logits; after the mixture it is at most log(1 + (1 − ε) C / ε) in size, so no single confidently
-    wrong expert can outvote the others by an arbitrary margin. ε = 0 gives log_softmax(z) (the logits up to a
-    per-row constant, which a softmax ignores); ε must lie in [0, 1). Computed in the log domain (stable for
-    logits of any size).
-    """
-    if not 0 <= eps < 1:
-        raise ConfigError(f"robust_log_probs: eps={eps!r}; allowed: [0, 1)")
-    logp = torch.log_softmax(logits, dim=-1)
-    if eps == 0:
-        return logp
-    c = logits.shape[-1]
-    return torch.logaddexp(logp + math.log1p(-eps), torch.full_like(logp, math.log(eps / c)))
 
 
 def reliability_auc(

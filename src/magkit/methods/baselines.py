@@ -33,8 +33,7 @@ from torch import Tensor
 from ..exceptions import ConfigError
 from ..models.backbones import Backbone
 from ..models.fusion import FUSIONS, BranchNet, MultimodalNet
-from ..train.diskprop import propagate_features
-from ..train.propagation import propagate
+from ..train.propagation import propagate, propagate_features
 from .base import Monitor, NodeClassifier
 from .inputs import GraphInputs
 

@@ -42,7 +42,6 @@ from torch import Tensor
 
 from ..data.ondisk import MappedFeatures, is_mapped
 from ..exceptions import ConfigError
-from .propagation import propagate_features  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ from ...functional import (
     nontarget_soft_ce,
     smooth_scores,
     transfer_gate,
+    without_diagonal,
 )
 
 #: the gate's constants (``gate=True``): instability threshold τ_s, margin threshold τ_m, slope κ, and the decay
@@ -51,13 +52,14 @@ GATE_EMA_DECAY = 0.9
 
 
 def reliability(out: dict, adj: Tensor, labelled: Tensor, y_train: Tensor, beta: float,
-                steps: int) -> tuple[Tensor, Tensor]:
-    """Smoothed reliability r̃ ``[n, B]`` and branch posteriors ``[n, B, C]`` from a forward output (no grad)."""
+                steps: int, offdiag: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Smoothed reliability r̃ ``[n, B]`` and branch posteriors ``[n, B, C]`` from a forward output (no grad);
+    ``offdiag``: ``adj`` without its diagonal, when the caller keeps it."""
     with torch.no_grad():
         probs = torch.softmax(out["branches"].detach(), -1)
         fused = torch.softmax(out["logits"].detach(), -1)
         present = out["present"]
-        sc = branch_scores(probs, present, y_train, labelled, fused, adj, fields=("score",))
+        sc = branch_scores(probs, present, y_train, labelled, fused, adj, fields=("score",), offdiag=offdiag)
         r = smooth_scores(sc["score"], present, adj, beta, steps)
     return r, probs
 
@@ -90,6 +92,7 @@ class GuidanceState:
     adj: Tensor
     labelled: Tensor
     y_train: Tensor
+    offdiag: Tensor | None = None  # adj without its diagonal, built once per fit for the reliability scores
     ema: Tensor | None = None  # gate only: moving average of the teacher's posterior (every branch's, dominant teacher)
     fixed_index: Tensor | None = None  # fixed_dominant: [B] bool, the global dominant modality's branches
     next_reliability: Tensor | None = None  # full batch: the reliability the next epoch's fusion reads
@@ -101,11 +104,12 @@ class GuidanceState:
     def for_graph(cls, params: dict[str, Any], branches: tuple[str, ...], graph, adj: Tensor) -> GuidanceState:
         labelled = graph.train_mask.clone()
         y_train = torch.where(labelled, graph.y, torch.full_like(graph.y, -1))
-        return cls(dict(params), tuple(branches), tuple(graph.modalities), adj, labelled, y_train)
+        return cls(dict(params), tuple(branches), tuple(graph.modalities), adj, labelled, y_train,
+                   without_diagonal(adj))
 
     def scores(self, out: dict) -> tuple[Tensor, Tensor]:
         return reliability(out, self.adj, self.labelled, self.y_train, self.params["beta"],
-                           self.params["smooth_steps"])
+                           self.params["smooth_steps"], self.offdiag)
 
     def step(self, out: dict, epoch: int, model) -> dict:
         """The guidance state of one epoch from a forward output over the whole graph (no grad): reliability
