@@ -172,7 +172,7 @@ def load_dataset(
         # its own stored split unless one is asked for (no stored masks: the default "magb")
         return validate(load_mmap_graph(arg, split=split, seed=seed, name=key, **kwargs))
     else:
-        hint = did_you_mean(kind_l, ["synthetic", "magb", "mmgraph", "files", "mmap", *(f"{g}-semi" for g in ("movies", "toys", "grocery", "reddit-s", "reddit-m"))])
+        hint = did_you_mean(kind_l, ["synthetic", "magb", "mmgraph", "citeseer", "files", "mmap", *(f"{g}-semi" for g in ("movies", "toys", "grocery", "reddit-s", "reddit-m"))])
         raise ConfigError(f"dataset: unknown name {name!r}{hint}; allowed: {', '.join(dataset_names())}")
     if split is not None or kind_l not in ("mmgraph", "files"):  # own data keeps its file's split
         apply_split(graph, split or "magb", seed=seed)
