@@ -133,11 +133,104 @@ def test_fit_config_file(tmp_path):
     assert payload["config"]["hidden"] == 16 and payload["runs"][0]["epochs_run"] == 5
 
 
-def test_demo_runs_every_method():
-    res = invoke("demo", "--seeds", "0")
+def test_full_demo_tours_nine_methods_on_the_larger_graph(tmp_path):
+    from magkit.demo import FULL
+
+    assert len(FULL.methods) == 9 and {"graphmnl", "mlp-text", "mlp-image", "kd-gcn", "mnl-gcn"} <= set(FULL.methods)
+    res = invoke("demo", "--full", "--methods", "mlp-text", "--seeds", "0", "--out", str(tmp_path))
     assert res.exit_code == 0, res.output
-    for name in ("mlp-text", "mlp-image", "gcn-early", "kd-gcn", "mnl-gcn"):
-        assert name in res.output
+    assert "2,000 nodes" in res.output and "mlp-text" in res.output
+    assert json.loads((tmp_path / "summary.json").read_text())["dataset"]["nodes"] == 2000
+
+
+def test_version_and_python_dash_m():
+    from magkit import __version__
+
+    res = invoke("--version")
+    assert res.exit_code == 0 and res.output.strip() == f"magkit {__version__}"
+    out = subprocess.run([sys.executable, "-m", "magkit", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"magkit {__version__}"
+
+
+def test_methods_lists_the_condensers_too():
+    from magkit.condense.registry import REGISTRY
+
+    res = invoke("methods")
+    assert res.exit_code == 0 and "condensers" in res.output
+    for spec in REGISTRY.specs():
+        assert spec.name in res.output
+
+
+def test_results_are_written_with_the_umask_mode(tmp_path):
+    import os
+
+    from magkit.eval.results import atomic_write_json, file_mode
+
+    old = os.umask(0o022)
+    try:
+        assert file_mode() == 0o644
+        assert atomic_write_json(tmp_path / "r.json", {"a": 1}).stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_encoder_cache_reencodes_a_changed_or_restored_image(tmp_path, monkeypatch):
+    import os
+
+    import numpy as np
+
+    import magkit.data.encode as E
+
+    counts = {"text": 0, "image": 0}
+
+    def fake_texts(texts, batch_size=64, progress=None):
+        counts["text"] += 1
+        return np.zeros((len(texts), E.TEXT_DIM), dtype=np.float32), np.array([bool(t) for t in texts])
+
+    def fake_images(paths, batch_size=32, root=None, progress=None):
+        counts["image"] += 1
+        return np.zeros((len(paths), E.IMAGE_DIM), dtype=np.float32), np.array([bool(p) for p in paths])
+
+    monkeypatch.setattr(E, "encode_texts", fake_texts)
+    monkeypatch.setattr(E, "encode_images", fake_images)
+    img = tmp_path / "a.png"
+    img.write_bytes(b"first")
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("id,text,image,label\nn0,hello,a.png,0\nn1,world,,1\n")
+    E.encode_nodes(nodes, tmp_path / "f")
+    E.encode_nodes(nodes, tmp_path / "f")
+    assert counts == {"text": 1, "image": 1}  # nothing changed: cached
+    img.write_bytes(b"second, restored from a backup")
+    os.utime(img, ns=(1_000_000_000, 1_000_000_000))
+    E.encode_nodes(nodes, tmp_path / "f")
+    assert counts == {"text": 1, "image": 2}  # the nodes file is the same, the image is not
+    img.unlink()
+    E.encode_nodes(nodes, tmp_path / "f")
+    assert counts == {"text": 1, "image": 3}  # a removed image too
+
+
+def test_own_data_split_is_labelled_as_used(tmp_path):
+    import csv
+
+    np = _own_graph(tmp_path / "g")
+    rows = list(csv.DictReader((tmp_path / "g" / "nodes.csv").open()))
+    for i, row in enumerate(rows):
+        row["split"] = ("train", "train", "val", "test", "train")[i % 5]
+    with (tmp_path / "g" / "nodes.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=[*rows[0]])
+        w.writeheader()
+        w.writerows(rows)
+    (tmp_path / "g" / "features").mkdir()
+    np.save(tmp_path / "g" / "features" / "text.npy", np.eye(90, 6, dtype="float32"))
+    res = invoke("fit", "-m", "mlp-text", "-d", f"files:{tmp_path / 'g'}", "--seeds", "0", "--set", "epochs=3",
+                 "--out", str(tmp_path / "run"))
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "split from the nodes file" in text and "split magb" not in text
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["split"] == "file"
+    res = invoke("fit", "-m", "mlp-text", "-d", f"files:{tmp_path / 'g'}", "--seeds", "0", "--set", "epochs=3",
+                 "--split", "random:0.5/0.2")
+    assert res.exit_code == 0 and "split random:0.5/0.2" in " ".join(res.output.split())
 
 
 def _own_graph(folder, n=90, with_images=False):
@@ -243,6 +336,10 @@ def test_condense_then_evaluate_end_to_end(tmp_path):
     # evaluating on other data is refused in one line
     res = invoke("evaluate", str(out), "--data", "synthetic:text-dominant", "--backbones", "gcn", "--runs", "1")
     assert res.exit_code == 2 and "error:" in res.output and "checksum" in res.output
+    # forgetting condense's --data-set options is named in the error
+    res = invoke("evaluate", str(out), "--data", "synthetic:balanced", "--data-set", "num_nodes=600",
+                 "--backbones", "gcn", "--runs", "1")
+    assert res.exit_code == 2 and "condensed with --data-set space=aligned (missing or different here)" in " ".join(res.output.split())
 
 
 def test_condense_errors_are_one_line():

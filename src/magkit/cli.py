@@ -1,6 +1,8 @@
 """The ``magkit`` command line. Thin: parse, call the library, print with rich.
 
-torch and the library are imported inside the commands so that ``magkit --help`` answers at once.
+torch and the library are imported inside the commands so that ``magkit --help`` answers at once. Every
+output path is checked before any work (:data:`OUTPUT_OPTIONS`), and every user mistake ends in one line
+on stderr with exit code 2.
 """
 
 from __future__ import annotations
@@ -33,14 +35,48 @@ RootOpt = Annotated[Path | None, typer.Option("--root", help="Data folder to sea
 SplitOpt = Annotated[str | None, typer.Option("--split", help="Split spec: magb | rate:0.05 | kshot:20 | random:0.6/0.2 (default: the dataset's own).")]
 
 
+# command function -> {parameter: (option as typed, is a folder)}: checked by `friendly` before the command runs
+OUTPUT_OPTIONS: dict[str, dict[str, tuple[str, bool]]] = {
+    "data_generate": {"out": ("--out", True)},
+    "encode": {"out": ("--out", True)},
+    "fit_cmd": {"out": ("--out", True)},
+    "predict_cmd": {"out": ("--out", False)},
+    "explain_cmd": {"out": ("--out", True)},
+    "demo": {"out": ("--out", True)},
+    "bench_run": {"out": ("--out", True)},
+    "condense_cmd": {"out": ("--out", False), "checkpoint": ("--checkpoint", False)},
+    "evaluate_cmd": {"json_out": ("--json", False)},
+    "sweep_cmd": {"out": ("--out", True)},
+    "report_cmd": {"out": ("--out", True)},
+}
+
+
+def check_outputs(command: str, values: dict) -> None:
+    """One-line ConfigError for an output path of ``command`` that cannot be written (see
+    :func:`magkit.eval.results.check_writable`)."""
+    for name, (option, folder) in OUTPUT_OPTIONS.get(command, {}).items():
+        if values.get(name) is not None:
+            from .eval.results import check_writable
+
+            check_writable(values[name], option, folder=folder)
+    root = values.get("root")
+    if root is not None and not Path(root).expanduser().is_dir():
+        from .exceptions import ConfigError
+
+        raise ConfigError(f"--root: {str(root)!r} is not a folder; allowed: an existing data folder "
+                          "(or leave it out: $MAGKIT_DATA, ./data, ../shared/data are searched)")
+
+
 def friendly(fn):
-    """Turn magkit's own errors into one red line and exit code 2 (no traceback)."""
+    """Turn magkit's own errors into one red line and exit code 2 (no traceback); check the command's output
+    paths first."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from .exceptions import MagkitError
 
         try:
+            check_outputs(fn.__name__, kwargs)
             return fn(*args, **kwargs)
         except MagkitError as exc:
             from rich.markup import escape  # messages hold brackets: pip install -e ".[ray]"
@@ -54,16 +90,20 @@ def friendly(fn):
     return wrapper
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        console.print(f"magkit {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log library progress to stderr.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")] = False,
 ):
-    if version:
-        from . import __version__
-
-        console.print(f"magkit {__version__}")
-        raise typer.Exit()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -112,6 +152,7 @@ def data_info(
 
     from .data import describe, load_dataset
 
+    check_split(split)
     graph = load_dataset(dataset, root=root, split=split)
     info = describe(graph)
     if json_out:
@@ -150,9 +191,16 @@ def data_generate(
 
     try:
         widths = {k.strip(): int(v) for k, v in (part.split("=") for part in dims.split(",") if part.strip())}
+    except ValueError:
+        raise ConfigError(f"--dims: {dims!r}; allowed: modality=width pairs, e.g. text=128,image=128") from None
+    if not widths or any(w < 1 for w in widths.values()):
+        raise ConfigError(f"--dims: {dims!r}; allowed: modality=width pairs with widths >= 1, e.g. text=128,image=128")
+    try:
         train, val = (float(v) for v in split.split("/"))
     except ValueError:
-        raise ConfigError(f"--dims {dims!r} / --split {split!r}; allowed: e.g. --dims text=128,image=128 --split 0.1/0.05") from None
+        raise ConfigError(f"--split: {split!r}; allowed: TRAIN/VAL fractions, e.g. 0.1/0.05") from None
+    if dtype not in ("float16", "float32", "float64"):
+        raise ConfigError(f"--dtype: {dtype!r}; allowed: float16, float32, float64")
     with err_console.status("generating") as status:
         meta = generate_mmap_graph(out, nodes, num_classes=classes, dims=widths, avg_degree=degree, homophily=homophily,
                                    dtype=dtype, train=train, val=val, seed=seed, overwrite=overwrite,
@@ -172,16 +220,17 @@ def encode(
     modalities: Annotated[str, typer.Option(help="Comma-separated modalities to encode.")] = "text,image",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ):
-    """Turn raw text and images into cached feature files with the offline encoders."""
-    from rich.progress import Progress
+    """Turn raw text and images into cached feature files with the offline encoders.
 
+    A rerun encodes only what changed: the nodes file, an image file (path, size, modification time) or the
+    encoder."""
     from .data.encode import encode_nodes
 
-    with Progress(console=err_console) as progress:
-        task = progress.add_task("encoding", total=None)
+    with _progress() as progress:
+        task = progress.add_task("encoding", total=None, info="")
 
         def tick(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+            progress.update(task, completed=done, total=total, info="texts and images" if total else "cached")
 
         paths = encode_nodes(nodes, out, modalities=tuple(m.strip() for m in modalities.split(",") if m.strip()),
                              batch_size=batch_size, progress=tick)
@@ -192,16 +241,19 @@ def encode(
 # ---------------------------------------------------------------------------------------------- methods
 @app.command("methods")
 def methods_cmd():
-    """List every registered method with a one-line description."""
+    """List every registered method (node classifiers, for fit) and condenser (for condense)."""
+    from .condense.registry import REGISTRY
     from .methods import methods
 
-    t = Table(title="methods")
-    t.add_column("name", style="bold")
-    t.add_column("group")
-    t.add_column("description")
-    for spec in methods():
-        t.add_row(spec.name, spec.group, spec.description)
-    console.print(t)
+    for title, specs in (("methods (magkit fit --method NAME)", methods()),
+                         ("condensers (magkit condense --method NAME)", REGISTRY.specs())):
+        t = Table(title=title)
+        t.add_column("name", style="bold")
+        t.add_column("group")
+        t.add_column("description")
+        for spec in specs:
+            t.add_row(spec.name, spec.group, spec.description)
+        console.print(t)
 
 
 def results_table(rows: list[tuple[str, object]], title: str) -> Table:
@@ -215,11 +267,60 @@ def results_table(rows: list[tuple[str, object]], title: str) -> Table:
     return t
 
 
-def _progress(disable: bool = False):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def data_options(items: list[str] | None) -> dict:
+    """``--data-set key=value`` options as a dict (values read as YAML scalars or lists)."""
+    from .eval.experiment import parse_value
+    from .exceptions import ConfigError
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), console=err_console, transient=True, disable=disable)
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--data-set: {item!r}; allowed: key=value, e.g. --data-set space=aligned")
+        options[key.strip()] = parse_value(value)
+    return options
+
+
+def check_split(split: str | None) -> None:
+    """A split spec checked before any dataset is loaded: its form and its values (a label rate in (0, 0.6],
+    k >= 1, random fractions summing below 1), by drawing it on ten toy labels."""
+    if split is None:
+        return
+    import torch
+
+    from .data.splits import kshot_split, label_rate_split, parse_split, ratio_split
+
+    kind, a, b = parse_split(split)
+    y = torch.arange(10) % 2
+    if kind == "random":
+        ratio_split(10, a, b)
+    elif kind == "rate":
+        label_rate_split(y, a)
+    elif kind == "kshot":
+        kshot_split(y, int(a))
+
+
+def split_label(split: str | None) -> str:
+    """How a split is named in tables: its spec string, or "from the nodes file" for own data's stored split."""
+    return {"file": "from the nodes file", None: "the dataset's own"}.get(split, str(split))
+
+
+def _progress(disable: bool = False, count: bool = True):
+    """The progress bar of every long command: description, bar, done/total, a status text, elapsed time and
+    the estimated time remaining (on stderr, removed when done)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn() if count else TaskProgressColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=err_console, transient=True, disable=disable)
 
 
 @app.command("fit")
@@ -234,7 +335,7 @@ def fit_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="Folder for results.json and learning_curves.png.")] = None,
     root: RootOpt = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default: the method's, cpu); with --distributed, cuda is cuda:LOCAL_RANK.")] = None,
-    distributed: Annotated[bool, typer.Option("--distributed", help="Data-parallel (DDP) training; launch with torchrun --nproc_per_node=N -m magkit.cli fit ... (docs/scaling.md).")] = False,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Data-parallel (DDP) training; launch with torchrun --nproc_per_node=N -m magkit fit ... (docs/scaling.md).")] = False,
     save_model: Annotated[bool, typer.Option("--save-model", help="Also write each seed's fitted estimator to OUT/models/seed<S>.pt (read back by `magkit predict`).")] = False,
 ):
     """Fit a method on a dataset for several seeds; print mean ± std and write results.json + a plot."""
@@ -253,6 +354,7 @@ def fit_cmd(
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise ConfigError(f"--device: {device!r}; allowed: auto, cpu, cuda")
         params["device"] = device
+    _check_early(method, params, split)
     quiet = False  # ranks other than 0 print and write nothing
     if distributed:
         from . import distributed as dist
@@ -271,6 +373,14 @@ def fit_cmd(
             dist.cleanup()
 
 
+def _check_early(method: str, params: dict, split: str | None) -> None:
+    """Parameters and the split spec checked before the dataset is loaded (one line each)."""
+    from .methods import create
+
+    create(method, **params).check_params()
+    check_split(split)
+
+
 def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bool, save_model: bool = False) -> None:
     from .eval.experiment import run_experiment, write_experiment
 
@@ -282,19 +392,24 @@ def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bo
             saved.append(est.save(Path(out) / "models" / f"seed{seed}.pt", meta=meta))
 
     with _progress(disable=quiet) as progress:
-        task = progress.add_task(f"{method}", total=len(seed_list), info="")
+        task = progress.add_task(f"{method}", total=len(seed_list), info="loading the dataset")
+        done = {"runs": 0}
 
         def show_epoch(rec: dict) -> None:
-            progress.update(task, info=f"epoch {rec['epoch']}/{rec['epochs']}  loss {rec.get('loss', float('nan')):.3f}  val acc {rec.get('val_acc', float('nan')):.3f}")
+            frac = min(1.0, (rec["epoch"] + 1) / max(1, rec.get("epochs") or 1))
+            progress.update(task, completed=done["runs"] + frac,
+                            info=f"seed {seed_list[done['runs']]} epoch {rec['epoch']}/{rec['epochs']}  "
+                                 f"loss {rec.get('loss', float('nan')):.3f}  val acc {rec.get('val_acc', float('nan')):.3f}")
 
         def on_run(run) -> None:
-            progress.advance(task)
+            done["runs"] += 1
+            progress.update(task, completed=done["runs"])
 
         payload, result = run_experiment(method, data, seed_list, split, params, root=root, on_run=on_run,
                                          progress=show_epoch, on_fitted=on_fitted)
     if quiet:
         return
-    console.print(results_table([(method, result)], f"{payload['dataset']['name']} · split {payload['split']} · seeds {seeds}"))
+    console.print(results_table([(method, result)], f"{payload['dataset']['name']} · split {split_label(payload['split'])} · seeds {seeds}"))
     console.print(f"wall time {payload['wall_time_s']:.1f} s · peak memory {payload['peak_memory_mb']:.0f} MiB · dataset checksum {payload['dataset']['checksum']}")
     if payload["distributed"]["world_size"] > 1:
         console.print(f"distributed: {payload['distributed']['world_size']} processes, backend {payload['distributed']['backend']}")
@@ -418,38 +533,72 @@ def explain_cmd(
         console.print(f"wrote {plot_diagnostics(report, Path(out) / 'diagnostics.png')}")
 
 
-DEMO_METHODS = ("mlp-text", "mlp-image", "mlp-early", "gcn-early", "sage-early", "gcn-late", "kd-gcn", "mnl-gcn")
-
-
 @app.command("demo")
 @friendly
 def demo(
-    data: Annotated[str, typer.Option("--data", "-d", help="Dataset to run on.")] = "synthetic",
-    seeds: Annotated[str, typer.Option(help="Seeds.")] = "0,1",
-    out: Annotated[Path | None, typer.Option("--out", help="Also write every method's results under this folder.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the results: per-method results.json, summary.json/.md, test_accuracy.png.")] = Path("magkit-demo"),
+    full: Annotated[bool, typer.Option("--full", help="The longer tour: nine methods on the 2,000-node graph with their own epoch budgets (minutes).")] = False,
+    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated methods to run instead (see `magkit methods`).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds instead of the tour's (0..2 quick, 0,1 full): a range 0..4 or a list 0,1,2.")] = None,
     root: RootOpt = None,
 ):
-    """A tour on the built-in dataset: what the graph looks like, then magkit's methods against each other."""
-    from .data import describe, load_dataset
-    from .eval.experiment import parse_seeds, run_experiment, write_experiment
-    from .methods import method_names
+    """A tour in under a minute: a small generated graph with three modalities of unequal quality, an MLP, GCN,
+    GraphSAGE and GraphMNL over three seeds, a comparison table, and the files a real run writes."""
+    from .demo import FULL, QUICK, run_demo
+    from .eval.experiment import parse_seeds
+    from .methods import get_method
 
-    graph = load_dataset(data, root=root)
-    for table in info_tables(describe(graph)):
-        console.print(table)
-    names = [m for m in ("graphmnl",) if m in method_names()] + list(DEMO_METHODS)
-    seed_list = parse_seeds(seeds)
-    rows = []
-    with _progress() as progress:
-        task = progress.add_task("demo", total=len(names) * len(seed_list), info="")
-        for name in names:
-            progress.update(task, description=name)
-            payload, result = run_experiment(name, graph, seed_list, on_run=lambda r: progress.advance(task))
-            rows.append((name, result))
-            if out is not None:
-                write_experiment(payload, result, Path(out) / name)
-    console.print(results_table(rows, f"{graph.name} · MAGB 60/20/20 split · seeds {seeds} · mean ± std (%)"))
-    console.print("Next: `magkit fit --method gcn-early --data synthetic --out runs/gcn` writes results.json and a learning curve.")
+    plan = FULL if full else QUICK
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else list(plan.methods)
+    if not names:
+        from .exceptions import ConfigError
+
+        raise ConfigError(f"--methods: {methods!r}; allowed: comma-separated method names, e.g. gcn-early,mlp-early")
+    for name in names:
+        get_method(name)
+    seed_list = parse_seeds(seeds) if seeds is not None else list(plan.seeds)
+    total = len(names) * len(seed_list)
+    console.print(f"magkit demo: {len(names)} methods x {len(seed_list)} seeds on {plan.data}"
+                  f"{' (' + ', '.join(f'{k}={v}' for k, v in plan.data_options.items()) + ')' if plan.data_options else ''}; "
+                  f"results go to {out}", highlight=False, soft_wrap=True)
+    with _progress(count=False) as progress:
+        task = progress.add_task("building the graph", total=total, info="")
+        state = {"runs": 0, "method": ""}
+
+        def on_graph(graph) -> None:
+            progress.console.print(f"graph: {graph.num_nodes:,} nodes, {graph.edge_index.shape[1] // 2:,} edges, "
+                                   f"{graph.num_classes} classes, modalities {', '.join(graph.modalities)}",
+                                   highlight=False, soft_wrap=True)
+
+        def on_method(name: str) -> None:
+            state["method"] = name
+            progress.update(task, description=name, info="")
+
+        def show_epoch(rec: dict) -> None:
+            frac = min(1.0, (rec["epoch"] + 1) / max(1, rec.get("epochs") or 1))
+            progress.update(task, completed=state["runs"] + frac,
+                            info=f"seed {seed_list[state['runs'] % len(seed_list)]} epoch {rec['epoch']}  "
+                                 f"val acc {rec.get('val_acc', float('nan')):.3f}")
+
+        def on_run(run) -> None:
+            state["runs"] += 1
+            progress.update(task, completed=state["runs"], info=f"seed {run.seed}: test acc {run.test_acc:.3f}")
+
+        res = run_demo(out, plan, methods=names, seeds=seed_list, root=root, on_graph=on_graph, on_method=on_method,
+                       on_run=on_run, progress=show_epoch)
+    graph = res["graph"]
+    table = Table(title=f"{graph.name} · {graph.num_nodes:,} nodes · split {split_label(res['split'])} · "
+                        f"seeds {', '.join(map(str, res['seeds']))} · mean ± std (%)")
+    for col in ("method", "test acc", "test macro-F1", "val acc", "epoch time (ms)"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for name, r in res["rows"]:
+        table.add_row(name, r.fmt("test_acc"), r.fmt("test_f1"), r.fmt("val_acc"),
+                      f"{1000 * r.summary()['epoch_time']['mean']:.1f}")
+    console.print(table)
+    console.print(f"results written to {out.resolve()}/ : <method>/results.json, <method>/learning_curves.png, "
+                  "summary.json, summary.md, test_accuracy.png", highlight=False, soft_wrap=True)
+    console.print("next: magkit fit --method gcn-early --data synthetic --out runs/gcn  (one method, five seeds, "
+                  "results.json and learning curves)", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------- bench
@@ -469,9 +618,14 @@ def bench_run(
     import json
 
     from .bench.suite import load_suite, render, run_suite
+    from .bench.sweep import parse_shard
 
+    parse_shard(shard)
     spec = load_suite(suite)
-    out = out or suite.with_suffix("")
+    if out is None:
+        from .eval.results import check_writable
+
+        out = check_writable(suite.with_suffix(""), "--out (default: next to the suite)", folder=True)
     if run:
         with _progress() as progress:
             task = progress.add_task(spec["name"], total=None, info="")
@@ -490,8 +644,9 @@ def bench_run(
         from .data import load_dataset
 
         first = next(iter(spec["datasets"].values()))
-        tp = gcn_throughput(load_dataset(first["data"], root=root, **first["options"]),
-                            hidden=spec["params"].get("hidden", 128))
+        with err_console.status(f"measuring GCN throughput on {first['data']}"):
+            tp = gcn_throughput(load_dataset(first["data"], root=root, **first["options"]),
+                                hidden=spec["params"].get("hidden", 128))
         (out / "throughput.json").write_text(json.dumps(tp, indent=2) + "\n")
         extra = ("## Engine throughput\n\n"
                  f"2-layer GCN training step (forward + backward) on `{first['data']}` ({tp['nodes']:,} nodes, "
@@ -524,7 +679,7 @@ def condense_cmd(
     data_set: Annotated[list[str] | None, typer.Option("--data-set", help="Dataset/generator option: --data-set space=aligned (repeatable).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint file (default: OUT with .ckpt.safetensors).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint after an interruption.")] = False,
-    distributed: Annotated[bool, typer.Option("--distributed", help="Shard the real-graph gradients over processes; launch with torchrun --nproc_per_node=N -m magkit.cli condense ... (docs/scaling.md).")] = False,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Shard the real-graph gradients over processes; launch with torchrun --nproc_per_node=N -m magkit condense ... (docs/scaling.md).")] = False,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default cpu); with --distributed, cuda is cuda:LOCAL_RANK.")] = None,
     root: RootOpt = None,
 ):
@@ -578,7 +733,8 @@ def _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, 
         params["epochs"] = epochs
     cond = make_condenser(method, **params)
     cond.check_params()  # a bad value is reported before the dataset is loaded
-    graph = load_dataset(data, root=root, split=split, **load_config(None, data_set or []))
+    check_split(split)
+    graph = load_dataset(data, root=root, split=split, **data_options(data_set))
     ckpt = checkpoint or out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
     t0 = _time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -597,6 +753,8 @@ def _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, 
         condensed = cond.condense(graph, **kwargs)
     if quiet:  # every rank holds the same S; rank 0 writes it
         return
+    if data_set:
+        condensed.meta["dataset_options"] = data_options(data_set)  # read back by `magkit evaluate`
     path = condensed.save(out)
     if ckpt.exists():
         ckpt.unlink()
@@ -627,15 +785,47 @@ def evaluate_cmd(
     root: RootOpt = None,
 ):
     """Train fresh GNNs on a condensed graph, select on the real validation split, test on the real graph."""
+    from .base import did_you_mean
     from .condense import CondensedGraph, evaluate_condensed
+    from .condense.evaluate import EVAL_BACKBONES
     from .data.datasets import load_dataset
-    from .eval.experiment import load_config
     from .eval.results import atomic_write_json
+    from .exceptions import ConfigError, DatasetError
 
-    condensed = CondensedGraph.load(path)
-    graph = load_dataset(data, root=root, split=split, **load_config(None, data_set or []))
     names = [b.strip() for b in backbones.split(",") if b.strip()]
-    res = evaluate_condensed(condensed, graph, names, runs=runs, seed=seed, device=device)
+    bad = [b for b in names if b not in EVAL_BACKBONES]
+    if bad or not names:
+        hint = did_you_mean(bad[0], EVAL_BACKBONES) if bad else ""
+        raise ConfigError(f"--backbones: {backbones!r}{hint}; allowed: comma-separated names from {', '.join(EVAL_BACKBONES)}")
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"--device: {device!r}; allowed: auto, cpu, cuda")
+    check_split(split)
+    condensed = CondensedGraph.load(path)
+    options = data_options(data_set)
+    with err_console.status(f"loading {data}"):
+        graph = load_dataset(data, root=root, split=split, **options)
+    try:
+        condensed.check_compatible(graph, strict_checksum=True)
+    except DatasetError as exc:
+        if "dataset_checksum" not in str(exc):
+            raise
+        recorded = condensed.meta.get("dataset_options")
+        differ = {k: v for k, v in (recorded or {}).items() if options.get(k) != v}
+        if differ:
+            given = " ".join(f"--data-set {k}={v}" for k, v in differ.items())
+            raise DatasetError(f"{exc}; it was condensed with {given} (missing or different here): give evaluate "
+                               "the same --data-set options as condense") from None
+        if not options:
+            raise DatasetError(f"{exc}; if condense was given --data-set options (e.g. --data-set space=aligned), "
+                               "give evaluate the same ones") from None
+        raise
+    res = {}
+    with _progress() as progress:
+        task = progress.add_task(f"{path.name}", total=len(names), info="")
+        for i, b in enumerate(names):
+            progress.update(task, info=f"{b}: {runs} runs")
+            res.update(evaluate_condensed(condensed, graph, [b], runs=runs, seed=seed, device=device))
+            progress.update(task, completed=i + 1)
     table = Table(title=f"{path.name} on {graph.name} · {runs} runs · mean ± std")
     for col in ("backbone", "test acc", "test macro-F1", "val acc"):
         table.add_column(col)
@@ -662,8 +852,14 @@ def sweep_cmd(
     root: RootOpt = None,
 ):
     """Run a grid of cells (methods x seeds x budgets x profiles); resumable: recorded cells are skipped."""
-    from .bench.sweep import load_spec, plan, run_sweep
+    from .bench.sweep import EXECUTORS, load_spec, parse_shard, plan, run_sweep
 
+    parse_shard(shard)
+    if executor not in EXECUTORS:
+        from .base import did_you_mean
+        from .exceptions import ConfigError
+
+        raise ConfigError(f"--executor: {executor!r}{did_you_mean(executor, EXECUTORS)}; allowed: {', '.join(EXECUTORS)}")
     spec = load_spec(spec_path)
     if root is not None:
         spec["root"] = str(root)

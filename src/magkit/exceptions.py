@@ -55,5 +55,5 @@ def require(module: str, extra: str, package: str | None = None):
         pkg = package or module
         raise MissingDependencyError(
             f"{pkg} is needed for this feature but is not installed; "
-            f"install it with: pip install 'magkit[{extra}]'"
+            f'install it with: pip install -e ".[{extra}]"'
         ) from exc

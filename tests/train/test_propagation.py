@@ -173,12 +173,6 @@ def test_propagate_features_checks_where_and_cache_size(graph, x):
         PropagationCache(-1)
 
 
-def test_diskprop_name_is_the_same_function():
-    from magkit.train import diskprop
-
-    assert diskprop.propagate_features is propagate_features
-
-
 def test_tensor_digest_depends_on_content_shape_and_dtype():
     t = torch.arange(6, dtype=torch.float32)
     assert tensor_digest(t) == tensor_digest(t.clone())

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..base import did_you_mean
 from ..exceptions import ConfigError, DatasetError
 
 MAGB_NAMES = {"movies": "Movies", "toys": "Toys", "grocery": "Grocery", "reddit-s": "Reddit-S", "reddit-m": "Reddit-M"}
@@ -171,7 +172,8 @@ def load_dataset(
         # its own stored split unless one is asked for (no stored masks: the default "magb")
         return validate(load_mmap_graph(arg, split=split, seed=seed, name=key, **kwargs))
     else:
-        raise ConfigError(f"dataset: unknown name {name!r}; allowed: {', '.join(dataset_names())}")
-    if split is not None or kind_l != "mmgraph":
+        hint = did_you_mean(kind_l, ["synthetic", "magb", "mmgraph", "citeseer", "files", "mmap", *(f"{g}-semi" for g in ("movies", "toys", "grocery", "reddit-s", "reddit-m"))])
+        raise ConfigError(f"dataset: unknown name {name!r}{hint}; allowed: {', '.join(dataset_names())}")
+    if split is not None or kind_l not in ("mmgraph", "files"):  # own data keeps its file's split
         apply_split(graph, split or "magb", seed=seed)
     return validate(graph)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from magkit.eval.results import file_mode
 from magkit.exceptions import ConfigError, DatasetError
 
 from .encoders._common import Progress, _check_batch_size, _check_progress, _version
@@ -109,6 +110,7 @@ def _atomic_write(path: Path, write: Callable) -> None:
     """Write through ``write(fh)`` into a temporary file beside ``path``, then ``os.replace`` it there."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -156,10 +158,33 @@ def _encoder_info(modality: str) -> dict:
     }
 
 
-def _cache_valid(entry: object, info: dict, sha: str, n_rows: int, out_dir: Path) -> bool:
+def _inputs_key(modality: str, cells: Sequence[str], root: Path) -> str:
+    """A sha256 over every input file a modality reads besides the nodes file: for ``image``, each listed
+    image's path, size and modification time (a missing file counts as missing), so replacing, restoring or
+    touching an image invalidates the cache. Text lives in the nodes file itself (its sha256 covers it)."""
+    digest = hashlib.sha256(modality.encode())
+    if modality == "image":
+        for cell in cells:
+            cell = cell.strip()
+            if not cell:
+                digest.update(b"\0-")
+                continue
+            path = Path(cell).expanduser()
+            path = path if path.is_absolute() else root / path
+            try:
+                st = path.stat()
+                digest.update(f"\0{path}|{st.st_size}|{st.st_mtime_ns}".encode())
+            except OSError:
+                digest.update(f"\0{path}|missing".encode())
+    return digest.hexdigest()
+
+
+def _cache_valid(entry: object, info: dict, sha: str, n_rows: int, out_dir: Path, inputs: str) -> bool:
     if not isinstance(entry, dict):
         return False
     if entry.get("nodes_sha256") != sha or entry.get("encoder") != info["encoder"]:
+        return False
+    if entry.get("inputs_sha256") != inputs:
         return False
     if entry.get("dim") != info["dim"] or entry.get("n_rows") != n_rows:
         return False
@@ -247,13 +272,14 @@ def encode_nodes(
                 logger.warning("dropping stale %s features from %s: the nodes file changed", m, meta_path)
 
     infos = {m: _encoder_info(m) for m in mods}
-    todo = [m for m in mods if not _cache_valid(old_entries.get(m), infos[m], sha, n_rows, out)]
+    root = nodes.resolve().parent
+    inputs = {m: _inputs_key(m, columns[m], root) for m in mods}
+    todo = [m for m in mods if not _cache_valid(old_entries.get(m), infos[m], sha, n_rows, out, inputs[m])]
     for m in mods:
         if m not in todo:
             entries[m] = old_entries[m]
             logger.info("reusing cached %s features in %s (nodes sha256 %s)", m, out, sha[:12])
 
-    root = nodes.resolve().parent
     work = {}
     for m in todo:
         col = columns[m]
@@ -286,6 +312,7 @@ def encode_nodes(
             "n_rows": n_rows,
             "n_present": int(present.sum()),
             "nodes_sha256": sha,
+            "inputs_sha256": inputs[m],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         logger.info("wrote %s (%d x %d, %d present)", out / f"{m}.npy", n_rows, infos[m]["dim"], present.sum())

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..base import did_you_mean
 from ..exceptions import ConfigError
 from ._params import _check_int, _check_range
 
@@ -153,13 +154,13 @@ def _resolve_profile(
     elif isinstance(profile, str) and profile in PROFILES:
         base = PROFILES[profile]
     else:
-        raise ConfigError(f"profile: {profile!r} is not a known profile; allowed: {', '.join(PROFILES)}")
+        raise ConfigError(f"profile: {profile!r} is not a known profile{did_you_mean(profile, list(PROFILES))}; allowed: {', '.join(PROFILES)}")
 
     fields = {f.name for f in dataclasses.fields(FeatureProfile)} - {"name", "description", "modalities"}
     unknown = sorted(set(overrides) - fields - set(_PER_MODALITY))
     if unknown:
         raise ConfigError(
-            f"unknown generator parameter(s) {', '.join(unknown)}; allowed: "
+            f"unknown generator parameter(s) {', '.join(unknown)}{did_you_mean(unknown[0], sorted(fields | set(_PER_MODALITY)))}; allowed: "
             f"{', '.join(sorted(fields | set(_PER_MODALITY)))}, dims, modalities"
         )
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..base import did_you_mean
 from ..exceptions import ConfigError
 
 MAGB_SEED = 42
@@ -104,7 +105,8 @@ def parse_split(spec: str) -> tuple[str, float | None, float | None]:
             return "kshot", float(int(arg)), None
     except ValueError:
         pass
-    raise ConfigError(f"split: {spec!r} is not a split spec; allowed: {forms}")
+    hint = did_you_mean(spec.partition(":")[0], ["magb", "random", "rate", "kshot"])
+    raise ConfigError(f"split: {spec!r} is not a split spec{hint}; allowed: {forms}")
 
 
 def apply_split(graph, spec: str = "magb", seed: int = 0):

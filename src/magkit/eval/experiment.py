@@ -148,5 +148,6 @@ def write_experiment(payload: dict[str, Any], result: RepeatResult, out: str | P
     paths = {"results": atomic_write_json(out / "results.json", full)}
     hist = {r.seed: r.history for r in result.runs}
     paths["plot"] = plot_learning_curves(hist, out / "learning_curves.png",
-                                         title=f"{payload['method']} on {payload['dataset']['name']}")
+                                         title=f"{payload['method']} on {payload['dataset']['name']}",
+                                         warmup=payload["config"].get("warmup"))
     return paths

