@@ -360,6 +360,8 @@ def _mutations():
         ("label_out_of_range", tensor("y", torch.tensor([0, 1, 0, 5])), r"y: 1 label\(s\) out of range.*got \[5\]"),
         ("missing_class", tensor("y", torch.tensor([1, 1, 1, 1])), r"y: 1 class\(es\) without a synthetic node.*classes \[0\]"),
         ("class_names_count", header(class_names=["a", "b", "c"]), r"class_names: must name every class"),
+        ("missing_field", lambda t, h: (t, {k: v for k, v in h.items() if k != "class_names"}, None),
+         r"metadata fields \['class_names'\] are missing"),
     ]
 
 

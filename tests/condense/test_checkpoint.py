@@ -135,3 +135,28 @@ def test_a_full_disk_keeps_the_previous_checkpoint(graph, tmp_path, monkeypatch)
     for m in ref.modalities:
         assert torch.equal(out.features[m], ref.features[m])
     assert torch.equal(out.adj, ref.adj)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda r: r["best"].update(val_acc=None), r"best"),
+    (lambda r: r.update(epoch=-1), r"epoch -1"),
+    (lambda r: r.update(records=r["records"][:-1]), r"records do not match"),
+    (lambda r: r["optim"]["opt_a"]["keys"]["0"].remove("exp_avg"), r"Adam needs"),
+    (lambda r: r["optim"]["opt_a"]["param_groups"][0].update(amsgrad=True), r"settings differ"),
+    (lambda r: r.pop("optim"), r"KeyError: 'optim'"),
+])
+def test_a_resigned_checkpoint_record_that_does_not_fit_is_refused(graph, tmp_path, mutate, match):
+    import json
+
+    from safetensors import safe_open
+
+    ckpt = tmp_path / "run.ckpt"
+    interrupted(graph, ckpt)
+    with safe_open(str(ckpt), framework="pt") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        record = json.loads(fh.metadata()["magkit"])
+    mutate(record)
+    integrity.write_safetensors(ckpt, tensors, record)
+    with pytest.raises(IntegrityError, match=rf"run\.ckpt: does not fit this run .*{match}") as err:
+        make_condenser("srgm", **PARAMS).condense(graph, checkpoint=ckpt, resume=True)
+    assert "\n" not in str(err.value)

@@ -488,6 +488,11 @@ def _read_header(path: Path, header: Any) -> dict[str, Any]:
     def bad(field: str, value: object, allowed: str) -> DatasetError:
         return DatasetError(f"{path}: metadata field {field!r} is invalid (got {value!r}); allowed: {allowed}")
 
+    missing = [k for k in ("num_nodes", "modalities", "dims", "num_classes", "class_names") if k not in header]
+    if missing:
+        raise DatasetError(f"{path}: metadata fields {missing} are missing; allowed: a record written by "
+                           "CondensedGraph.save")
+
     for field in ("num_nodes", "num_classes"):
         v = header.get(field)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:

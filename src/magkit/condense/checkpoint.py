@@ -154,8 +154,9 @@ def _restore(meta: dict, tensors: dict[str, Tensor], x_syn: Tensor, pge: torch.n
         opt_states[name] = {"state": st, "param_groups": groups}
     best = meta.get("best")
     if best is not None:
-        if not isinstance(best, dict) or type(best.get("epoch")) is not int:
-            raise TypeError("best")
+        val = best.get("val_acc") if isinstance(best, dict) else None
+        if not isinstance(best, dict) or type(best.get("epoch")) is not int or type(val) not in (int, float):
+            raise TypeError(f"best {best!r}")
         _same_shape("best.x", tensors["best.x"], x_syn)
         adj = tensors["best.adj"]
         if adj.dim() != 2 or adj.shape[0] != adj.shape[1] or adj.shape[0] != x_syn.shape[0] \
