@@ -169,6 +169,8 @@ def test_the_class_comes_from_the_registry_only(tiny, tmp_path):
     (lambda t, r: (t, {**r, "state": {**r["state"], "history_": {"__tensor__": "fitted.9"}}}), IntegrityError,
      r"missing tensor"),
     (lambda t, r: (t, {**r, "state": {**r["state"], "lr": 1.0}}), IntegrityError, r"not fitted state"),
+    (lambda t, r: (t, {**r, "params": {**r["params"], "num_layers": 2**40}}), IntegrityError,
+     r"more parameters than the file holds"),
 ])
 def test_a_record_that_does_not_fit_its_weights_is_a_typed_error(tiny, tmp_path, mutate, error, match):
     path = fit_small("gcn-early", tiny).save(tmp_path / "m.safetensors")

@@ -26,6 +26,7 @@ magkit versions (pickles written by ``torch.save``) are refused without being un
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
@@ -249,12 +250,17 @@ def load_estimator(path: str | os.PathLike, map_location: str = "cpu"):
     est.check_params()
     try:
         # built on the meta device: no memory for initial values that are overwritten, no draw from the caller's
-        # RNG, and a record claiming huge sizes allocates nothing before its weights are compared with it
-        with torch.device("meta"):
+        # RNG, and a record claiming huge sizes allocates nothing before its weights are compared with it; a
+        # record claiming more parameters than the file holds (e.g. a huge layer count) stops the build early
+        limit = 2 * sum(k.startswith("model.") for k in tensors) + 64
+        with torch.device("meta"), _parameter_budget(limit):
             model = est._build(shape)
         _load_weights(path, model, tensors)
     except IntegrityError:
         raise
+    except _TooLarge:
+        raise IntegrityError(f"{path}: the record describes a network with more parameters than the file holds "
+                             f"(over {limit} tensors)") from None
     except MagkitError as exc:
         raise IntegrityError(f"{path}: the recorded network does not rebuild ({exc})") from None
     except (RuntimeError, ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError) as exc:
@@ -279,6 +285,28 @@ def load_estimator(path: str | os.PathLike, map_location: str = "cpu"):
     est.dataset_ = dataset
     est.saved_meta_ = meta
     return est
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _parameter_budget(limit: int):
+    """Abort (``_TooLarge``) once more than ``limit`` parameters have been registered on any module."""
+    count = [0]
+
+    def hook(module, name, param):
+        count[0] += 1
+        if count[0] > limit:
+            raise _TooLarge
+        return None
+
+    handle = torch.nn.modules.module.register_module_parameter_registration_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _load_weights(path: Path, model: torch.nn.Module, tensors: dict[str, Tensor]) -> None:
