@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import DatasetError
-from .graph import MultimodalGraph
+from .graph import MultimodalGraph, canonical_edges, check_class_count
 from .magb import dataset_dir
 from .splits import apply_split
 
@@ -117,7 +117,7 @@ def _as_array(obj: Any, path: Path, what: str) -> np.ndarray:
         raise DatasetError(f"{path}: {what} cannot be read as an array ({exc})") from exc
     if arr.dtype.kind not in "biuf":
         raise DatasetError(f"{path}: {what} has dtype {arr.dtype}; expected numbers")
-    return arr
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def _feature_file(folder: Path, features: str) -> Path:
@@ -261,10 +261,12 @@ def load_mmgraph(
     x_text, x_image = _load_features(fpath)
     n = x_text.size(0)
     y = _load_labels(folder / LABELS_FILE, n)
-    edge_index = _load_edges(folder / EDGES_FILE, n)
+    edge_index, _ = canonical_edges(_load_edges(folder / EDGES_FILE, n), n, source=str(folder / EDGES_FILE))
     num_classes = int(y.max()) + 1 if bool((y >= 0).any()) else 0
+    check_class_count(num_classes, n, str(folder / LABELS_FILE), "labels")
     graph = MultimodalGraph(
         {"text": x_text, "image": x_image}, edge_index, y, num_classes=num_classes, name=f"mmgraph:{folder.name}",
+        canonicalize_edges=False,
     )
     graph.meta = {**graph.meta, "feature_files": {"text": fpath.name, "image": fpath.name}}
     if split == "official":
