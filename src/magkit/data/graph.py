@@ -250,6 +250,11 @@ def _dense(x: Any) -> Tensor:
     return x.materialize() if _is_mapped(x) else x
 
 
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message as one line of at most ``limit`` characters (for error messages that quote it)."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__
+
+
 def _as_ids(value: Any, field: str, what: str) -> Tensor:
     """``value`` as an int64 tensor; floating values must be whole numbers (never truncated)."""
     t = torch.as_tensor(value)

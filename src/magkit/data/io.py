@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..exceptions import DatasetError
-from .graph import MultimodalGraph, canonical_edges, check_class_count
+from .graph import MultimodalGraph, canonical_edges, check_class_count, one_line
 from .splits import apply_split
 
 _CHUNK_BYTES = 64 << 20
@@ -60,7 +60,7 @@ def load_feature_matrix(path: str | os.PathLike, num_nodes: int | None = None, f
     except FileNotFoundError as exc:
         raise DatasetError(f"{field}: file {path} does not exist") from exc
     except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{field}: {path} is not a readable .npy array ({exc})") from exc
+        raise DatasetError(f"{field}: {path} is not a readable .npy array ({one_line(exc)})") from exc
     if not isinstance(arr, np.ndarray):
         raise DatasetError(f"{field}: {path} holds {type(arr).__name__}; expected one .npy array")
     if arr.ndim != 2:
@@ -139,7 +139,7 @@ def _read_table(path: Path, what: str) -> tuple[list[str], list[dict[str, str]],
                     rows.append({c: rec[i].strip() if i < len(rec) else "" for i, c in enumerate(columns)})
                     lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{what}: cannot read {path} ({exc})") from exc
+        raise DatasetError(f"{what}: cannot read {path} ({one_line(exc)})") from exc
     return columns, rows, lines
 
 

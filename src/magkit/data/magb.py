@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import DatasetError
-from .graph import MultimodalGraph, canonical_edges, check_class_count
+from .graph import MultimodalGraph, canonical_edges, check_class_count, one_line
 from .io import load_feature_matrix
 from .splits import apply_split
 
@@ -595,7 +595,7 @@ def _read_texts(path: Path, num_nodes: int) -> list[str] | None:
                 return None
             texts = [row[col] if col < len(row) else "" for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{path}: cannot read the node texts ({exc})") from exc
+        raise DatasetError(f"{path}: cannot read the node texts ({one_line(exc)})") from exc
     if len(texts) != num_nodes:
         raise DatasetError(f"{path}: {len(texts)} text rows; expected one per node ({num_nodes})")
     return texts

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import DatasetError
-from .graph import MultimodalGraph, canonical_edges, check_class_count
+from .graph import MultimodalGraph, canonical_edges, check_class_count, one_line
 from .magb import dataset_dir
 from .splits import apply_split
 
@@ -101,7 +101,7 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
             f"{detail}; magkit reads .pt files only with torch.load(weights_only=True), which runs no code"
         ) from exc
     except Exception as exc:  # a malformed file can fail anywhere inside the unpickler (IndexError, ...)
-        raise DatasetError(f"{path}: not a readable torch file ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        raise DatasetError(f"{path}: not a readable torch file ({type(exc).__name__}: {one_line(exc)})") from exc
     _check_plain(obj, path)
     return obj
 
@@ -114,7 +114,7 @@ def _as_array(obj: Any, path: Path, what: str) -> np.ndarray:
             return torch.stack([torch.as_tensor(t) for t in obj]).numpy()
         arr = np.asarray(obj)
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise DatasetError(f"{path}: {what} cannot be read as an array ({exc})") from exc
+        raise DatasetError(f"{path}: {what} cannot be read as an array ({one_line(exc)})") from exc
     if arr.dtype.kind not in "biuf":
         raise DatasetError(f"{path}: {what} has dtype {arr.dtype}; expected numbers")
     return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))

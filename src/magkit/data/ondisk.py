@@ -63,6 +63,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import DatasetError, StorageError
+from .graph import one_line
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class MappedFeatures:
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
-            raise DatasetError(f"{field}: {path} is not a readable .npy array ({exc})") from exc
+            raise DatasetError(f"{field}: {path} is not a readable .npy array ({one_line(exc)})") from exc
         if not isinstance(arr, np.ndarray):
             raise DatasetError(f"{field}: {path} holds {type(arr).__name__}; expected one .npy array")
         expected = f"[{num_nodes if num_nodes is not None else 'N'}, d]"
@@ -397,8 +398,9 @@ def npy_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, int]:
             else:
                 raise ValueError(f"unsupported .npy version {version}")
             offset = fh.tell()
-    except (OSError, ValueError, EOFError, SyntaxError, TypeError, OverflowError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{what}: {path} is not a readable .npy array ({str(exc).splitlines()[0][:200]})") from None
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser can fail anywhere (tokenize, literal_eval)
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise DatasetError(f"{what}: {path} is not a readable .npy array ({detail})") from None
     if dtype.hasobject:
         raise DatasetError(f"{what}: {path} is not a readable .npy array: dtype {dtype} holds Python objects "
                            "(never unpickled); expected a numeric dtype")
@@ -438,7 +440,7 @@ def _read_small(path: Path, what: str, shape_text: str, *, kind: str) -> np.ndar
     try:
         arr = _native(np.load(path, allow_pickle=False))
     except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{what}: {path} is not a readable .npy array ({exc})") from exc
+        raise DatasetError(f"{what}: {path} is not a readable .npy array ({one_line(exc)})") from exc
     if kind == "biu" and arr.dtype.kind != "b" and arr.size and (int(arr.min()) < 0 or int(arr.max()) > 1):
         bad = arr[(arr < 0) | (arr > 1)]
         raise DatasetError(f"{what}: {path} holds value {int(bad[0])}; expected a bool or 0/1 {shape_text} array")
@@ -454,9 +456,9 @@ def _meta(folder: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"mmap graph: {path} is not valid JSON ({exc})") from exc
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DatasetError(f"mmap graph: {path} is not valid UTF-8 JSON ({one_line(exc)})") from None
     if not isinstance(meta, dict):
         raise DatasetError(f"mmap graph: {path} holds a {type(meta).__name__}; expected a JSON object")
     if meta.get("format", FORMAT) != FORMAT:
