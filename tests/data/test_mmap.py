@@ -314,7 +314,7 @@ def test_failed_overwrite_keeps_the_previous_graph_and_leaves_no_temp(ram_graph,
 
     def full_disk(path, arr):
         calls["n"] += 1
-        if calls["n"] == 3:  # after the features and some masks: the hybrid the audit found
+        if calls["n"] == 3:  # after the feature blocks, before the labels: a half-written graph
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, arr)
 

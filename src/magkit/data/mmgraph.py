@@ -120,6 +120,12 @@ def _as_array(obj: Any, path: Path, what: str) -> np.ndarray:
     return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
+def _whole(arr: np.ndarray) -> bool:
+    """Every value a finite whole number that an int64 holds exactly (no truncation, no overflow)."""
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and np.all(np.abs(arr) < 2.0**53))
+
+
 def _feature_file(folder: Path, features: str) -> Path:
     available = sorted(p.name[: -len(FEATURE_SUFFIX)] for p in folder.glob(f"*{FEATURE_SUFFIX}"))
     key = str(features)
@@ -159,7 +165,7 @@ def _load_features(path: Path) -> tuple[Tensor, Tensor]:
 def _load_edges(path: Path, n: int) -> Tensor:
     arr = _as_array(safe_torch_load(path), path, "the edge list")
     if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+        if not _whole(arr):
             raise DatasetError(f"{path}: the edge list holds non-integer values; expected node ids")
     if arr.ndim != 2 or 2 not in arr.shape:
         raise DatasetError(f"{path}: the edge list has shape {arr.shape}; expected [E, 2] or [2, E]")
@@ -180,7 +186,7 @@ def _load_labels(path: Path, n: int) -> Tensor:
     if arr.dtype.kind == "f":
         missing = ~np.isfinite(arr)
         filled = np.where(missing, -1.0, arr)
-        if not np.all(filled == np.round(filled)):
+        if not _whole(filled):
             raise DatasetError(f"{path}: labels hold non-integer values; expected class ids (NaN or -1 = missing)")
         arr = filled
     y = arr.astype(np.int64)
@@ -194,7 +200,7 @@ def _index(obj: Any, n: int, path: Path, key: str) -> Tensor:
         if arr.size != n:
             raise DatasetError(f"{path}: split {key!r} is a bool mask of {arr.size} entries; expected {n}")
         return torch.from_numpy(np.nonzero(arr)[0].astype(np.int64))
-    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+    if arr.dtype.kind == "f" and not _whole(arr):
         raise DatasetError(f"{path}: split {key!r} holds non-integer values; expected node indices")
     idx = arr.astype(np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= n):
