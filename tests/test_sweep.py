@@ -353,3 +353,64 @@ def test_ray_executor_on_two_local_workers_matches_local(tmp_path):
         for k in ref:
             for name in ("test_acc", "test_f1", "val_acc"):
                 assert got[k][name] == pytest.approx(ref[k][name], abs=1e-6), (k, name)
+
+
+# ---------------------------------------------------------------------------------------------- rows files: trust
+def _fake_cell(calls):
+    def run(spec, cell, executor="local"):
+        calls.append(cell.key)
+        return {"key": cell.key, "id": cell.id, "task": cell.task, **cell.fields, "status": "ok",
+                "metrics": {"test_acc": 0.5}}
+    return run
+
+
+def test_a_damaged_last_line_is_terminated_and_skipped_never_swallowing_a_row(fit_spec, tmp_path, monkeypatch, caplog):
+    calls = []
+    monkeypatch.setattr(sweep_mod, "run_cell", _fake_cell(calls))
+    out = tmp_path / "s"
+    first = run_sweep(fit_spec, out)
+    path = first.rows_path
+    lines = path.read_text().splitlines()
+    # the run was cut while writing its last row: half a line, no newline
+    path.write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])
+    with caplog.at_level(logging.WARNING, logger="magkit.bench.sweep"):
+        again = run_sweep(fit_spec, out)
+    assert len(again.rows) == 1 and again.rows[0]["key"] == json.loads(lines[3])["key"]  # only the cut cell reruns
+    assert "line 4 is damaged" in caplog.text and "terminating it" in caplog.text
+    text = path.read_text()
+    assert text.endswith("\n") and len(text.splitlines()) == 5
+    assert len(sweep_mod.read_rows(path)) == 4 and len(sweep_mod.recorded(out)) == 4  # every cell recorded
+    assert run_sweep(fit_spec, out).rows == []
+    path.write_bytes(path.read_bytes() + b"\xff\xfe[1, 2]\n")  # binary garbage and a non-object line
+    assert len(sweep_mod.read_rows(path)) == 4
+
+
+def test_a_second_live_run_of_a_shard_is_refused_and_stale_locks_are_taken_over(fit_spec, tmp_path, monkeypatch):
+    import subprocess
+
+    from magkit.exceptions import LockedError
+
+    calls = []
+    monkeypatch.setattr(sweep_mod, "run_cell", _fake_cell(calls))
+    out = tmp_path / "s"
+    out.mkdir()
+    lock_path = rows_file(out, (0, 2)).with_name("rows.shard-0-of-2.jsonl.lock")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from magkit.bench.sweep import ShardLock\n"
+         f"with ShardLock({str(rows_file(out, (0, 2)))!r}):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError) as err:
+            run_sweep(fit_spec, out, shard=(0, 2))
+        msg = str(err.value)
+        assert f"pid {holder.pid}" in msg and "rows.shard-0-of-2.jsonl" in msg and "\n" not in msg
+        assert calls == []  # nothing ran twice
+        assert len(run_sweep(fit_spec, out, shard=(1, 2)).rows) == 2  # another shard is not blocked
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock_path.read_text().strip() == str(holder.pid)  # the dead holder's lock file is still there
+    res = run_sweep(fit_spec, out, shard=(0, 2))  # ... and taken over: the kernel released its flock
+    assert len(res.rows) == 2 and len(calls) == 4

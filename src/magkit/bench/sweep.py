@@ -55,7 +55,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import ConfigError, MissingDependencyError
+from ..exceptions import ConfigError, LockedError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -338,28 +338,98 @@ def rows_files(out: str | Path) -> list[Path]:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """The JSON lines of ``path`` (none for a missing file); a damaged line (cut by an interruption) is skipped."""
+    """The JSON rows of ``path`` (none for a missing file).
+
+    A line that is not a JSON object (cut by an interruption, or damaged) is skipped with a warning naming the
+    file and the line number; its cell counts as not recorded and runs again.
+    """
     path = Path(path)
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by an interruption: ignore it, the cell reruns
-                log.warning("skipping a damaged line in %s", path)
+    with path.open("rb") as fh:
+        data = fh.read()
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            row = None
+        if not isinstance(row, dict):
+            log.warning("%s line %d is damaged (not a JSON object); skipped: its cell runs again", path, lineno)
+            continue
+        rows.append(row)
     return rows
 
 
 def append_row(path: Path, row: dict) -> None:
-    """Append one JSON line to ``path`` in a single ``write``, then flush and fsync (a crash loses at most the
-    line being written, which :func:`read_rows` then skips)."""
-    with Path(path).open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    """Append one JSON line to ``path`` in a single ``write``, then flush and fsync.
+
+    A last line without its newline (a write cut by a crash) is terminated first, so the new row starts on a
+    line of its own and only the damaged line is lost (:func:`read_rows` skips it).
+    """
+    path = Path(path)
+    text = json.dumps(row) + "\n"
+    with path.open("ab+") as fh:
+        if fh.seek(0, os.SEEK_END) > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                log.warning("%s ends in a damaged line; terminating it before appending", path)
+                text = "\n" + text
+        fh.write(text.encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
+
+
+class ShardLock:
+    """An exclusive lock on a rows file: ``<rows file>.lock`` holding the owner's pid, taken with ``fcntl.flock``.
+
+    The kernel releases a ``flock`` when its process dies, so the lock file of a dead run is taken over
+    silently; a second live run of the same shard is refused with :class:`~magkit.exceptions.LockedError`.
+    On systems without ``fcntl`` the lock is a no-op.
+    """
+
+    def __init__(self, rows_path: str | Path):
+        self.path = Path(str(rows_path) + ".lock")
+        self._fh = None
+
+    def __enter__(self) -> ShardLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            fh.close()
+            raise LockedError(
+                f"sweep shard: {self.path.with_suffix('')} is being written by another run (pid {owner}); "
+                "allowed: one run per shard at a time (wait for it, or use another --out/--shard)"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fh is not None:
+            import fcntl
+
+            try:
+                self._fh.seek(0)
+                self._fh.truncate()
+            finally:
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+                self._fh.close()
+                self._fh = None
 
 
 #: the metrics of a fit row
@@ -719,20 +789,24 @@ def run_sweep(
     spec's ``resources``; ``ray_address``: ``local`` starts a local Ray instance, ``auto`` joins the cluster
     of this machine, ``ray://host:10001`` or ``host:6379`` a remote one; an already initialised Ray is
     used as it is). ``on_row(row, done, total)`` is called after each row is written.
+
+    Raises:
+        LockedError: another live run is writing this shard's rows file (its lock file names the pid).
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor: {executor!r}; allowed: {', '.join(EXECUTORS)}")
     if executor == "ray":
         import_ray()
-    p = plan(spec, out, shard, retry_failed)
-    if on_start is not None:
-        on_start(p)
     Path(out).mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    stream = _local(spec, p.todo) if executor == "local" else _ray(spec, p.todo, ray_address)
-    for row in stream:
-        append_row(p.rows_path, row)
-        rows.append(row)
-        if on_row is not None:
-            on_row(row, len(rows), len(p.todo))
+    with ShardLock(rows_file(out, shard)):  # a second run of this shard is refused, not run twice
+        p = plan(spec, out, shard, retry_failed)
+        if on_start is not None:
+            on_start(p)
+        rows: list[dict] = []
+        stream = _local(spec, p.todo) if executor == "local" else _ray(spec, p.todo, ray_address)
+        for row in stream:
+            append_row(p.rows_path, row)
+            rows.append(row)
+            if on_row is not None:
+                on_row(row, len(rows), len(p.todo))
     return SweepResult(rows, len(p.shard_cells) - len(p.todo), p.rows_path)
