@@ -612,8 +612,8 @@ def bench_run(
     A suite is a fit sweep spec (see `magkit sweep`) whose rows live next to it."""
     import json
 
+    from .bench.spec import parse_shard
     from .bench.suite import load_suite, render, run_suite
-    from .bench.sweep import parse_shard
 
     parse_shard(shard)
     spec = load_suite(suite)
@@ -847,7 +847,9 @@ def sweep_cmd(
     root: RootOpt = None,
 ):
     """Run a grid of cells (methods x seeds x budgets x profiles); resumable: recorded cells are skipped."""
-    from .bench.sweep import EXECUTORS, load_spec, parse_shard, plan, run_sweep
+    from .bench.executors import EXECUTORS
+    from .bench.spec import load_spec, parse_shard
+    from .bench.sweep import plan, run_sweep
 
     parse_shard(shard)
     if executor not in EXECUTORS:
