@@ -449,6 +449,10 @@ def predict_cmd(
     seed = seed if seed is not None else (meta.get("seed") or 0)
     root = root if root is not None else (meta.get("root") if same else None)
     graph = load_dataset(data, root=root, split=split, seed=seed)
+    recorded = (est.__dict__.get("dataset_") or {}).get("checksum")
+    if same and recorded and not getattr(graph, "is_mapped", False) and graph.checksum() != recorded:
+        err_console.print(f"[yellow]warning:[/] {data} differs from the data {model.name} was fitted on (checksum "
+                          f"{graph.checksum()}, recorded {recorded}): another version or split", highlight=False)
     proba = est.predict_proba(graph)
     t = Table(title=f"{est.name} ({model.name}) on {graph.name} · split {split or graph.meta.get('split', 'own')} · seed {seed}")
     for col in ("split", "nodes", "accuracy", "macro-F1"):
@@ -465,11 +469,12 @@ def predict_cmd(
                 t.add_row(name, str(idx.numel()), f"{100 * accuracy(proba[idx], graph.y[idx]):.2f}",
                           f"{100 * macro_f1(proba[idx], graph.y[idx], graph.num_classes):.2f}")
         console.print(t)
-    if out is not None:
+    if out is not None:  # temp file + fsync + rename: a failed write never replaces an older CSV
+        from .integrity import atomic_path
+
         names = list(getattr(graph, "class_names", None) or [str(c) for c in range(proba.shape[1])])
-        out.parent.mkdir(parents=True, exist_ok=True)
         pred = proba.argmax(1)
-        with out.open("w", newline="") as f:
+        with atomic_path(out) as tmp, tmp.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["node", "label", "prediction", *[f"p_{n}" for n in names]])
             for i in range(graph.num_nodes):

@@ -3,6 +3,7 @@ writes, every kind of corrupted or foreign file refused with a clear DatasetErro
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from safetensors.torch import save as st_save
 from magkit.condense import FORMAT_VERSION, CondensedGraph, condensation_meta, summarize_history
 from magkit.data.graph import MultimodalGraph, validate
 from magkit.exceptions import DatasetError
+from magkit.integrity import IntegrityError, WriteError, content_digest
 
 
 def two_pairs_adj(w01: float = 0.5, w23: float = 1.0) -> torch.Tensor:
@@ -62,8 +64,13 @@ def good_parts(tmp_path):
 
 
 def write_raw(path, tensors, header=None, raw_meta=None):
-    meta = raw_meta if raw_meta is not None else ({"magkit": json.dumps(header)} if header is not None else None)
-    path.write_bytes(st_save(tensors, metadata=meta))
+    """A file with a valid content digest over ``header`` (so the checks behind the digest are reached)."""
+    if raw_meta is None and header is not None:
+        text = json.dumps(header, sort_keys=True)
+        raw_meta = {"magkit": text, "magkit.sha256": content_digest(text, tensors)}
+    elif raw_meta is not None and "magkit" in raw_meta:
+        raw_meta = {**raw_meta, "magkit.sha256": content_digest(raw_meta["magkit"], tensors)}
+    path.write_bytes(st_save(tensors, metadata=raw_meta))
     return path
 
 
@@ -210,21 +217,22 @@ def test_round_trip(tmp_path):
     assert torch.equal(back.adj, cg.adj) and torch.equal(back.y, cg.y) and back.y.dtype == torch.long
     assert back.meta == cg.meta
     header = header_of(path)
-    assert header["format"] == "magkit.condensed_graph" and header["format_version"] == FORMAT_VERSION == 1
+    assert header["format"] == "magkit.condensed_graph" and header["format_version"] == FORMAT_VERSION == 2
     assert header["num_nodes"] == 4 and header["dims"] == {"text": 3, "image": 5}
     assert header["stats"]["edge_density"] == pytest.approx(2 / 6) and header["stats"]["components"] == 2
     with safe_open(str(path), framework="pt") as fh:
         assert sorted(fh.keys()) == ["adj", "x.image", "x.text", "y"]
+        assert len(fh.metadata()["magkit.sha256"]) == 64
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     target = tmp_path / "cond.safetensors"
 
     def boom(src, dst):
-        raise OSError("disk full (simulated)")
+        raise OSError(errno.EIO, "input/output error (simulated)")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(WriteError, match=r"could not write .*cond\.safetensors: input/output error"):
         make().save(target)
     assert not target.exists() and list(tmp_path.iterdir()) == []
     monkeypatch.undo()
@@ -234,6 +242,55 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         make(adj=torch.zeros(4, 4)).save(target)
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["cond.safetensors"]
+
+
+def test_a_full_disk_keeps_the_old_file_and_says_so_in_one_line(tmp_path, monkeypatch):
+    import magkit.integrity as integrity
+
+    target = make().save(tmp_path / "cond.safetensors")
+    before = target.read_bytes()
+    calls = {"n": 0}
+
+    def full(fd, data):
+        calls["n"] += 1
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(integrity, "_write_all", full)
+    with pytest.raises(WriteError) as err:
+        make(adj=torch.zeros(4, 4)).save(target)
+    msg = str(err.value)
+    assert calls["n"] == 1 and "\n" not in msg and str(target) in msg and "ENOSPC" in msg and "unchanged" in msg
+    assert err.value.errno == errno.ENOSPC
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["cond.safetensors"]
+
+
+def test_every_flipped_bit_of_the_payload_is_caught(tmp_path):
+    path = make().save(tmp_path / "good.safetensors")
+    data = path.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    gen = torch.Generator().manual_seed(0)
+    positions = torch.randint(header_end, len(data), (60,), generator=gen).tolist()
+    positions += torch.randint(8, header_end, (60,), generator=gen).tolist()
+    for pos in positions:
+        bad = bytearray(data)
+        bad[pos] ^= 1 << int(torch.randint(0, 8, (1,), generator=gen))
+        path.write_bytes(bytes(bad))
+        with pytest.raises(DatasetError):
+            CondensedGraph.load(path)
+    path.write_bytes(data[:header_end] + bytes(len(data) - header_end))  # zeroed tensor data
+    with pytest.raises(IntegrityError, match=r"good\.safetensors: content digest mismatch"):
+        CondensedGraph.load(path)
+
+
+def test_a_file_without_digest_is_refused(tmp_path):
+    tensors, header = good_parts(tmp_path)
+    path = tmp_path / "nodigest.safetensors"
+    path.write_bytes(st_save(tensors, metadata={"magkit": json.dumps(header)}))
+    with pytest.raises(IntegrityError, match=r"nodigest\.safetensors: no content digest"):
+        CondensedGraph.load(path)
+    write_raw(path, tensors, {**header, "format_version": 1})
+    with pytest.raises(DatasetError, match=r"format version 1.*no content digest: re-create"):
+        CondensedGraph.load(path)
 
 
 def _corrupt_bytes(tmp_path, kind):
@@ -281,11 +338,11 @@ def _mutations():
         return lambda t, h: (t, None, raw)
 
     return [
-        ("no_metadata", lambda t, h: (t, None, None), r"no 'magkit' metadata.*not a magkit condensed graph"),
+        ("no_metadata", lambda t, h: (t, None, None), r"no 'magkit' metadata.*not a magkit condensed graph written by magkit"),
         ("foreign_metadata", meta_str({"format": "pt"}), r"no 'magkit' metadata"),
         ("malformed_json", meta_str({"magkit": '{"format": "magkit.condensed_graph",'}), r"'magkit' metadata is malformed JSON"),
         ("json_not_object", meta_str({"magkit": "[1, 2]"}), r"must be a JSON object"),
-        ("wrong_version", header(format_version=2), r"unsupported format version 2; this magkit reads format_version 1"),
+        ("wrong_version", header(format_version=3), r"unsupported format version 3; this magkit reads format_version 2"),
         ("wrong_format", header(format="other"), r"metadata format is 'other'"),
         ("bad_num_nodes", header(num_nodes="4"), r"metadata field 'num_nodes' is invalid \(got '4'\)"),
         ("bad_dims", header(dims={"text": 3}), r"metadata field 'dims' is invalid"),
@@ -303,6 +360,8 @@ def _mutations():
         ("label_out_of_range", tensor("y", torch.tensor([0, 1, 0, 5])), r"y: 1 label\(s\) out of range.*got \[5\]"),
         ("missing_class", tensor("y", torch.tensor([1, 1, 1, 1])), r"y: 1 class\(es\) without a synthetic node.*classes \[0\]"),
         ("class_names_count", header(class_names=["a", "b", "c"]), r"class_names: must name every class"),
+        ("missing_field", lambda t, h: (t, {k: v for k, v in h.items() if k != "class_names"}, None),
+         r"metadata fields \['class_names'\] are missing"),
     ]
 
 
@@ -336,6 +395,6 @@ def test_pickles_are_refused_and_never_executed(tmp_path):
     as_torch = tmp_path / "torchsaved.safetensors"
     torch.save({"adj": _Payload(marker)}, as_torch)
     for path in (as_pickle, as_torch):
-        with pytest.raises(DatasetError, match=r"not a readable safetensors file.*never unpickles"):
+        with pytest.raises(DatasetError, match=r"a pickle, not a condensed graph; magkit never unpickles"):
             CondensedGraph.load(path)
     assert not marker.exists()

@@ -19,24 +19,27 @@ One safetensors file (conventionally ``*.safetensors``) holding the tensors ``x.
 ``[n', d_m]``, one per modality), ``adj`` (F32 ``[n', n']``) and ``y`` (I64 ``[n']``). The safetensors
 header's string-to-string ``__metadata__`` map holds one key, ``"magkit"``, whose value is a JSON object::
 
-    {"format": "magkit.condensed_graph", "format_version": 1,
+    {"format": "magkit.condensed_graph", "format_version": 2,
      "num_nodes": n', "modalities": ["text", "image"], "dims": {"text": 512, "image": 512},
      "num_classes": C, "class_names": [...] | null,
      "meta": {...},            # CondensedGraph.meta, JSON form
      "stats": {...}}           # CondensedGraph.stats() at save time (informational, not checked on load)
 
-Files are written atomically (a temporary file in the target folder, then ``os.replace``), so a crash
-never leaves a partial artifact. Loading parses the safetensors header and JSON only: no pickle, no code
-execution. Every problem (not a safetensors file, truncated, foreign file, wrong version, tensors missing,
-extra, of the wrong shape or dtype, invariants broken) raises :class:`~magkit.exceptions.DatasetError`
-naming the file, the field, the bad value and what is allowed.
+and the key ``"magkit.sha256"`` the sha256 content digest of that JSON and of every tensor's name, dtype,
+shape and bytes (:mod:`magkit.integrity`).
+
+Files are written atomically (a temporary file in the target folder, ``fsync``, ``os.replace``), so a crash
+or a full disk never leaves a partial artifact nor replaces a previous one. Loading parses the safetensors
+header and JSON only: no pickle, no code execution. Every problem (not a safetensors file, truncated, a
+content digest that does not match, foreign file, wrong version, tensors missing, extra, of the wrong shape
+or dtype, invariants broken) raises :class:`~magkit.exceptions.DatasetError` (for corruption its subclass
+:class:`~magkit.integrity.IntegrityError`) naming the file, the field, the bad value and what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import logging
 import numbers
 import os
@@ -52,7 +55,7 @@ from ..exceptions import DatasetError
 log = logging.getLogger(__name__)
 
 FORMAT = "magkit.condensed_graph"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_KEY = "magkit"
 
 #: |A_ij - A_ji| allowed by :meth:`CondensedGraph.validate`.
@@ -379,10 +382,14 @@ class CondensedGraph:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
-        """Validate, then write one safetensors file atomically (see the module docstring for the format).
+        """Validate, then write one safetensors file with its content digest, atomically (see the module
+        docstring for the format). A failed write (a full disk included) leaves the previous file intact and
+        no temporary file, and raises a one-line :class:`~magkit.integrity.WriteError`.
 
         Returns the path written. Use the ``.safetensors`` suffix.
         """
+        from ..integrity import write_safetensors
+
         self.validate()
         header = {
             "format": FORMAT,
@@ -395,63 +402,56 @@ class CondensedGraph:
             "meta": self.meta,
             "stats": to_json(self.stats()),
         }
-        tensors = {f"x.{m}": self.features[m].detach().to("cpu", torch.float32).contiguous().clone() for m in self.modalities}
-        tensors["adj"] = self.adj.detach().to("cpu", torch.float32).contiguous().clone()
-        tensors["y"] = self.y.detach().to("cpu", torch.long).contiguous().clone()
-        from safetensors.torch import save as st_save
-
-        from ..eval.results import atomic_write_bytes
-
-        data = st_save(tensors, metadata={METADATA_KEY: json.dumps(header, sort_keys=True)})
-        return atomic_write_bytes(path, data)
+        tensors = {f"x.{m}": self.features[m].detach().to("cpu", torch.float32) for m in self.modalities}
+        tensors["adj"] = self.adj.detach().to("cpu", torch.float32)
+        tensors["y"] = self.y.detach().to("cpu", torch.long)
+        return write_safetensors(path, tensors, header)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CondensedGraph:
         """Read a file written by :meth:`save`; executes no code (safetensors header + JSON only).
 
-        Raises :class:`~magkit.exceptions.DatasetError`, naming ``path``, when the file is missing, not a
-        safetensors file or truncated, lacks the ``"magkit"`` metadata, has malformed JSON or another
-        format version, has missing/extra tensors or tensors whose shape or dtype disagree with the
-        metadata, or breaks an invariant of :meth:`validate`.
+        Raises :class:`~magkit.exceptions.DatasetError`, naming ``path``, when the file is missing, a pickle,
+        not a safetensors file or truncated, lacks the ``"magkit"`` metadata, fails its content digest
+        (:class:`~magkit.integrity.IntegrityError`), has malformed JSON or another format version, has
+        missing/extra tensors or tensors whose shape or dtype disagree with the metadata, or breaks an
+        invariant of :meth:`validate`.
         """
-        from safetensors import SafetensorError, safe_open
+        from ..integrity import is_pickle, read_safetensors
 
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"{path}: no such file (expected a condensed graph written by CondensedGraph.save)")
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                header = _read_header(path, fh.metadata())
-                n, mods, dims = header["num_nodes"], header["modalities"], header["dims"]
-                expected = {f"x.{m}": ("x", [n, dims[m]]) for m in mods}
-                expected["adj"] = ("adj", [n, n])
-                expected["y"] = ("y", [n])
-                keys = set(fh.keys())
-                missing = sorted(set(expected) - keys)
-                extra = sorted(keys - set(expected))
-                if missing or extra:
-                    raise DatasetError(
-                        f"{path}: tensors disagree with the metadata (missing {missing}, unexpected {extra}); "
-                        f"allowed: exactly {sorted(expected)}"
-                    )
-                tensors: dict[str, Tensor] = {}
-                for key, (kind, shape) in expected.items():
-                    sl = fh.get_slice(key)
-                    got_shape, got_dtype = list(sl.get_shape()), sl.get_dtype()
-                    want_dtype = _DTYPES[kind][0]
-                    if got_dtype != want_dtype:
-                        raise DatasetError(f"{path}: tensor {key!r} has dtype {got_dtype}; allowed: {want_dtype}")
-                    if got_shape != shape:
-                        raise DatasetError(
-                            f"{path}: tensor {key!r} has shape {got_shape} but the metadata (num_nodes={n}, "
-                            f"dims={dims}) says {shape}"
-                        )
-                    tensors[key] = fh.get_tensor(key)
-        except (SafetensorError, OSError) as exc:
+        if is_pickle(path):
+            raise DatasetError(f"{path}: a pickle, not a condensed graph; magkit never unpickles artifacts (pickles "
+                               "can run code): re-create it with magkit condense")
+        record, stored = read_safetensors(path, "magkit condensed graph")
+        header = _read_header(path, record)
+        n, mods, dims = header["num_nodes"], header["modalities"], header["dims"]
+        expected = {f"x.{m}": ("x", [n, dims[m]]) for m in mods}
+        expected["adj"] = ("adj", [n, n])
+        expected["y"] = ("y", [n])
+        keys = set(stored)
+        missing = sorted(set(expected) - keys)
+        extra = sorted(keys - set(expected))
+        if missing or extra:
             raise DatasetError(
-                f"{path}: not a readable safetensors file ({exc}); it may be truncated, corrupted or of another "
-                "format (magkit never unpickles artifacts: .pt/pickle files are refused)"
-            ) from exc
+                f"{path}: tensors disagree with the metadata (missing {missing}, unexpected {extra}); "
+                f"allowed: exactly {sorted(expected)}"
+            )
+        tensors: dict[str, Tensor] = {}
+        for key, (kind, shape) in expected.items():
+            t = stored[key]
+            want_name, want_dtype = _DTYPES[kind]
+            if t.dtype != want_dtype:
+                raise DatasetError(f"{path}: tensor {key!r} has dtype {_ST_NAMES.get(t.dtype, t.dtype)}; "
+                                   f"allowed: {want_name}")
+            if list(t.shape) != shape:
+                raise DatasetError(
+                    f"{path}: tensor {key!r} has shape {list(t.shape)} but the metadata (num_nodes={n}, "
+                    f"dims={dims}) says {shape}"
+                )
+            tensors[key] = t
         graph = cls(
             {m: tensors[f"x.{m}"] for m in mods},
             tensors["adj"],
@@ -469,29 +469,29 @@ class CondensedGraph:
 
 
 # ---------------------------------------------------------------------- helpers
-def _read_header(path: Path, metadata: Mapping[str, str] | None) -> dict[str, Any]:
-    """Parse and check the ``"magkit"`` JSON header of a condensed-graph file."""
-    if not metadata or METADATA_KEY not in metadata:
-        raise DatasetError(
-            f"{path}: no {METADATA_KEY!r} metadata in the safetensors header; this is not a magkit condensed "
-            "graph (write one with CondensedGraph.save)"
-        )
-    try:
-        header = json.loads(metadata[METADATA_KEY])
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-        raise DatasetError(f"{path}: the {METADATA_KEY!r} metadata is malformed JSON ({exc})") from exc
-    if not isinstance(header, dict):
-        raise DatasetError(f"{path}: the {METADATA_KEY!r} metadata must be a JSON object (got {type(header).__name__})")
+_ST_NAMES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
+             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+             torch.bool: "BOOL"}
+
+
+def _read_header(path: Path, header: Any) -> dict[str, Any]:
+    """Check the ``"magkit"`` JSON record of a condensed-graph file."""
     if header.get("format") != FORMAT:
         raise DatasetError(f"{path}: metadata format is {header.get('format')!r}; allowed: {FORMAT!r}")
     version = header.get("format_version")
     if version != FORMAT_VERSION:
         raise DatasetError(
             f"{path}: unsupported format version {version!r}; this magkit reads format_version {FORMAT_VERSION}"
+            + (" (version 1 files carry no content digest: re-create the condensed graph)" if version == 1 else "")
         )
 
     def bad(field: str, value: object, allowed: str) -> DatasetError:
         return DatasetError(f"{path}: metadata field {field!r} is invalid (got {value!r}); allowed: {allowed}")
+
+    missing = [k for k in ("num_nodes", "modalities", "dims", "num_classes", "class_names") if k not in header]
+    if missing:
+        raise DatasetError(f"{path}: metadata fields {missing} are missing; allowed: a record written by "
+                           "CondensedGraph.save")
 
     for field in ("num_nodes", "num_classes"):
         v = header.get(field)

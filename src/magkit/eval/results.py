@@ -62,24 +62,13 @@ def file_mode() -> int:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
+    """Write ``data`` to ``path`` through a temporary file in the same folder, ``fsync`` and an atomic rename; a
+    failure (a full disk included) leaves the previous file intact and raises a one-line
+    :class:`~magkit.integrity.WriteError` (see :func:`magkit.integrity.atomic_write_bytes`). The file gets the
+    umask's default mode (:func:`file_mode`), as a plain ``open(path, "w")`` would give it."""
+    from ..integrity import atomic_write_bytes as write
 
-    The file gets the umask's default mode (:func:`file_mode`), as a plain ``open(path, "w")`` would give it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write(path, data)
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:

@@ -9,15 +9,19 @@
   validation metrics).
 * ``predict_proba(graph)``, ``predict(graph)``, ``score(graph, split="test")`` raise
   :class:`NotFittedError` before ``fit``.
-* ``save(path)`` writes a fitted estimator to one file; :func:`~magkit.methods.persistence.load_estimator`
-  reads it back (same predictions, bitwise, on the same graph); ``magkit fit --save-model`` and
+* ``save(path)`` writes a fitted estimator to one safetensors file (weights + JSON metadata, a content
+  digest, written atomically); :func:`~magkit.methods.persistence.load_estimator` reads it back without
+  running code (same predictions, bitwise, on the same graph); ``magkit fit --save-model`` and
   ``magkit predict`` use them.
 * Randomness comes from the ``seed`` parameter only: ``fit`` runs inside ``torch.random.fork_rng`` seeded
   with it, so the caller's global RNG state is untouched and the same seed gives the same numbers on CPU.
 
-Subclasses provide ``_build(graph, inputs) -> nn.Module`` and may override ``_inputs`` (what the model
-reads, e.g. cached propagated features), ``_loss`` (default: cross-entropy on the training nodes) and
-``_before_epoch`` (e.g. per-epoch reliability estimates).
+Subclasses provide ``_build(shape) -> nn.Module`` (the network from a :class:`~magkit.methods.shape.NetShape`:
+modalities, feature widths, class and node counts; ``fit`` takes it from the graph, loading a saved estimator
+from the file, so ``_build`` must read nothing else of the graph) and may override ``_begin_fit`` (training-time
+state and data-dependent initial values, after ``_build``), ``_inputs`` (what the model reads, e.g. cached
+propagated features), ``_loss`` (default: cross-entropy on the training nodes) and ``_before_epoch`` (e.g.
+per-epoch reliability estimates).
 
 Data-parallel training (``distributed=True`` under torchrun, or ``"auto"`` when ``torch.distributed`` is
 initialised): the model is wrapped in DistributedDataParallel; every rank holds the whole graph. Full batch:
@@ -56,8 +60,9 @@ from ..train.propagation import graph_adjacency
 from ..train.sampler import NeighborSampler
 from .inputs import GraphInputs
 from .persistence import load_estimator
+from .shape import NetShape
 
-__all__ = ["GraphInputs", "NodeClassifier", "load_estimator", "main_logits", "resolve_device"]
+__all__ = ["GraphInputs", "NetShape", "NodeClassifier", "load_estimator", "main_logits", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +232,13 @@ class NodeClassifier(Estimator):
             return self._sampled_logits(model, inputs, graph, nodes, device)
         return main_logits(model(dev_inputs))
 
-    def _build(self, graph: MultimodalGraph, inputs: GraphInputs) -> torch.nn.Module:
+    def _build(self, shape: NetShape) -> torch.nn.Module:
+        """The network for a graph of this ``shape`` (its parameters drawn from torch's global generator)."""
         raise NotImplementedError
+
+    def _begin_fit(self, graph: MultimodalGraph, model: torch.nn.Module) -> None:
+        """Called by ``fit`` right after :meth:`_build`: training-time state and values computed from the data
+        (saved with the weights when they are parameters or buffers)."""
 
     def _loss(self, out: Tensor | dict, y: Tensor, idx: Tensor, epoch: int) -> tuple[Tensor, dict]:
         loss = F.cross_entropy(main_logits(out)[idx], y[idx])
@@ -290,8 +300,14 @@ class NodeClassifier(Estimator):
             torch.manual_seed(p["seed"])
             gen = torch.Generator().manual_seed(p["seed"])
             inputs = self._inputs(graph)
-            model = self._build(graph, inputs).to(device)
+            shape = NetShape.of(graph)
+            model = self._build(shape)
+            self._begin_fit(graph, model)
+            model = model.to(device)
             self.model_ = model
+            self.net_shape_ = shape
+            mapped = bool(getattr(graph, "is_mapped", False))  # a full read of on-disk features is left out
+            self.dataset_ = {"name": getattr(graph, "name", None), "checksum": None if mapped else graph.checksum()}
             self.num_classes_ = graph.num_classes
             self.modalities_ = graph.modalities
             self.modality_dims_ = dict(graph.modality_dims)
@@ -443,7 +459,8 @@ class NodeClassifier(Estimator):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, meta: dict | None = None) -> Path:
-        """Write the fitted estimator to ``path``; see :func:`~magkit.methods.persistence.save_estimator`."""
+        """Write the fitted estimator to ``path`` (one safetensors file, conventionally ``*.safetensors``,
+        written atomically); see :func:`~magkit.methods.persistence.save_estimator`."""
         from .persistence import save_estimator
 
         return save_estimator(self, path, meta)

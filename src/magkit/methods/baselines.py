@@ -152,12 +152,12 @@ class FusionClassifier(_MultimodalBase):
     ):
         self._store(locals())
 
-    def _build(self, graph, inputs):
-        if self.fusion not in graph.modalities and self.fusion not in FUSIONS:
+    def _build(self, shape):
+        if self.fusion not in shape.modalities and self.fusion not in FUSIONS:
             raise ConfigError(f"FusionClassifier: fusion={self.fusion!r} is not a fusion rule of this graph; allowed: "
-                              f"{', '.join(tuple(graph.modalities) + FUSIONS)}")
-        return MultimodalNet(self.fusion, graph.modalities, graph.modality_dims, self.backbone, self.hidden,
-                             graph.num_classes, **self._net_sizes())
+                              f"{', '.join(tuple(shape.modalities) + FUSIONS)}")
+        return MultimodalNet(self.fusion, shape.modalities, shape.modality_dims, self.backbone, self.hidden,
+                             shape.num_classes, **self._net_sizes())
 
     def _loss(self, out, y, idx, epoch):
         if self.fusion in self.modalities_ and self.backbone in ("mlp", "sgc"):
@@ -249,8 +249,8 @@ class DistillationClassifier(_MultimodalBase):
         if self.temperature <= 0:
             raise ConfigError(f"DistillationClassifier: temperature={self.temperature!r} is out of range; allowed: > 0")
 
-    def _build(self, graph, inputs):
-        return BranchNet(graph.modalities, graph.modality_dims, self.backbone, self.hidden, graph.num_classes,
+    def _build(self, shape):
+        return BranchNet(shape.modalities, shape.modality_dims, self.backbone, self.hidden, shape.num_classes,
                          **self._net_sizes())
 
     def _loss(self, out, y, idx, epoch):
@@ -343,8 +343,8 @@ class MNLClassifier(_MultimodalBase):
     ):
         self._store(locals())
 
-    def _build(self, graph, inputs):
-        return BranchNet(graph.modalities, graph.modality_dims, self.backbone, self.hidden, graph.num_classes,
+    def _build(self, shape):
+        return BranchNet(shape.modalities, shape.modality_dims, self.backbone, self.hidden, shape.num_classes,
                          **self._net_sizes())
 
     def _loss(self, out, y, idx, epoch):

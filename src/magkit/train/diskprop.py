@@ -20,19 +20,22 @@ whole input once, so the input is read ``ceil(d / c)`` times (from the page cach
 
 Cache: ``<cache_dir>/prop-<key>.npy``, the key a hash of the structure (node count and ``edge_index`` bytes),
 the input block (:meth:`MappedFeatures.digest`: stored bytes, dtype, shape, presence mask; for an in-RAM tensor
-its bytes), ``k``, ``alpha`` and the format version. The output is written to a temporary name in the same
-folder, flushed, fsync'ed and renamed, so a half-written file is never found under the final name; a final file
-whose header or size is wrong (truncated, foreign) is ignored and recomputed.
+its bytes), ``k``, ``alpha`` and the format version, and beside it ``prop-<key>.npy.sha256``, a JSON record of
+the file's sha256, shape and key. The output is written to a temporary name in the same folder, flushed,
+fsync'ed and renamed (:func:`magkit.integrity.atomic_path`), so a half-written file is never found under the
+final name; a full disk leaves no temporary file and raises a one-line :class:`~magkit.integrity.WriteError`.
+A cached file is read only when its header, size and sha256 match its record (checked once per process and
+file); otherwise a warning names it and it is recomputed.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import os
 import time
-import uuid
 import warnings
 from pathlib import Path
 
@@ -42,6 +45,7 @@ from torch import Tensor
 
 from ..data.ondisk import MappedFeatures, is_mapped
 from ..exceptions import ConfigError
+from ..integrity import atomic_path, atomic_write_text, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,43 @@ def cache_key(edge_index: Tensor, num_nodes: int, x, k: int, alpha: float | None
     return h.hexdigest()
 
 
+#: files whose digest was checked in this process: (path, inode, size, mtime) -> the sha256 found
+_VERIFIED: dict[tuple, str] = {}
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _file_id(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def check_cache(path: Path, n: int, d: int, key: str) -> None:
+    """Raise :class:`~magkit.integrity.IntegrityError` naming ``path`` unless it is a finished cache file of
+    ``key``: float32 ``[n, d]``, exactly the bytes its header promises, and the sha256 of its record."""
+    import json
+
+    from ..integrity import IntegrityError, file_digest
+
+    if not _valid_cache(path, n, d):
+        raise IntegrityError(f"{path}: wrong header or size for propagated features [{n}, {d}] (truncated or foreign)")
+    try:
+        ident = _file_id(path)
+        record = json.loads(_record_path(path).read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise IntegrityError(f"{path}: no readable digest record {_record_path(path).name} ({exc})") from None
+    if not isinstance(record, dict) or record.get("key") != key or record.get("shape") != [n, d]:
+        raise IntegrityError(f"{path}: its digest record belongs to another cache entry")
+    digest = record.get("sha256")
+    if _VERIFIED.get(ident) == digest:
+        return
+    if file_digest(path) != digest:
+        raise IntegrityError(f"{path}: content digest mismatch (the cached file was corrupted or altered)")
+    _VERIFIED[ident] = digest
+
+
 def _valid_cache(path: Path, n: int, d: int) -> bool:
     """A finished cache file: readable header, float32 [n, d], exactly the bytes that header promises."""
     try:
@@ -81,7 +122,7 @@ def _valid_cache(path: Path, n: int, d: int) -> bool:
             shape, fortran, dtype = read(fh)
             offset = fh.tell()
         size = path.stat().st_size
-    except (OSError, ValueError, EOFError):
+    except Exception:  # noqa: BLE001 - a header numpy cannot parse (TokenError, SyntaxError, ...) is no valid cache
         return False
     return (tuple(shape) == (n, d) and not fortran and dtype == np.dtype(np.float32)
             and size == offset + n * d * 4)
@@ -236,10 +277,14 @@ def propagate_to_disk(
     info = stats if stats is not None else {}
     info.update(path=str(final), key=key, nodes=n, dim=d, k=k, alpha=alpha)
     if final.exists():
-        if _valid_cache(final, n, d):
+        from ..integrity import IntegrityError
+
+        try:
+            check_cache(final, n, d, key)
             info.update(cached=True, seconds=time.perf_counter() - t0)
             return MappedFeatures(final, num_nodes=n, field="propagated features")
-        log.warning("propagation cache %s is damaged (wrong header or size); recomputing it", final)
+        except IntegrityError as exc:
+            log.warning("propagation cache damaged, recomputing it: %s", exc)
 
     path = csr_path(edge_index, undirected)
     c = plan_columns(n, num_edges, d, max_memory_mb, alpha, chunk_bytes, path)
@@ -249,39 +294,38 @@ def propagate_to_disk(
     dinv2 = dinv2.unsqueeze(1)
     # two (three) [N, c] buffers for the whole run: no allocator churn, so the budget is what is held
     bufs = [torch.empty(n * c) for _ in range(3 if alpha is not None else 2)]
-    tmp = cache_dir / f".prop-{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     passes = 0
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
-        for c0 in range(0, d, c):
-            c1 = min(c0 + c, d)
-            z, nxt = (b[: n * (c1 - c0)].view(n, c1 - c0) for b in bufs[:2])
-            for a in range(0, n, step):
-                rows = x.rows(a, min(a + step, n)) if is_mapped(x) else x[a:a + step]
-                z[a:a + rows.size(0)] = rows[:, c0:c1]
-                del rows
-            x0 = bufs[2][: n * (c1 - c0)].view(n, c1 - c0).copy_(z) if alpha is not None else None
-            for _ in range(k):
-                spmm_rows(adj, z, nxt, step)
-                nxt.addcmul_(dinv2, z)
-                if alpha is not None:
-                    nxt.mul_(1.0 - alpha).add_(x0, alpha=alpha)
-                z, nxt = nxt, z
-            block = z.numpy()
-            for a in range(0, n, step):
-                out[a:a + step, c0:c1] = block[a:a + step]
-                _drop_pages(out)
-            del z, nxt, x0, block
-            passes += 1
-        out.flush()
-        del out
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        del bufs
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(final) as tmp:
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
+            for c0 in range(0, d, c):
+                c1 = min(c0 + c, d)
+                z, nxt = (b[: n * (c1 - c0)].view(n, c1 - c0) for b in bufs[:2])
+                for a in range(0, n, step):
+                    rows = x.rows(a, min(a + step, n)) if is_mapped(x) else x[a:a + step]
+                    z[a:a + rows.size(0)] = rows[:, c0:c1]
+                    del rows
+                x0 = bufs[2][: n * (c1 - c0)].view(n, c1 - c0).copy_(z) if alpha is not None else None
+                for _ in range(k):
+                    spmm_rows(adj, z, nxt, step)
+                    nxt.addcmul_(dinv2, z)
+                    if alpha is not None:
+                        nxt.mul_(1.0 - alpha).add_(x0, alpha=alpha)
+                    z, nxt = nxt, z
+                block = z.numpy()
+                for a in range(0, n, step):
+                    out[a:a + step, c0:c1] = block[a:a + step]
+                    _drop_pages(out)
+                del z, nxt, x0, block
+                passes += 1
+            out.flush()
+            del out
+        finally:
+            bufs.clear()  # the column buffers go now, also on an error
+        digest = file_digest(tmp, chunk=4 << 20)
+    atomic_write_text(_record_path(final), json.dumps({"format": "magkit.propagation_cache", "key": key,
+                                                       "shape": [n, d], "dtype": "float32", "sha256": digest}))
+    _VERIFIED[_file_id(final)] = digest
     COMPUTED["count"] += 1
     info.update(cached=False, seconds=time.perf_counter() - t0, col_block=c, passes=passes, chunk_rows=step,
                 max_memory_mb=max_memory_mb, adjacency_mb=_adjacency_bytes(n, num_edges, path) / 2**20)

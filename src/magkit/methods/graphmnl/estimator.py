@@ -193,19 +193,21 @@ class GraphMNL(NodeClassifier):
             inp.extra["reliability"] = self._reliability_fixed_point(graph, inp)
         return inp
 
-    def _build(self, graph, inputs):
-        self.branches_ = self._branches(graph)
-        params = self.get_params()
-        self._state = GuidanceState.for_graph(params, self.branches_, graph, graph_adjacency(graph))
+    def _build(self, shape):
+        self.branches_ = self._branches(shape)
+        return GraphMNLNet(self.branches_, shape.modalities, shape.modality_dims, self.hidden, shape.num_classes,
+                           dropout=self.dropout, struct_backbone=self.struct_backbone,
+                           struct_layers=self.struct_layers, temperature=self.temperature, prop_k=self.prop_k,
+                           num_nodes=shape.num_nodes)
+
+    def _begin_fit(self, graph, model) -> None:
+        """The guidance state of this fit, and log π of the training labels in the network (add-one smoothed,
+        so a class without training nodes stays finite)."""
+        self._state = GuidanceState.for_graph(self.get_params(), self.branches_, graph, graph_adjacency(graph))
         if self.batch_size is not None:
             self._state.minibatch = GuidedMiniBatch(graph, self.fanouts, self.batch_size, self.seed, self._use_ddp())
-        net = GraphMNLNet(self.branches_, graph.modalities, graph.modality_dims, self.hidden, graph.num_classes,
-                          dropout=self.dropout, struct_backbone=self.struct_backbone, struct_layers=self.struct_layers,
-                          temperature=self.temperature, prop_k=self.prop_k, num_nodes=graph.num_nodes)
-        # log π of the training labels (add-one smoothed, so a class without training nodes stays finite)
         counts = torch.bincount(graph.y[graph.train_mask], minlength=graph.num_classes).double() + 1.0
-        net.log_prior.copy_((counts / counts.sum()).log().float())
-        return net
+        model.log_prior.copy_((counts / counts.sum()).log().float())
 
     def fit(self, graph, progress=None) -> GraphMNL:
         """Train on ``graph``'s training split, selecting the epoch on its validation split; sets ``model_``,
