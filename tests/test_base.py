@@ -82,6 +82,14 @@ def test_fitted_state_before_fit():
     assert Toy().fit().model_ == 1
 
 
+def test_store_takes_every_parameter_from_the_signature():
+    class Stored(Estimator):
+        def __init__(self, *, a: int = 1, b: str = "x"):
+            self._store(locals())
+
+    assert Stored(b="y").get_params() == {"a": 1, "b": "y"}
+
+
 def test_no_catch_all_signature():
     class Bad(Estimator):
         def __init__(self, **kw):

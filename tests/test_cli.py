@@ -148,8 +148,22 @@ def test_version_and_python_dash_m():
 
     res = invoke("--version")
     assert res.exit_code == 0 and res.output.strip() == f"magkit {__version__}"
-    out = subprocess.run([sys.executable, "-m", "magkit", "--version"], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == f"magkit {__version__}"
+    for module in ("magkit", "magkit.cli"):  # torchrun launches `-m magkit.cli`
+        out = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == f"magkit {__version__}", module
+
+
+def test_every_command_is_registered_in_help_order():
+    import re
+
+    res = invoke("--help")
+    assert res.exit_code == 0
+    listed = re.findall(r"^│ (\w+) ", res.output, flags=re.M)
+    assert listed == ["encode", "methods", "fit", "predict", "explain", "demo", "condense", "evaluate", "sweep",
+                      "report", "data", "bench"]
+    for group, commands in (("data", ["info", "list", "generate"]), ("bench", ["run"])):
+        sub = invoke(group, "--help")
+        assert re.findall(r"^│ (\w+) ", sub.output, flags=re.M) == commands
 
 
 def test_methods_lists_the_condensers_too():

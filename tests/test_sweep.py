@@ -10,10 +10,13 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from magkit.bench import sweep as sweep_mod
+from magkit.bench import cell as cell_mod
+from magkit.bench import executors as executors_mod
+from magkit.bench.executors import ray_options
 from magkit.bench.report import merge, render
-from magkit.bench.suite import read_rows
-from magkit.bench.sweep import expand_grid, load_spec, plan, ray_options, rows_file, run_sweep, shard_cells
+from magkit.bench.rows import read_rows, recorded, rows_file
+from magkit.bench.spec import expand_grid, load_spec, shard_cells
+from magkit.bench.sweep import plan, run_sweep
 from magkit.cli import app
 from magkit.exceptions import ConfigError, MissingDependencyError
 
@@ -107,8 +110,8 @@ def test_shards_are_disjoint_balanced_and_cover_the_grid(fit_spec):
 
 def test_resume_skips_done_cells_and_shards_equal_the_local_run(fit_spec, tmp_path, monkeypatch, caplog):
     calls = []
-    real = sweep_mod.run_cell
-    monkeypatch.setattr(sweep_mod, "run_cell", lambda spec, cell, executor="local": calls.append(cell.key) or real(spec, cell, executor))
+    real = cell_mod.run_cell
+    monkeypatch.setattr(executors_mod, "run_cell", lambda spec, cell, executor="local": calls.append(cell.key) or real(spec, cell, executor))
     local = run_sweep(fit_spec, tmp_path / "local")
     assert len(calls) == 4 and local.skipped == 0 and len(local.rows) == 4
     assert all(r["status"] == "ok" and r["executor"] == "local" for r in local.rows)
@@ -162,7 +165,7 @@ def test_failed_cells_are_recorded_then_retried(tmp_path, monkeypatch):
 
     # a flaky cell: fails once, then succeeds when retried; the retry's row wins in the report
     spec = load_spec(write_spec(tmp_path, FIT, "flaky.yaml"))
-    real = sweep_mod._fit_metrics
+    real = cell_mod._fit_metrics
     state = {"failed": False}
 
     def flaky(spec_, f):
@@ -171,7 +174,7 @@ def test_failed_cells_are_recorded_then_retried(tmp_path, monkeypatch):
             raise RuntimeError("worker lost\nsecond line")
         return real(spec_, f)
 
-    monkeypatch.setattr(sweep_mod, "_fit_metrics", flaky)
+    monkeypatch.setattr(cell_mod, "_fit_metrics", flaky)
     first = run_sweep(spec, tmp_path / "flaky")
     assert [r["error"] for r in first.failed] == ["RuntimeError: worker lost"]
     retried = run_sweep(spec, tmp_path / "flaky", retry_failed=True)
@@ -353,3 +356,64 @@ def test_ray_executor_on_two_local_workers_matches_local(tmp_path):
         for k in ref:
             for name in ("test_acc", "test_f1", "val_acc"):
                 assert got[k][name] == pytest.approx(ref[k][name], abs=1e-6), (k, name)
+
+
+# ---------------------------------------------------------------------------------------------- rows files: trust
+def _fake_cell(calls):
+    def run(spec, cell, executor="local"):
+        calls.append(cell.key)
+        return {"key": cell.key, "id": cell.id, "task": cell.task, **cell.fields, "status": "ok",
+                "metrics": {"test_acc": 0.5}}
+    return run
+
+
+def test_a_damaged_last_line_is_terminated_and_skipped_never_swallowing_a_row(fit_spec, tmp_path, monkeypatch, caplog):
+    calls = []
+    monkeypatch.setattr(executors_mod, "run_cell", _fake_cell(calls))
+    out = tmp_path / "s"
+    first = run_sweep(fit_spec, out)
+    path = first.rows_path
+    lines = path.read_text().splitlines()
+    # the run was cut while writing its last row: half a line, no newline
+    path.write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])
+    with caplog.at_level(logging.WARNING, logger="magkit.bench.rows"):
+        again = run_sweep(fit_spec, out)
+    assert len(again.rows) == 1 and again.rows[0]["key"] == json.loads(lines[3])["key"]  # only the cut cell reruns
+    assert "line 4 is damaged" in caplog.text and "terminating it" in caplog.text
+    text = path.read_text()
+    assert text.endswith("\n") and len(text.splitlines()) == 5
+    assert len(read_rows(path)) == 4 and len(recorded(out)) == 4  # every cell recorded
+    assert run_sweep(fit_spec, out).rows == []
+    path.write_bytes(path.read_bytes() + b"\xff\xfe[1, 2]\n")  # binary garbage and a non-object line
+    assert len(read_rows(path)) == 4
+
+
+def test_a_second_live_run_of_a_shard_is_refused_and_stale_locks_are_taken_over(fit_spec, tmp_path, monkeypatch):
+    import subprocess
+
+    from magkit.exceptions import LockedError
+
+    calls = []
+    monkeypatch.setattr(executors_mod, "run_cell", _fake_cell(calls))
+    out = tmp_path / "s"
+    out.mkdir()
+    lock_path = rows_file(out, (0, 2)).with_name("rows.shard-0-of-2.jsonl.lock")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from magkit.bench.rows import ShardLock\n"
+         f"with ShardLock({str(rows_file(out, (0, 2)))!r}):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError) as err:
+            run_sweep(fit_spec, out, shard=(0, 2))
+        msg = str(err.value)
+        assert f"pid {holder.pid}" in msg and "rows.shard-0-of-2.jsonl" in msg and "\n" not in msg
+        assert calls == []  # nothing ran twice
+        assert len(run_sweep(fit_spec, out, shard=(1, 2)).rows) == 2  # another shard is not blocked
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock_path.read_text().strip() == str(holder.pid)  # the dead holder's lock file is still there
+    res = run_sweep(fit_spec, out, shard=(0, 2))  # ... and taken over: the kernel released its flock
+    assert len(res.rows) == 2 and len(calls) == 4

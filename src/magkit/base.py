@@ -1,7 +1,7 @@
 """The parameter protocol shared by every estimator and condenser (scikit-learn's convention).
 
 * ``__init__`` takes explicit, typed keyword arguments with their defaults in the signature and only stores
-  them as attributes of the same name; :meth:`Estimator.get_params` reads them back through the signature,
+  them as attributes of the same name (its body: ``self._store(locals())``); :meth:`Estimator.get_params` reads them back through the signature,
   :meth:`Estimator.set_params` changes them (an unknown name is a :class:`~magkit.exceptions.ConfigError`
   that lists the valid ones).
 * ``fit`` / ``condense`` call :meth:`Estimator.check_params` first: every value is checked against its
@@ -192,6 +192,12 @@ class Estimator:
         for key, value in params.items():
             setattr(self, key, value)
         return self
+
+    def _store(self, values: Mapping[str, Any]) -> None:
+        """Store every constructor parameter from ``values`` (``__init__`` passes its ``locals()``): the whole body
+        of an ``__init__`` that follows the protocol."""
+        for name in param_defaults(type(self)):
+            setattr(self, name, values[name])
 
     def check_params(self) -> None:
         """Check every parameter against its declared type, then the subclass's ``_check_params``."""

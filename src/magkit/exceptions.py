@@ -57,3 +57,11 @@ def require(module: str, extra: str, package: str | None = None):
             f"{pkg} is needed for this feature but is not installed; "
             f'install it with: pip install -e ".[{extra}]"'
         ) from exc
+
+
+class StorageError(MagkitError):
+    """Writing to disk failed (no space left, permissions, ...); what was there before is unchanged."""
+
+
+class LockedError(MagkitError):
+    """Another running process holds the lock of a resource (a sweep shard, ...); the message names it."""

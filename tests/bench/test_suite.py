@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from magkit.bench.suite import load_suite, read_rows, render, run_suite, suite_rows
+from magkit.bench.rows import read_rows
+from magkit.bench.suite import load_suite, render, run_suite, suite_rows
 from magkit.exceptions import ConfigError
 
 SUITE = """

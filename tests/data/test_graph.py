@@ -118,3 +118,43 @@ def test_apply_split_magb_sizes():
     g.train_mask = g.val_mask = g.test_mask = None
     apply_split(g, "magb")
     assert (int(g.train_mask.sum()), int(g.val_mask.sum()), int(g.test_mask.sum())) == (60, 20, 20)
+
+
+# ---------------------------------------------------------------------- trust: edges, ids, class counts
+def test_validate_rejects_duplicate_edges_and_self_loops_with_counts():
+    g = tiny()
+    ei = g.edge_index
+    g.edge_index = torch.cat([ei, ei[:, :2], torch.tensor([[3, 5], [3, 5]])], dim=1)  # 2 repeats, 2 loops
+    with pytest.raises(GraphValidationError) as err:
+        validate(g)
+    msg = str(err.value)
+    assert "2 duplicate edge(s) and 2 self-loop(s)" in msg and "magkit.data.to_undirected" in msg
+    g.edge_index = to_undirected(g.edge_index, g.num_nodes)
+    assert torch.equal(validate(g).edge_index, ei)
+
+
+def test_float_labels_and_edge_ids_are_refused_not_truncated():
+    x = {"text": torch.zeros(4, 2)}
+    with pytest.raises(GraphValidationError, match=r"y: 1 non-integer value\(s\) would be truncated \(got \[1.5\]\)"):
+        MultimodalGraph(x, None, torch.tensor([0.0, 1.5, 1.0, 0.0]))
+    with pytest.raises(GraphValidationError, match="edge_index: 1 non-integer"):
+        MultimodalGraph(x, torch.tensor([[0.0, 1.0], [2.5, 3.0]]), torch.tensor([0, 1, 1, 0]))
+    with pytest.raises(GraphValidationError, match="edge_index: .*non-integer"):
+        MultimodalGraph(x, torch.tensor([[0.0, float("nan")], [2.0, 3.0]]), torch.tensor([0, 1, 1, 0]))
+    g = MultimodalGraph(x, torch.tensor([[0.0], [2.0]]), torch.tensor([0.0, 1.0, 1.0, 0.0]))  # whole floats
+    assert g.y.dtype == torch.long and g.y.tolist() == [0, 1, 1, 0] and g.edge_index.tolist() == [[0, 2], [2, 0]]
+
+
+def test_class_count_beyond_the_node_count_is_refused_before_allocating():
+    from magkit.data.graph import MAX_CLASSES, check_class_count
+    from magkit.exceptions import DatasetError
+
+    g = tiny()
+    g.y = g.y.clone()
+    g.y[0] = 1_000_000_000
+    g._set_meta(num_classes=1_000_000_001)
+    with pytest.raises(GraphValidationError, match=r"num_classes: out of range \(got 1000000001\); allowed: 1\.\.12"):
+        validate(g)
+    with pytest.raises(DatasetError, match=r"labels\.npy: label: class id 999 implies 1000 classes; allowed: at most 12"):
+        check_class_count(1000, 12, "labels.npy")
+    assert check_class_count(12, 10**9, "x") == 12 and MAX_CLASSES == 100_000

@@ -167,3 +167,67 @@ def test_feature_matrix_refuses_bad_files(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"not numpy at all")
     with pytest.raises(DatasetError, match=r"junk\.npy is not a readable \.npy array"):
         load_feature_matrix(tmp_path / "junk.npy")
+
+
+# ---------------------------------------------------------------------- trust: presence files, labels
+def test_presence_files_written_by_encode_mark_nodes_absent(tmp_path):
+    """60 nodes, every image path given, 30 image files missing: ``magkit encode`` marks them absent in
+    ``image_present.npy``, and the loader honours it (with the empty ``text`` cells)."""
+    n = 60
+    rows = ["id,text,image,label"] + [f"n{i},{'' if i % 7 == 0 else f'text {i}'},img/{i}.jpg,{i % 3}" for i in range(n)]
+    folder = tmp_path / "g"
+    (folder / "features").mkdir(parents=True)
+    (folder / "nodes.csv").write_text("\n".join(rows) + "\n")
+    (folder / "edges.csv").write_text("source,target\n" + "".join(f"n{i},n{i + 1}\n" for i in range(n - 1)))
+    image_present = np.arange(n) % 2 == 0  # the odd images are missing on disk
+    image = np.random.default_rng(0).normal(size=(n, 5)).astype(np.float32) * image_present[:, None]
+    np.save(folder / "features" / "image.npy", image)
+    np.save(folder / "features" / "image_present.npy", image_present)
+    np.save(folder / "features" / "text.npy", np.ones((n, 3), dtype=np.float32))
+    np.save(folder / "features" / "text_present.npy", np.ones(n, dtype=bool))
+    from magkit.data import load_dataset
+
+    g = load_dataset(f"files:{folder}")
+    assert int(g.presence("image").sum()) == 30 and torch.equal(g.presence("image"), torch.from_numpy(image_present))
+    assert int(g.presence("text").sum()) == n - len(range(0, n, 7))  # empty text cells stay absent
+    np.save(folder / "features" / "image_present.npy", np.ones(n - 1, dtype=bool))
+    with pytest.raises(DatasetError, match=r"presence\['image'\]: .*image_present\.npy has shape \(59,\); expected bool \[60\]"):
+        load_dataset(f"files:{folder}")
+    np.save(folder / "features" / "image_present.npy", np.full(n, 2, dtype=np.int8))
+    with pytest.raises(DatasetError, match="holds value 2; expected a bool or 0/1"):
+        load_dataset(f"files:{folder}")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("1.5", r"'1\.5' is a non-integer number in a column of integer class ids"),
+    ("1e9", r"'1e9' is a non-integer number in a column of integer class ids"),
+    ("cat", r"'cat' is a name in a column of integer class ids"),
+    ("1000000000", r"nodes\.csv: label: class id 1000000000 implies 1000000001 classes; allowed: at most 10 classes"),
+])
+def test_damaged_label_columns_are_refused(tmp_path, bad, message):
+    nodes = "id,label\n" + "".join(f"p{i},{bad if i == 4 else i % 2}\n" for i in range(1, 11))
+    p = _write(tmp_path, nodes=nodes)
+    with pytest.raises(DatasetError, match=message):
+        _load(p)
+    nodes = "id,label\n" + "".join(f"p{i},{i % 2}.5\n" for i in range(1, 11))
+    with pytest.raises(DatasetError, match=r"'1\.5' is not an integer class id"):
+        _load(_write(tmp_path, nodes=nodes))
+
+
+def test_big_endian_features_load_as_native_float32(tmp_path):
+    p = _write(tmp_path)
+    want = np.random.default_rng(3).normal(size=(10, 4))
+    np.save(p["text"], want.astype(">f8"))
+    g = _load(p)
+    assert g.x_text.dtype == torch.float32 and torch.equal(g.x_text, torch.from_numpy(want.astype(np.float32)))
+
+
+def test_truncated_or_padded_feature_files_are_refused(tmp_path):
+    p = _write(tmp_path)
+    raw = p["image"].read_bytes()
+    p["image"].write_bytes(raw[:-4])
+    with pytest.raises(DatasetError, match=r"image\.npy is truncated: shape \(10, 3\) of float32 needs 120 data bytes"):
+        _load(p)
+    p["image"].write_bytes(raw + b"\0" * 8)
+    with pytest.raises(DatasetError, match="longer than its header says"):
+        _load(p)

@@ -373,3 +373,26 @@ def test_load_magb_real_graph(grocery_path, tmp_path):
     sizes = [int(g[f"{s}_mask"].sum()) for s in ("train", "val", "test")]
     assert sizes == [int(N * 0.6), int(N * 0.8) - int(N * 0.6), N - int(N * 0.8)] == [10244, 3415, 3415]
     validate(g)
+
+
+# ---------------------------------------------------------------------- trust: class counts, canonical edges
+def test_huge_label_is_a_dataset_error_not_an_allocation(tmp_path):
+    from magkit.data.magb import magb_structure
+
+    path = write_dgl(tmp_path / "t.pt", [0, 1], [1, 2], 4, {"label": np.array([0, 1, 1_000_000_000, 0])})
+    with pytest.raises(DatasetError, match=r"t\.pt: node data 'label': class id 1000000000 implies 1000000001 "
+                                           r"classes; allowed: at most 4"):
+        magb_structure(read_dgl_graph(path), path)
+    path = write_dgl(tmp_path / "f.pt", [0, 1], [1, 2], 4, {"label": np.array([0.0, 1.5, 1.0, 0.0])})
+    with pytest.raises(DatasetError, match="node data 'label' must be 1-D integer class ids"):
+        magb_structure(read_dgl_graph(path), path)
+
+
+def test_structure_drops_and_logs_self_loops_and_duplicates(tmp_path, caplog):
+    from magkit.data.magb import magb_structure
+
+    path = _tiny(tmp_path / "t.pt")  # one self-loop (0, 0)
+    with caplog.at_level("INFO", logger="magkit"):
+        ei, y, c = magb_structure(read_dgl_graph(path), path)
+    assert "dropped 1 self-loop(s) and 0 duplicate edge(s)" in caplog.text
+    assert not bool((ei[0] == ei[1]).any()) and ei.size(1) == 14 and c == 3

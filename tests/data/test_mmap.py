@@ -169,8 +169,10 @@ def test_nonfinite_rows_on_disk_fail_validation(ram_graph, tmp_path):
     arr[3, 1] = np.inf
     arr.flush()
     del arr
+    with pytest.raises(DatasetError, match=r"image\.npy does not match its sha256"):
+        load_mmap_graph(tmp_path / "g")
     with pytest.raises(GraphValidationError, match="x_image.*NaN/Inf.*rows \\[3\\]"):
-        validate(load_mmap_graph(tmp_path / "g"))
+        validate(load_mmap_graph(tmp_path / "g", verify=False))
 
 
 # ---------------------------------------------------------------------- errors: one line, the file, the shape
@@ -290,3 +292,151 @@ def test_cli_generate_then_info_and_fit_on_the_mapped_graph(tmp_path):
     assert res.exit_code == 2 and "other parameters" in res.output
     res = runner.invoke(app, ["data", "generate", "--nodes", "2000", "--dims", "text:16", "--out", str(tmp_path / "h")])
     assert res.exit_code == 2 and "--dims" in res.output
+
+
+# ---------------------------------------------------------------------- trust: atomic writes, digests, checks
+def _same_graph(a, b) -> bool:
+    return a.checksum() == b.checksum() and a.num_classes == b.num_classes and a.modalities == b.modalities
+
+
+def test_failed_overwrite_keeps_the_previous_graph_and_leaves_no_temp(ram_graph, tmp_path, monkeypatch):
+    import errno
+
+    from magkit.data import ondisk
+    from magkit.exceptions import StorageError
+
+    folder = tmp_path / "g"
+    save_mmap_graph(ram_graph, folder)
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    other = make_synthetic_mag(num_nodes=300, num_classes=3, seed=5)
+    calls = {"n": 0}
+    real = ondisk._write_npy
+
+    def full_disk(path, arr):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the feature blocks, before the labels: a half-written graph
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, arr)
+
+    monkeypatch.setattr(ondisk, "_write_npy", full_disk)
+    with pytest.raises(StorageError) as err:
+        save_mmap_graph(other, folder)
+    msg = str(err.value)
+    assert "\n" not in msg and "no space left on device" in msg and "previous graph there is unchanged" in msg
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["g"]  # no temp folder left
+    assert _same_graph(load_mmap_graph(folder), ram_graph)
+    monkeypatch.setattr(ondisk, "_write_npy", real)
+    save_mmap_graph(other, folder)  # a complete write replaces the graph as a whole
+    assert _same_graph(load_mmap_graph(folder), other) and sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+
+
+def test_saving_over_the_loaded_folder_and_refusing_foreign_folders(ram_graph, tmp_path):
+    folder = tmp_path / "g"
+    save_mmap_graph(ram_graph, folder)
+    g = load_mmap_graph(folder)
+    save_mmap_graph(g, folder, dtype="float16")  # reads the old mapped files while writing the new ones
+    assert np.load(folder / "features" / "text.npy", mmap_mode="r").dtype == np.float16
+    foreign = tmp_path / "docs"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(DatasetError, match="is not an mmap graph folder; refusing to replace it"):
+        save_mmap_graph(ram_graph, foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_digests_catch_a_flipped_feature_bit_and_cost_one_read(ram_graph, tmp_path):
+    folder = tmp_path / "g"
+    save_mmap_graph(ram_graph, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert set(meta["sha256"]["files"]) == {"y.npy", "edge_index.npy", "train_mask.npy", "val_mask.npy", "test_mask.npy",
+                                            "features/text.npy", "features/text_present.npy", "features/image.npy",
+                                            "features/image_present.npy"}
+    path = folder / "features" / "text.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-7] ^= 0x01  # one mantissa bit of one float: a value the reader cannot tell from a real one
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match=r"text\.npy does not match its sha256 in meta\.json"):
+        load_mmap_graph(folder)
+    g = load_mmap_graph(folder, verify=False)  # accepted on request
+    assert not torch.equal(g.x_text.materialize(), ram_graph.x_text)
+    meta["name"] = "renamed"
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=r"meta\.json does not match its sha256 \(edited or damaged\)"):
+        load_mmap_graph(folder)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("num_nodes", "400", "field 'num_nodes' is \"400\"; allowed: an integer >= 1"),
+    ("num_classes", 1e9, "field 'num_classes' is 1000000000.0; allowed: an integer 1..100000"),
+    ("num_classes", -2, "field 'num_classes' is -2"),
+    ("class_names", "abc", "field 'class_names' is \"abc\"; allowed: a list of strings"),
+    ("class_names", ["a"], "allowed: one name per class"),
+    ("modalities", ["../../etc/passwd"], "field 'modalities'"),
+    ("modalities", "text", "field 'modalities' is \"text\""),
+    ("edges", 7, "field 'edges' is 7"),
+    ("version", 99, "field 'version' is 99"),
+    ("sha256", {"files": 3}, "field 'sha256'"),
+])
+def test_bad_meta_values_are_one_line_dataset_errors(ram_graph, tmp_path, key, value, message):
+    folder = tmp_path / "g"
+    save_mmap_graph(ram_graph, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta[key] = value
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError) as err:
+        load_mmap_graph(folder, verify=False)
+    assert message in str(err.value) and "meta.json" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_huge_label_is_refused_before_any_allocation(ram_graph, tmp_path):
+    folder = tmp_path / "g"
+    save_mmap_graph(ram_graph, folder)
+    y = np.load(folder / "y.npy")
+    y[7] = 1_000_000_000
+    np.save(folder / "y.npy", y)
+    with pytest.raises(DatasetError, match=r"y\.npy holds class id 1000000000; allowed: 0\.\.3 \(meta\.json num_classes\)"):
+        load_mmap_graph(folder, verify=False)
+    (folder / "meta.json").unlink()  # no declared class count: the node count bounds it
+    with pytest.raises(DatasetError, match=r"y\.npy: labels: class id 1000000000 implies 1000000001 classes; allowed: at most 400"):
+        load_mmap_graph(folder)
+    np.save(folder / "y.npy", y.astype(np.float64))
+    with pytest.raises(DatasetError, match=r"y\.npy has dtype float64; expected an integer \[N\] array"):
+        load_mmap_graph(folder)
+
+
+def test_truncated_header_shapes_and_bool_bytes_are_refused(ram_graph, tmp_path):
+    folder = tmp_path / "g"
+    save_mmap_graph(ram_graph, folder)
+    ei = folder / "edge_index.npy"
+    raw = ei.read_bytes()
+    ei.write_bytes(raw.replace(b"(2, ", b"(9, ", 1))  # a shape the data cannot hold: refused, not allocated
+    with pytest.raises(DatasetError, match=r"edge_index\.npy is truncated: shape \(9, \d+\) of int64"):
+        load_mmap_graph(folder, verify=False)
+    ei.write_bytes(raw)
+    mask = folder / "train_mask.npy"
+    raw = bytearray(mask.read_bytes())
+    raw[-1] = 7
+    mask.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match=r"train_mask\.npy holds bool byte 7; expected 0 or 1"):
+        load_mmap_graph(folder, verify=False)
+
+
+def test_big_endian_blocks_load(tmp_path):
+    path, arr = _block(tmp_path, ">f8")
+    x = MappedFeatures(path)
+    want = torch.from_numpy(arr.astype(np.float32))
+    assert torch.equal(x.materialize(), want) and torch.equal(x[torch.tensor([3, 1])], want[[3, 1]])
+
+
+def test_the_coalesced_claim_is_checked_and_edges_canonicalised(ram_graph, tmp_path, caplog):
+    folder = tmp_path / "g"
+    save_mmap_graph(ram_graph, folder)
+    ei = np.load(folder / "edge_index.npy")
+    bad = np.concatenate([ei, ei[:, :3], np.array([[5], [5]])], axis=1)  # 3 duplicates and a self-loop
+    np.save(folder / "edge_index.npy", bad)
+    with caplog.at_level("INFO", logger="magkit"):
+        g = load_mmap_graph(folder, verify=False)
+    assert torch.equal(g.edge_index, ram_graph.edge_index)
+    assert "not undirected-coalesced as meta.json claims" in caplog.text
+    assert "dropped 1 self-loop(s) and 3 duplicate edge(s)" in caplog.text

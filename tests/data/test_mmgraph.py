@@ -164,3 +164,18 @@ def test_labels_and_edges_checked(mm_root):
     torch.save(torch.tensor(EDGES), folder / "nc_edges-nodeid.pt")
     with pytest.raises(DatasetError, match=r"split\.pt: file does not exist"):
         load_mmgraph(mm_root, "ele-fashion")
+
+
+def test_huge_label_and_big_endian_arrays(mm_root):
+    folder = mm_root / "ele-fashion"
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, -1, 2, -1, 1], dtype=">i8")  # big-endian numpy payload
+    torch.save(labels, folder / "labels-w-missing.pt")
+    g = load_mmgraph(mm_root, "ele-fashion")
+    assert g.y.tolist() == labels.astype(np.int64).tolist() and g.num_classes == 3
+    labels[3] = 1_000_000_000
+    torch.save(labels, folder / "labels-w-missing.pt")
+    with pytest.raises(DatasetError, match=r"labels-w-missing\.pt: labels: class id 1000000000 implies"):
+        load_mmgraph(mm_root, "ele-fashion")
+    torch.save(torch.tensor([0, 1, 2, 0.5, 1, 2, 0, 1, -1, 2, -1, 1]), folder / "labels-w-missing.pt")
+    with pytest.raises(DatasetError, match="labels hold non-integer values"):
+        load_mmgraph(mm_root, "ele-fashion")

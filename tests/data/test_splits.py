@@ -52,3 +52,13 @@ def test_bad_ratios():
         ratio_split(10, 0.9, 0.2)
     with pytest.raises(ConfigError, match="label rate"):
         label_rate_split(torch.zeros(10, dtype=torch.long), 0.9)
+
+
+def test_kshot_without_labelled_training_nodes_is_a_config_error():
+    import pytest
+
+    from magkit.data.splits import kshot_split
+    from magkit.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="kshot:3 found no labelled node"):
+        kshot_split(torch.full((20,), -1, dtype=torch.long), 3, num_classes=2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from magkit.bench.spec import load_spec
 from magkit.bench.suite import load_suite
-from magkit.bench.sweep import load_spec
 from magkit.eval.experiment import load_config
 from magkit.exceptions import ConfigError
 

@@ -805,3 +805,18 @@ def test_guidance_of_a_struct_gnn_reaches_its_own_layers_only(graph, struct_gcn_
 def test_struct_branch_errors(graph, branches, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         create("graphmnl", seed=0, branches=branches, **FAST).fit(graph)
+
+
+def test_explain_report_scales_the_plot_to_the_data(fitted, graph, tmp_path):
+    from magkit.methods.graphmnl.diagnostics import explain_report, plot_diagnostics
+
+    rep = explain_report(fitted, graph)
+    alpha = fitted.diagnostics_["alpha"]
+    assert rep["alpha_range"] == [0.0, float(alpha.max())] and rep["alpha_range"][1] < 1.0
+    for b in rep["branches"]:  # every node counted once per branch over the data's range
+        assert sum(rep["alpha_histograms"][b]) == alpha.shape[0]
+    assert rep["gate"] is False and rep["warmup"] == fitted.warmup
+    assert len(rep["loss_terms"]["ce"]) == len(fitted.history_.epochs)
+    assert all(v == 0 for v in rep["loss_terms"]["guide"][: fitted.warmup])  # no guidance during the warm-up
+    out = plot_diagnostics(rep, tmp_path / "d.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

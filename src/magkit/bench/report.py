@@ -4,7 +4,7 @@ Rows are read in the order the files are given (a folder stands for its ``rows*.
 order), line by line; a key seen again replaces the earlier row (the last wins, so a cell retried after a
 failure reports its retry). Cells whose latest row is an error are listed apart and left out of the means.
 Flat fit rows without a ``key`` (the committed ``benchmarks/*/rows.jsonl``) are read as fit rows
-(:func:`~magkit.bench.sweep.normalize_row`).
+(:func:`~magkit.bench.rows.normalize_row`).
 
 Writes ``results.md`` (mean ± sample std over seeds per method and setting, the number of seeds shown),
 ``results.json`` (the same numbers and the failed cells) and PNG plots: accuracy against the budget per
@@ -14,7 +14,6 @@ method for condense sweeps, a bar chart per setting for fit sweeps.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,12 @@ from typing import Any
 from ..eval.protocol import mean_std
 from ..eval.results import atomic_write_bytes, atomic_write_json
 from ..exceptions import ConfigError
-from .sweep import normalize_row as normalize
-from .sweep import read_rows, rows_files
+from .rows import latest_rows, rows_files
+from .rows import normalize_row as normalize
 
-log = logging.getLogger(__name__)
+__all__ = ["expand_paths", "merge", "normalize", "render", "summarize"]
 
 FIT_METRICS = ("test_acc", "test_f1", "val_acc", "val_f1", "fit_time_s", "epoch_time_s", "epochs_run")
-__all__ = ["expand_paths", "merge", "normalize", "render", "summarize"]
 CONDENSE_METRICS = ("test_acc", "test_f1", "val_acc", "condense_s", "train_time_s", "num_nodes", "edge_density")
 
 
@@ -53,18 +51,7 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
 
 def merge(paths: list[str | Path]) -> tuple[dict[str, dict], int]:
     """key -> the last row for it over ``paths`` (in order); and the number of rows read."""
-    latest: dict[str, dict] = {}
-    n = 0
-    for p in expand_paths(paths):
-        for r in read_rows(p):
-            n += 1
-            row = normalize(r)
-            if row is None:
-                log.warning("%s: a line that is not a sweep row (no key) was skipped", p)
-                continue
-            latest.pop(row["key"], None)  # re-insert: dict order follows the last occurrence
-            latest[row["key"]] = row
-    return latest, n
+    return latest_rows(expand_paths(paths))
 
 
 def _setting(row: dict) -> tuple:

@@ -1,6 +1,6 @@
 """Benchmark suites: ``magkit bench run SUITE.yaml``, a fit sweep with the suite's own folder and tables.
 
-A suite is a fit sweep spec (:mod:`magkit.bench.sweep`; ``task`` may be left out)::
+A suite is a fit sweep spec (:mod:`magkit.bench.spec`; ``task`` may be left out)::
 
     name: nodecls
     datasets: [grocery-semi:text-dominant, grocery-semi:image-dominant, grocery-semi:balanced]
@@ -14,7 +14,7 @@ A suite is a fit sweep spec (:mod:`magkit.bench.sweep`; ``task`` may be left out
 ``i/n`` writes ``<out>/rows.shard-i-of-n.jsonl``) through :func:`~magkit.bench.sweep.run_sweep`, so an
 interrupted run resumes where it stopped. :func:`render` writes ``<out>/results.md`` and ``<out>/results.json``
 with :func:`magkit.bench.report.render`, restricted to the suite's own cells. Flat rows recorded without a key
-are read as the same cells (:func:`~magkit.bench.sweep.normalize_row`).
+are read as the same cells (:func:`~magkit.bench.rows.normalize_row`).
 """
 
 from __future__ import annotations
@@ -23,19 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .sweep import (
-    append_row,
-    expand_grid,
-    load_spec,
-    parse_shard,
-    read_rows,
-    recorded,
-    rows_files,
-    run_sweep,
-    split_seed,
-)
+from .rows import recorded, rows_files
+from .spec import expand_grid, load_spec
+from .sweep import run_sweep
 
-__all__ = ["append_row", "load_suite", "parse_shard", "read_rows", "render", "run_suite", "split_seed", "suite_rows"]
+__all__ = ["load_suite", "render", "run_suite", "suite_rows"]
 
 
 def load_suite(path: str | Path) -> dict[str, Any]:

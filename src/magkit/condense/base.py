@@ -38,9 +38,7 @@ class Condenser(Estimator):
 
     def __init__(self, *, ratio: float = 0.01, setting: Literal["transductive", "inductive"] = "transductive",
                  seed: int = 0):
-        self.ratio = ratio
-        self.setting = setting
-        self.seed = seed
+        self._store(locals())
 
     def _check_params(self) -> None:
         if not (0 < self.ratio <= 1):

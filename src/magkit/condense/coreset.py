@@ -85,11 +85,7 @@ class Coreset(Condenser):
         method: Literal["random", "herding", "kcenter"] = "random",
         k: int = 2,
     ):
-        self.ratio = ratio
-        self.setting = setting
-        self.seed = seed
-        self.method = method
-        self.k = k
+        self._store(locals())
 
     def _check_params(self) -> None:
         super()._check_params()

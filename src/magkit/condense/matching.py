@@ -151,37 +151,7 @@ class GradientMatching(Condenser):
         distributed: bool | Literal["auto"] = False,
         device: str = "cpu",
     ):
-        self.ratio = ratio
-        self.setting = setting
-        self.seed = seed
-        self.backbone = backbone
-        self.k = k
-        self.hidden = hidden
-        self.structure = structure
-        self.pge_hidden = pge_hidden
-        self.pge_init_bias = pge_init_bias
-        self.init = init
-        self.feature_through_pge = feature_through_pge
-        self.structure_epochs = structure_epochs
-        self.distance = distance
-        self.decouple = decouple
-        self.decouple_space = decouple_space
-        self.damping = damping
-        self.damping_weight = damping_weight
-        self.damping_norm = damping_norm
-        self.epochs = epochs
-        self.outer_steps = outer_steps
-        self.inner_steps = inner_steps
-        self.lr_feat = lr_feat
-        self.lr_adj = lr_adj
-        self.lr_model = lr_model
-        self.real_batch = real_batch
-        self.eval_every = eval_every
-        self.eval_backbone = eval_backbone
-        self.eval_epochs = eval_epochs
-        self.checkpoint_every = checkpoint_every
-        self.distributed = distributed
-        self.device = device
+        self._store(locals())
 
     def _check_params(self) -> None:
         super()._check_params()

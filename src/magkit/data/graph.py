@@ -23,6 +23,7 @@ The container works with PyG transforms and :meth:`~torch_geometric.data.Data.su
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,9 +31,14 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from ..exceptions import GraphValidationError
+from ..exceptions import DatasetError, GraphValidationError
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+#: the most classes a graph may declare; readers refuse larger class counts before allocating anything
+MAX_CLASSES = 100_000
 
 
 class MultimodalGraph(Data):
@@ -82,13 +88,13 @@ class MultimodalGraph(Data):
         self.num_nodes = int(y.numel()) if y is not None else int(n)
         if edge_index is None:
             edge_index = torch.empty(2, 0, dtype=torch.long)
-        edge_index = torch.as_tensor(edge_index, dtype=torch.long)
+        edge_index = _as_ids(edge_index, "edge_index", "node ids")
         if canonicalize_edges and edge_index.dim() == 2 and edge_index.size(0) == 2 and edge_index.numel():
             if edge_index.min() >= 0 and edge_index.max() < self.num_nodes:
                 edge_index = to_undirected(edge_index, self.num_nodes)
         self.edge_index = edge_index
         if y is not None:
-            self.y = torch.as_tensor(y, dtype=torch.long)
+            self.y = _as_ids(y, "y", "class ids (-1 = unknown)")
         if num_classes is None:
             num_classes = int(self.y.max()) + 1 if y is not None and self.y.numel() else 0
         if isinstance(modality_mask, Tensor):
@@ -244,6 +250,26 @@ def _dense(x: Any) -> Tensor:
     return x.materialize() if _is_mapped(x) else x
 
 
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message as one line of at most ``limit`` characters (for error messages that quote it)."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__
+
+
+def _as_ids(value: Any, field: str, what: str) -> Tensor:
+    """``value`` as an int64 tensor; floating values must be whole numbers (never truncated)."""
+    t = torch.as_tensor(value)
+    if t.is_floating_point() or t.is_complex():
+        if t.is_complex() or not bool(torch.isfinite(t).all()) or not bool((t == t.round()).all()):
+            bad = t[~torch.isfinite(t) | (t != t.round())] if not t.is_complex() else t.flatten()
+            raise GraphValidationError(
+                field, f"{bad.numel()} non-integer value(s) would be truncated", value=_short(bad),
+                allowed=f"whole numbers as {what}",
+            )
+    elif t.dtype == torch.bool:
+        raise GraphValidationError(field, "bool values are not ids", value=t.dtype, allowed=what)
+    return t.to(torch.long)
+
+
 # ---------------------------------------------------------------------- structure helpers
 def to_undirected(edge_index: Tensor, num_nodes: int, remove_self_loops: bool = True) -> Tensor:
     """Symmetrise and coalesce ``edge_index`` (sorted by source then target); drop self-loops by default."""
@@ -253,6 +279,44 @@ def to_undirected(edge_index: Tensor, num_nodes: int, remove_self_loops: bool = 
     both = torch.cat([ei, ei.flip(0)], dim=1)
     key = torch.unique(both[0] * num_nodes + both[1])
     return torch.stack([key // num_nodes, key % num_nodes])
+
+
+def canonical_edges(edge_index: Tensor, num_nodes: int, source: str = "edges") -> tuple[Tensor, dict[str, int]]:
+    """:func:`to_undirected` that also counts (and logs) what it changed.
+
+    Returns:
+        ``(edge_index, counts)`` with ``counts = {"self_loops": ..., "duplicates": ..., "reverse_added": ...}``:
+        self-loops dropped, repeated directed edges merged, and reverse directions added.
+    """
+    ei = torch.as_tensor(edge_index, dtype=torch.long)
+    if ei.numel() == 0:
+        return torch.empty(2, 0, dtype=torch.long), {"self_loops": 0, "duplicates": 0, "reverse_added": 0}
+    loops = ei[0] == ei[1]
+    rest = ei[:, ~loops]
+    distinct = int(torch.unique(rest[0] * num_nodes + rest[1]).numel()) if rest.numel() else 0
+    out = to_undirected(rest, num_nodes, remove_self_loops=False)
+    counts = {"self_loops": int(loops.sum()), "duplicates": int(rest.size(1)) - distinct,
+              "reverse_added": int(out.size(1)) - distinct}
+    if counts["self_loops"] or counts["duplicates"]:
+        log.info("%s: dropped %d self-loop(s) and %d duplicate edge(s); added %d reverse edge(s)", source,
+                 counts["self_loops"], counts["duplicates"], counts["reverse_added"])
+    return out, counts
+
+
+def check_class_count(num_classes: int, num_nodes: int, source: str, field: str = "label") -> int:
+    """Refuse a class count that cannot belong to a graph of ``num_nodes`` nodes before anything is allocated.
+
+    A graph with ``N`` nodes and every class in its training split has at most ``N`` classes; any count above
+    ``min(N, MAX_CLASSES)`` is a corrupted label. Raises :class:`~magkit.exceptions.DatasetError` naming
+    ``source`` (a file), ``field`` and the value.
+    """
+    cap = min(int(num_nodes), MAX_CLASSES)
+    if int(num_classes) > cap:
+        raise DatasetError(
+            f"{source}: {field}: class id {int(num_classes) - 1} implies {int(num_classes)} classes; allowed: at "
+            f"most {cap} classes (min(number of nodes {num_nodes}, MAX_CLASSES {MAX_CLASSES}))"
+        )
+    return int(num_classes)
 
 
 def edge_homophily(edge_index: Tensor, y: Tensor) -> float:
@@ -286,7 +350,8 @@ def validate(graph: MultimodalGraph, require_splits: bool = True) -> MultimodalG
     """Check every invariant of a multimodal graph; return it unchanged or raise GraphValidationError.
 
     Checked: one feature block per registered modality, 2-D float, one row per node, finite; the presence
-    mask's shape; labels in range; edge indices in range, non-negative and undirected; splits bool, non-empty,
+    mask's shape; the class count (at most one class per node, at most :data:`MAX_CLASSES`); labels in range;
+    edge indices in range, non-negative, undirected, without duplicates or self-loops; splits bool, non-empty,
     pairwise disjoint, over labelled nodes only; every class present in the training split.
     """
     if not isinstance(graph, MultimodalGraph):
@@ -331,8 +396,9 @@ def validate(graph: MultimodalGraph, require_splits: bool = True) -> MultimodalG
         raise GraphValidationError("y", "labels must be 1-D with one entry per node", value=tuple(y.shape), allowed=f"[{n}]")
     if y.dtype != torch.long:
         raise GraphValidationError("y", "labels must be int64 class ids", value=y.dtype, allowed="torch.long")
-    if c < 1:
-        raise GraphValidationError("num_classes", "must be positive", value=c, allowed=">= 1")
+    if c < 1 or c > min(n, MAX_CLASSES):
+        raise GraphValidationError("num_classes", "out of range", value=c,
+                                   allowed=f"1..{min(n, MAX_CLASSES)} (at most one class per node)")
     bad = (y < -1) | (y >= c)
     if bool(bad.any()):
         raise GraphValidationError(
@@ -350,9 +416,17 @@ def validate(graph: MultimodalGraph, require_splits: bool = True) -> MultimodalG
             raise GraphValidationError("edge_index", "negative node index", value=int(ei.min()), allowed=f"0..{n - 1}")
         if int(ei.max()) >= n:
             raise GraphValidationError("edge_index", "node index out of range", value=int(ei.max()), allowed=f"0..{n - 1}")
-        fwd = ei[0] * n + ei[1]
+        loops = int((ei[0] == ei[1]).sum())
+        fwd = torch.sort(ei[0] * n + ei[1]).values
+        dups = int((fwd[1:] == fwd[:-1]).sum())
+        if loops or dups:
+            raise GraphValidationError(
+                "edge_index", f"{dups} duplicate edge(s) and {loops} self-loop(s)",
+                allowed="unique edges without self-loops; canonicalise with "
+                        "magkit.data.to_undirected(edge_index, num_nodes)",
+            )
         rev = ei[1] * n + ei[0]
-        if not torch.equal(torch.sort(fwd).values, torch.sort(rev).values):
+        if not torch.equal(fwd, torch.sort(rev).values):
             raise GraphValidationError(
                 "edge_index", "graph is not undirected (some edge lacks its reverse)",
                 allowed="both directions of every edge; use magkit.data.to_undirected",

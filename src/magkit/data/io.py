@@ -9,6 +9,8 @@ A graph is two tables and one feature matrix per modality::
 * ``id``: any string or integer, unique. ``label``: a class name or an integer class id; empty = unknown.
 * ``text`` / ``image``: optional raw content (text, image path); an empty cell marks the modality as absent
   for that node (its feature row is then ignored by every model).
+* ``<m>_present.npy`` beside a feature file ``<m>.npy`` (bool ``[N]``, written by ``magkit encode``): nodes
+  whose input could not be encoded (a missing or unreadable image, an empty text) are absent as well.
 * ``split``: optional ``train`` / ``val`` / ``test`` (empty = in no split); when the column has any value it
   replaces the ``split`` argument.
 
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from ..exceptions import DatasetError
-from .graph import MultimodalGraph
+from .graph import MultimodalGraph, canonical_edges, check_class_count, one_line
 from .splits import apply_split
 
 _CHUNK_BYTES = 64 << 20
@@ -47,13 +49,18 @@ def load_feature_matrix(path: str | os.PathLike, num_nodes: int | None = None, f
         DatasetError: unreadable file, not 2-D, wrong row count, non-numeric dtype, NaN/Inf values (or values
             too large for float32); the message names the file.
     """
+    from .ondisk import npy_header
+
     path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{field}: file {path} does not exist")
+    npy_header(path, field)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError as exc:
         raise DatasetError(f"{field}: file {path} does not exist") from exc
     except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{field}: {path} is not a readable .npy array ({exc})") from exc
+        raise DatasetError(f"{field}: {path} is not a readable .npy array ({one_line(exc)})") from exc
     if not isinstance(arr, np.ndarray):
         raise DatasetError(f"{field}: {path} holds {type(arr).__name__}; expected one .npy array")
     if arr.ndim != 2:
@@ -132,7 +139,7 @@ def _read_table(path: Path, what: str) -> tuple[list[str], list[dict[str, str]],
                     rows.append({c: rec[i].strip() if i < len(rec) else "" for i, c in enumerate(columns)})
                     lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{what}: cannot read {path} ({exc})") from exc
+        raise DatasetError(f"{what}: cannot read {path} ({one_line(exc)})") from exc
     return columns, rows, lines
 
 
@@ -145,8 +152,20 @@ def _require(columns: list[str], needed: tuple[str, ...], path: Path, what: str)
         )
 
 
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_labels(cells: list[str]) -> tuple[np.ndarray, tuple[str, ...] | None, int]:
-    """Integer class ids when every non-empty cell is an integer, else sorted class names."""
+    """Integer class ids when every non-empty cell is an integer, else sorted class names.
+
+    A column that mixes integer ids with other numbers (``1.5``, ``1e9``) or with names is refused: it is a
+    damaged column, not a set of names.
+    """
     present = [c for c in cells if c != ""]
     ints: list[int] | None = []
     for c in present:
@@ -155,6 +174,16 @@ def _parse_labels(cells: list[str]) -> tuple[np.ndarray, tuple[str, ...] | None,
         except ValueError:
             ints = None
             break
+    if ints is None:
+        is_int = [_is_int_text(c) for c in present]
+        if any(is_int):
+            odd = next(c for c, k in zip(present, is_int) if not k)
+            kind = "a non-integer number" if _is_number(odd) else "a name"
+            raise DatasetError(f"label: {odd!r} is {kind} in a column of integer class ids; allowed: integer ids "
+                               "only, or class names only")
+        numbers = [c for c in present if _is_number(c)]
+        if numbers and len(numbers) == len(present):
+            raise DatasetError(f"label: {numbers[0]!r} is not an integer class id; allowed: integer ids or names")
     if ints is not None:
         y = np.array([int(c) if c != "" else -1 for c in cells], dtype=np.int64)
         if y.size and y.min() < -1:
@@ -164,6 +193,27 @@ def _parse_labels(cells: list[str]) -> tuple[np.ndarray, tuple[str, ...] | None,
     index = {n: i for i, n in enumerate(names)}
     y = np.array([index[c] if c != "" else -1 for c in cells], dtype=np.int64)
     return y, tuple(names), len(names)
+
+
+def _is_int_text(cell: str) -> bool:
+    try:
+        int(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _presence_file(fpath: Path, n: int, field: str) -> np.ndarray | None:
+    """The bool ``[N]`` ``<m>_present.npy`` written beside ``<m>.npy`` by ``magkit encode``, or ``None``."""
+    from .ondisk import _read_small
+
+    ppath = fpath.with_name(f"{fpath.stem}_present.npy")
+    if not ppath.is_file():
+        return None
+    arr = _read_small(ppath, field, f"bool [{n}]", kind="biu")
+    if arr.shape != (n,):
+        raise DatasetError(f"{field}: {ppath} has shape {tuple(arr.shape)}; expected bool [{n}] (one per node)")
+    return arr.astype(bool)
 
 
 def load_graph_files(
@@ -181,7 +231,9 @@ def load_graph_files(
             ``split``; one row per node.
         edges_path: CSV (or ``.jsonl``) with columns ``source``, ``target`` (node ids); made undirected.
         features: ``{modality: path to .npy [N, d]}``, rows in the order of the nodes file. A modality with a
-            same-named column in the nodes file (``text``, ``image``) is absent for nodes whose cell is empty.
+            same-named column in the nodes file (``text``, ``image``) is absent for nodes whose cell is empty;
+            a ``<m>_present.npy`` file beside ``<m>.npy`` marks further nodes absent (inputs the encoder could
+            not read).
         split: split spec when the nodes file has no ``split`` values (see :func:`~magkit.data.splits.apply_split`).
         seed: the split seed.
         name: the dataset name (default ``files:<nodes file stem>``).
@@ -211,6 +263,7 @@ def load_graph_files(
         y, class_names, num_classes = _parse_labels([row.get("label", "") for row in rows])
     except DatasetError as exc:
         raise DatasetError(f"nodes file: {nodes_path}: {exc}") from None
+    check_class_count(num_classes, n, f"nodes file: {nodes_path}", "label")
 
     ecols, erows, elines = _read_table(edges_path, "edges file")
     _require(ecols, ("source", "target"), edges_path, "edges file")
@@ -234,12 +287,19 @@ def load_graph_files(
     feats, presence = {}, {}
     for m, fpath in features.items():
         feats[m] = torch.from_numpy(load_feature_matrix(fpath, n, field=f"features[{m!r}]"))
+        present = np.ones(n, dtype=bool)
         if m in columns:
-            presence[m] = torch.tensor([row.get(m, "") != "" for row in rows], dtype=torch.bool)
+            present &= np.array([row.get(m, "") != "" for row in rows], dtype=bool)
+        from_file = _presence_file(Path(fpath), n, f"presence[{m!r}]")
+        if from_file is not None:
+            present &= from_file
+        if m in columns or from_file is not None:
+            presence[m] = torch.from_numpy(present)
 
+    edge_index, _ = canonical_edges(torch.from_numpy(ei), n, source=f"edges file {edges_path}")
     graph = MultimodalGraph(
-        feats, torch.from_numpy(ei), torch.from_numpy(y), num_classes=num_classes, modality_mask=presence,
-        class_names=class_names, name=name or f"files:{nodes_path.stem}",
+        feats, edge_index, torch.from_numpy(y), num_classes=num_classes, modality_mask=presence,
+        class_names=class_names, name=name or f"files:{nodes_path.stem}", canonicalize_edges=False,
     )
     graph.node_id = [row["id"] for row in rows]
     if "text" in columns:

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import DatasetError
-from .graph import MultimodalGraph, to_undirected
+from .graph import MultimodalGraph, canonical_edges, check_class_count, one_line
 from .io import load_feature_matrix
 from .splits import apply_split
 
@@ -520,12 +520,18 @@ def load_magb_structure(root: str | os.PathLike, name: str) -> tuple[Tensor, Ten
     """
     canon = magb_name(name)
     path = _graph_file(dataset_dir(root, canon), canon)
-    parsed = read_dgl_graph(path)
+    return magb_structure(read_dgl_graph(path), path)
+
+
+def magb_structure(parsed: dict[str, Any], path: str | os.PathLike = "<bytes>") -> tuple[Tensor, Tensor, int]:
+    """``(edge_index, y, num_classes)`` of a parsed DGL graph (:func:`parse_dgl_bytes`): edges canonicalised
+    (self-loops and duplicates dropped and logged), the class count checked before anything is allocated."""
+    path = Path(path)
     y = _labels(parsed, path)
     n = parsed["num_nodes"]
     ei = torch.from_numpy(np.stack([parsed["src"], parsed["dst"]]))
-    edge_index = to_undirected(ei, n) if ei.numel() else torch.empty(2, 0, dtype=torch.long)
-    num_classes = int(y.max()) + 1 if y.size else 0
+    edge_index, _ = canonical_edges(ei, n, source=str(path))
+    num_classes = check_class_count(int(y.max()) + 1 if y.size else 0, n, str(path), "node data 'label'")
     return edge_index, torch.from_numpy(y), num_classes
 
 
@@ -589,7 +595,7 @@ def _read_texts(path: Path, num_nodes: int) -> list[str] | None:
                 return None
             texts = [row[col] if col < len(row) else "" for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{path}: cannot read the node texts ({exc})") from exc
+        raise DatasetError(f"{path}: cannot read the node texts ({one_line(exc)})") from exc
     if len(texts) != num_nodes:
         raise DatasetError(f"{path}: {len(texts)} text rows; expected one per node ({num_nodes})")
     return texts
@@ -623,7 +629,6 @@ def load_magb(
     folder = dataset_dir(root, canon)
     gpath = _graph_file(folder, canon)
     parsed = read_dgl_graph(gpath)
-    y = _labels(parsed, gpath)
     n = parsed["num_nodes"]
     files, missing = {}, []
     for m, sub, spec in (("text", "TextFeature", text_features), ("image", "ImageFeature", image_features)):
@@ -641,12 +646,10 @@ def load_magb(
             f"(Hugging Face dataset Sherirto/MAGB) into {folder}, or use load_magb_structure(root, {canon!r}) "
             "for the structure and labels only."
         )
+    edge_index, y_t, num_classes = magb_structure(parsed, gpath)
     feats = {m: torch.from_numpy(load_feature_matrix(f, n, field=f"{m} features")) for m, f in files.items()}
-    edge_index = torch.from_numpy(np.stack([parsed["src"], parsed["dst"]]))
-    graph = MultimodalGraph(
-        feats, edge_index, torch.from_numpy(y),
-        num_classes=int(y.max()) + 1 if y.size else 0, name=f"magb:{canon}",
-    )
+    graph = MultimodalGraph(feats, edge_index, y_t, num_classes=num_classes, name=f"magb:{canon}",
+                            canonicalize_edges=False)
     graph.meta = {**graph.meta, "feature_files": {m: f.name for m, f in files.items()}}
     csv_path = folder / f"{canon}.csv"
     if raw_text and csv_path.is_file():

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import DatasetError
-from .graph import MultimodalGraph
+from .graph import MultimodalGraph, canonical_edges, check_class_count, one_line
 from .magb import dataset_dir
 from .splits import apply_split
 
@@ -101,7 +101,7 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
             f"{detail}; magkit reads .pt files only with torch.load(weights_only=True), which runs no code"
         ) from exc
     except Exception as exc:  # a malformed file can fail anywhere inside the unpickler (IndexError, ...)
-        raise DatasetError(f"{path}: not a readable torch file ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        raise DatasetError(f"{path}: not a readable torch file ({type(exc).__name__}: {one_line(exc)})") from exc
     _check_plain(obj, path)
     return obj
 
@@ -114,10 +114,16 @@ def _as_array(obj: Any, path: Path, what: str) -> np.ndarray:
             return torch.stack([torch.as_tensor(t) for t in obj]).numpy()
         arr = np.asarray(obj)
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise DatasetError(f"{path}: {what} cannot be read as an array ({exc})") from exc
+        raise DatasetError(f"{path}: {what} cannot be read as an array ({one_line(exc)})") from exc
     if arr.dtype.kind not in "biuf":
         raise DatasetError(f"{path}: {what} has dtype {arr.dtype}; expected numbers")
-    return arr
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+
+
+def _whole(arr: np.ndarray) -> bool:
+    """Every value a finite whole number that an int64 holds exactly (no truncation, no overflow)."""
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and np.all(np.abs(arr) < 2.0**53))
 
 
 def _feature_file(folder: Path, features: str) -> Path:
@@ -159,7 +165,7 @@ def _load_features(path: Path) -> tuple[Tensor, Tensor]:
 def _load_edges(path: Path, n: int) -> Tensor:
     arr = _as_array(safe_torch_load(path), path, "the edge list")
     if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+        if not _whole(arr):
             raise DatasetError(f"{path}: the edge list holds non-integer values; expected node ids")
     if arr.ndim != 2 or 2 not in arr.shape:
         raise DatasetError(f"{path}: the edge list has shape {arr.shape}; expected [E, 2] or [2, E]")
@@ -180,7 +186,7 @@ def _load_labels(path: Path, n: int) -> Tensor:
     if arr.dtype.kind == "f":
         missing = ~np.isfinite(arr)
         filled = np.where(missing, -1.0, arr)
-        if not np.all(filled == np.round(filled)):
+        if not _whole(filled):
             raise DatasetError(f"{path}: labels hold non-integer values; expected class ids (NaN or -1 = missing)")
         arr = filled
     y = arr.astype(np.int64)
@@ -194,7 +200,7 @@ def _index(obj: Any, n: int, path: Path, key: str) -> Tensor:
         if arr.size != n:
             raise DatasetError(f"{path}: split {key!r} is a bool mask of {arr.size} entries; expected {n}")
         return torch.from_numpy(np.nonzero(arr)[0].astype(np.int64))
-    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+    if arr.dtype.kind == "f" and not _whole(arr):
         raise DatasetError(f"{path}: split {key!r} holds non-integer values; expected node indices")
     idx = arr.astype(np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= n):
@@ -261,10 +267,12 @@ def load_mmgraph(
     x_text, x_image = _load_features(fpath)
     n = x_text.size(0)
     y = _load_labels(folder / LABELS_FILE, n)
-    edge_index = _load_edges(folder / EDGES_FILE, n)
+    edge_index, _ = canonical_edges(_load_edges(folder / EDGES_FILE, n), n, source=str(folder / EDGES_FILE))
     num_classes = int(y.max()) + 1 if bool((y >= 0).any()) else 0
+    check_class_count(num_classes, n, str(folder / LABELS_FILE), "labels")
     graph = MultimodalGraph(
         {"text": x_text, "image": x_image}, edge_index, y, num_classes=num_classes, name=f"mmgraph:{folder.name}",
+        canonicalize_edges=False,
     )
     graph.meta = {**graph.meta, "feature_files": {"text": fpath.name, "image": fpath.name}}
     if split == "official":

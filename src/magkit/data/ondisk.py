@@ -2,7 +2,8 @@
 
 The ``mmap:DIR`` layout (``docs/data_formats.md``)::
 
-    DIR/meta.json                     optional: name, num_classes, class_names, modality order, edges flag
+    DIR/meta.json                     optional: name, num_classes, class_names, modality order, edges flag,
+                                      sha256 of every file (written by save_mmap_graph, checked on load)
     DIR/y.npy                         int [N] class ids (-1 = unknown); N is the node count
     DIR/edge_index.npy                int [2, E] node pairs
     DIR/features/<m>.npy              [N, d_m] any float (or integer) dtype: float16, float32, float64, ...
@@ -28,15 +29,31 @@ time (measured), which is not worth it for reclaimable pages. Copies and masked 
 
 Mini-batch training (``batch_size`` set) on such a graph reads only the sampled rows of every batch; full-batch
 training reads each block into memory once (it needs all of it anyway).
+
+Trust. Every ``.npy`` header is checked against the file's size before anything is read (a truncated file or
+an implausible shape is a :class:`~magkit.exceptions.DatasetError`, never an allocation); labels, edge ids and
+masks are checked for type and range; ``meta.json`` values are type-checked. :func:`save_mmap_graph` records a
+sha256 per file and one over ``meta.json``'s other fields; :func:`load_mmap_graph` checks them (``verify=True``,
+one sequential read of every file at disk/page-cache speed) so a flipped bit anywhere is reported, not trained
+on. The edge list's "undirected-coalesced" claim is checked (sorted, unique, no self-loops, symmetric); a list
+that breaks it is canonicalised and the dropped edges are logged. :func:`save_mmap_graph` writes into a
+temporary folder beside the target and renames it into place only when complete, so a failed write (a full
+disk included) leaves the previous graph intact.
 """
 
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
+import logging
+import math
 import mmap
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,7 +62,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..exceptions import DatasetError
+from ..exceptions import DatasetError, StorageError
+from .graph import one_line
+
+log = logging.getLogger(__name__)
 
 FORMAT = "magkit-mmap"
 FORMAT_VERSION = 1
@@ -99,10 +119,11 @@ class MappedFeatures:
         if not path.is_file():
             shape = f"[{num_nodes}, d]" if num_nodes is not None else "[N, d]"
             raise DatasetError(f"{field}: {path} does not exist; expected a {shape} .npy feature block")
+        npy_header(path, field)
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
-            raise DatasetError(f"{field}: {path} is not a readable .npy array ({exc})") from exc
+            raise DatasetError(f"{field}: {path} is not a readable .npy array ({one_line(exc)})") from exc
         if not isinstance(arr, np.ndarray):
             raise DatasetError(f"{field}: {path} holds {type(arr).__name__}; expected one .npy array")
         expected = f"[{num_nodes if num_nodes is not None else 'N'}, d]"
@@ -194,7 +215,7 @@ class MappedFeatures:
         step = self._rows_per_chunk()
         for a in range(start, stop, step):
             b = min(a + step, stop)
-            out[a - start:b - start].copy_(torch.from_numpy(np.array(self._arr[a:b])))
+            out[a - start:b - start].copy_(torch.from_numpy(_native(np.array(self._arr[a:b]))))
             self._account(b - a)
         return self._mask_rows(out, None, start)
 
@@ -208,7 +229,7 @@ class MappedFeatures:
         inp = idx.numpy()
         step = self._rows_per_chunk()
         for a in range(0, inp.size, step):
-            part = np.take(self._arr, inp[a:a + step], axis=0)
+            part = _native(np.take(self._arr, inp[a:a + step], axis=0))
             out[a:a + part.shape[0]].copy_(torch.from_numpy(part))
             self._account(part.shape[0], scattered=True)
         return self._mask_rows(out, idx)
@@ -354,6 +375,47 @@ class MappedFeatures:
         return other
 
 
+def _native(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in the machine's byte order (``.npy`` files may store big-endian values)."""
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+
+
+def npy_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data offset)`` of a ``.npy`` file, checked against its size before anything is read.
+
+    Raises:
+        DatasetError: not a ``.npy`` file, a damaged header, an object dtype, or a shape whose bytes differ from
+            what the file holds (truncated, or with trailing bytes).
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=1 << 16)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh, max_header_size=1 << 16)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            offset = fh.tell()
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser can fail anywhere (tokenize, literal_eval)
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise DatasetError(f"{what}: {path} is not a readable .npy array ({detail})") from None
+    if dtype.hasobject:
+        raise DatasetError(f"{what}: {path} is not a readable .npy array: dtype {dtype} holds Python objects "
+                           "(never unpickled); expected a numeric dtype")
+    if any((not isinstance(s, int)) or s < 0 for s in shape):
+        raise DatasetError(f"{what}: {path} has shape {shape}; expected non-negative dimensions")
+    want = math.prod(shape) * dtype.itemsize
+    if offset + want != size:
+        state = "truncated" if offset + want > size else "longer than its header says"
+        raise DatasetError(
+            f"{what}: {path} is {state}: shape {tuple(shape)} of {dtype} needs {want} data bytes after the "
+            f"{offset}-byte header, the file holds {size - offset}"
+        )
+    return tuple(shape), dtype, offset
+
+
 def model_rows(x: Tensor | MappedFeatures, present: Tensor, lazy: bool) -> Tensor | MappedFeatures:
     """A modality block as models read it: rows of absent nodes zeroed.
 
@@ -371,13 +433,21 @@ def model_rows(x: Tensor | MappedFeatures, present: Tensor, lazy: bool) -> Tenso
 def _read_small(path: Path, what: str, shape_text: str, *, kind: str) -> np.ndarray:
     if not path.is_file():
         raise DatasetError(f"{what}: {path} does not exist; expected a {shape_text} .npy array")
+    _, dtype, _ = npy_header(path, what)
+    names = {"iu": "an integer", "b": "a bool", "biu": "a bool or 0/1 integer"}
+    if dtype.kind not in kind:
+        raise DatasetError(f"{what}: {path} has dtype {dtype}; expected {names.get(kind, kind)} {shape_text} array")
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = _native(np.load(path, allow_pickle=False))
     except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{what}: {path} is not a readable .npy array ({exc})") from exc
-    if arr.dtype.kind not in kind:
-        names = {"iu": "an integer", "b": "a bool", "biu": "a bool or 0/1 integer"}
-        raise DatasetError(f"{what}: {path} has dtype {arr.dtype}; expected {names.get(kind, kind)} {shape_text} array")
+        raise DatasetError(f"{what}: {path} is not a readable .npy array ({one_line(exc)})") from exc
+    if kind == "biu" and arr.dtype.kind != "b" and arr.size and (int(arr.min()) < 0 or int(arr.max()) > 1):
+        bad = arr[(arr < 0) | (arr > 1)]
+        raise DatasetError(f"{what}: {path} holds value {int(bad[0])}; expected a bool or 0/1 {shape_text} array")
+    if kind == "b" or (kind == "biu" and arr.dtype.kind == "b"):
+        raw = arr.view(np.uint8) if arr.dtype.kind == "b" else arr
+        if raw.size and int(raw.max()) > 1:  # a bool byte other than 0/1: a damaged file
+            raise DatasetError(f"{what}: {path} holds bool byte {int(raw.max())}; expected 0 or 1")
     return arr
 
 
@@ -386,18 +456,107 @@ def _meta(folder: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"mmap graph: {path} is not valid JSON ({exc})") from exc
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DatasetError(f"mmap graph: {path} is not valid UTF-8 JSON ({one_line(exc)})") from None
     if not isinstance(meta, dict):
         raise DatasetError(f"mmap graph: {path} holds a {type(meta).__name__}; expected a JSON object")
     if meta.get("format", FORMAT) != FORMAT:
         raise DatasetError(f"mmap graph: {path} has format {meta.get('format')!r}; expected {FORMAT!r}")
+    _check_meta(meta, path)
     return meta
 
 
+_MODALITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_meta(meta: dict, path: Path) -> None:
+    """Type-check the values of ``meta.json`` (unknown keys, e.g. a generator's, are kept as they are)."""
+    def bad(key: str, allowed: str) -> DatasetError:
+        return DatasetError(f"mmap graph: {path} field {key!r} is {json.dumps(meta[key])[:80]}; allowed: {allowed}")
+
+    if "version" in meta and not (_is_int(meta["version"]) and 1 <= meta["version"] <= FORMAT_VERSION):
+        raise bad("version", f"an integer 1..{FORMAT_VERSION}")
+    if "num_nodes" in meta and not (_is_int(meta["num_nodes"]) and meta["num_nodes"] >= 1):
+        raise bad("num_nodes", "an integer >= 1")
+    if meta.get("num_classes") is not None:
+        from .graph import MAX_CLASSES
+
+        if not (_is_int(meta["num_classes"]) and 1 <= meta["num_classes"] <= MAX_CLASSES):
+            raise bad("num_classes", f"an integer 1..{MAX_CLASSES}")
+    if meta.get("name") is not None and not isinstance(meta["name"], str):
+        raise bad("name", "a string")
+    if meta.get("class_names") is not None:
+        names = meta["class_names"]
+        if not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
+            raise bad("class_names", "a list of strings")
+        if meta.get("num_classes") is not None and len(names) != meta["num_classes"]:
+            raise bad("class_names", f"one name per class ({meta['num_classes']})")
+    if meta.get("modalities") is not None:
+        mods = meta["modalities"]
+        if not (isinstance(mods, list) and mods and all(isinstance(m, str) and _MODALITY.match(m)
+                                                        and not m.endswith("_present") for m in mods)):
+            raise bad("modalities", "a non-empty list of names (letters, digits, '_', '-', '.'; not *_present)")
+        if len(set(mods)) != len(mods):
+            raise bad("modalities", "unique names")
+    if "edges" in meta and meta["edges"] not in (None, "undirected-coalesced", "raw"):
+        raise bad("edges", "'undirected-coalesced' or 'raw'")
+    if "sha256" in meta:
+        sha = meta["sha256"]
+        ok = isinstance(sha, dict) and isinstance(sha.get("files"), dict) and isinstance(sha.get("meta"), str)
+        ok = ok and all(isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+                        for k, v in {**sha["files"], "meta": sha["meta"]}.items())
+        if not ok:
+            raise bad("sha256", '{"files": {relative path: 64 hex digits}, "meta": 64 hex digits}')
+
+
+def _meta_digest(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: Path, block: int = 8 << 20) -> str:
+    """The sha256 of a file's bytes, read in blocks of ``block`` bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        buf = bytearray(block)
+        view = memoryview(buf)
+        while True:
+            k = fh.readinto(buf)
+            if not k:
+                break
+            h.update(view[:k])
+    return h.hexdigest()
+
+
+def _verify(folder: Path, meta: dict, used: list[Path]) -> None:
+    """Check the digests recorded in ``meta.json`` against the files (and that every file read is covered)."""
+    sha = meta.get("sha256")
+    if sha is None:
+        log.info("mmap graph %s: meta.json records no sha256; its files are not verified", folder)
+        return
+    if _meta_digest(meta) != sha["meta"]:
+        raise DatasetError(f"mmap graph: {folder / 'meta.json'} does not match its sha256 (edited or damaged); "
+                           "rewrite the graph with save_mmap_graph, or load with verify=False to accept it")
+    files = sha["files"]
+    for p in used:
+        rel = p.relative_to(folder).as_posix()
+        want = files.get(rel)
+        if want is None:
+            raise DatasetError(f"mmap graph: {p} is not covered by meta.json's sha256; expected only the files "
+                               f"save_mmap_graph wrote ({', '.join(sorted(files))}), or load with verify=False")
+        if file_sha256(p) != want:
+            raise DatasetError(f"mmap graph: {p} does not match its sha256 in meta.json (damaged or replaced); "
+                               "load with verify=False to accept it")
+
+
 def load_mmap_graph(folder: str | os.PathLike, split: str | None = None, seed: int = 0, name: str | None = None,
-                    chunk_bytes: int = DEFAULT_CHUNK_BYTES, resident_bytes: int = DEFAULT_RESIDENT_BYTES):
+                    chunk_bytes: int = DEFAULT_CHUNK_BYTES, resident_bytes: int = DEFAULT_RESIDENT_BYTES,
+                    verify: bool = True):
     """Open a graph stored in the ``mmap:DIR`` layout (module docstring); feature blocks stay on disk.
 
     Args:
@@ -406,27 +565,45 @@ def load_mmap_graph(folder: str | os.PathLike, split: str | None = None, seed: i
         seed: the split seed.
         name: the dataset name (default ``mmap:<folder>``).
         chunk_bytes, resident_bytes: passed to every :class:`MappedFeatures`.
+        verify: check every file against the sha256 recorded in ``meta.json`` (default ``True``; one
+            sequential read of the folder; graphs without recorded digests are not verified).
 
     Raises:
-        DatasetError: a missing or mis-shaped file; the message names the file and the expected shape.
+        DatasetError: a missing, truncated, mis-shaped or damaged file, or a bad ``meta.json`` value; the message
+            names the file, the field and what was expected.
     """
-    from .graph import MultimodalGraph
+    from .graph import MultimodalGraph, canonical_edges, check_class_count
     from .splits import apply_split
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DatasetError(f"mmap graph: folder {folder} does not exist; expected y.npy, edge_index.npy, features/<m>.npy")
     meta = _meta(folder)
-    y = _read_small(folder / "y.npy", "labels", "[N]", kind="iu")
+    used: list[Path] = []
+    y_path = folder / "y.npy"
+    y = _read_small(y_path, "labels", "[N]", kind="iu")
+    used.append(y_path)
     if y.ndim != 1 or y.size == 0:
-        raise DatasetError(f"labels: {folder / 'y.npy'} has shape {tuple(y.shape)}; expected [N] (one label per node)")
+        raise DatasetError(f"labels: {y_path} has shape {tuple(y.shape)}; expected [N] (one label per node)")
     n = int(y.size)
-    if "num_nodes" in meta and int(meta["num_nodes"]) != n:
-        raise DatasetError(f"labels: {folder / 'y.npy'} has shape ({n},); expected [{meta['num_nodes']}] (meta.json num_nodes)")
+    if "num_nodes" in meta and meta["num_nodes"] != n:
+        raise DatasetError(f"labels: {y_path} has shape ({n},); expected [{meta['num_nodes']}] (meta.json num_nodes)")
+    if int(y.min()) < -1:
+        raise DatasetError(f"labels: {y_path} holds class id {int(y.min())}; allowed: ids >= 0, or -1 for unknown")
+    top = int(y.max()) + 1
+    if meta.get("num_classes") is not None:
+        if top > meta["num_classes"]:
+            raise DatasetError(f"labels: {y_path} holds class id {top - 1}; allowed: 0..{meta['num_classes'] - 1} "
+                               "(meta.json num_classes)")
+        check_class_count(meta["num_classes"], n, str(folder / "meta.json"), "num_classes")
+    else:
+        check_class_count(top, n, str(y_path), "labels")
+
     ei_path = folder / "edge_index.npy"
     if not ei_path.is_file():
         raise DatasetError(f"edges: {ei_path} does not exist; expected an integer [2, E] .npy array")
     ei = _read_small(ei_path, "edges", "[2, E]", kind="iu")
+    used.append(ei_path)
     if ei.ndim != 2 or ei.shape[0] != 2:
         raise DatasetError(f"edges: {ei_path} has shape {tuple(ei.shape)}; expected [2, E]")
     if ei.size and (int(ei.min()) < 0 or int(ei.max()) >= n):
@@ -443,34 +620,71 @@ def load_mmap_graph(folder: str | os.PathLike, split: str | None = None, seed: i
     for m in mods:
         feats[m] = MappedFeatures(fdir / f"{m}.npy", num_nodes=n, field=f"features[{m!r}]",
                                   chunk_bytes=chunk_bytes, resident_bytes=resident_bytes)
+        used.append(fdir / f"{m}.npy")
         ppath = fdir / f"{m}_present.npy"
         if ppath.exists():
             p = _read_small(ppath, f"presence[{m!r}]", f"bool [{n}]", kind="biu")
+            used.append(ppath)
             if p.shape != (n,):
                 raise DatasetError(f"presence[{m!r}]: {ppath} has shape {tuple(p.shape)}; expected [{n}]")
             presence[m] = torch.from_numpy(p.astype(bool))
 
-    canonical = meta.get("edges") == "undirected-coalesced"
-    graph = MultimodalGraph(
-        feats, torch.from_numpy(ei.astype(np.int64, copy=False)), torch.from_numpy(y.astype(np.int64, copy=False)),
-        num_classes=meta.get("num_classes"), modality_mask=presence, class_names=meta.get("class_names"),
-        name=name or meta.get("name") or f"mmap:{folder}", canonicalize_edges=not canonical,
-    )
-    graph._set_meta(mmap_dir=str(folder))
     masks = [folder / f"{s}_mask.npy" for s in _SPLITS]
     have = [p.is_file() for p in masks]
     if any(have) and not all(have):
         missing = [str(p) for p, h in zip(masks, have) if not h]
         raise DatasetError(f"splits: {', '.join(missing)} missing; expected all of train/val/test_mask.npy or none")
-    if split is None and all(have):
+    stored = {}
+    if all(have):
         for s, p in zip(_SPLITS, masks):
             arr = _read_small(p, f"{s} split", f"bool [{n}]", kind="biu")
+            used.append(p)
             if arr.shape != (n,):
                 raise DatasetError(f"{s} split: {p} has shape {tuple(arr.shape)}; expected bool [{n}]")
-            graph[f"{s}_mask"] = torch.from_numpy(arr.astype(bool)) & (graph.y >= 0)
+            stored[s] = torch.from_numpy(arr.astype(bool))
+    if verify:
+        _verify(folder, meta, used)
+
+    edge_index = torch.from_numpy(ei.astype(np.int64, copy=False))
+    if not (meta.get("edges") == "undirected-coalesced" and _is_canonical(edge_index, n)):
+        if meta.get("edges") == "undirected-coalesced":
+            log.warning("%s: the edge list is not undirected-coalesced as meta.json claims; canonicalising it", ei_path)
+        edge_index, _ = canonical_edges(edge_index, n, source=str(ei_path))
+    graph = MultimodalGraph(
+        feats, edge_index, torch.from_numpy(y.astype(np.int64, copy=False)),
+        num_classes=meta.get("num_classes"), modality_mask=presence, class_names=meta.get("class_names"),
+        name=name or meta.get("name") or f"mmap:{folder}", canonicalize_edges=False,
+    )
+    graph._set_meta(mmap_dir=str(folder))
+    if split is None and stored:
+        for s, m in stored.items():
+            graph[f"{s}_mask"] = m & (graph.y >= 0)
         graph._set_meta(split="file")
         return graph
     return apply_split(graph, split or "magb", seed)
+
+
+def _mix(a: Tensor, b: Tensor) -> Tensor:
+    """A 64-bit hash of ordered pairs (wrapping int64 arithmetic; splitmix-style constants)."""
+    return ((a * -7046029254386353131) ^ b) * -4658895280553007687
+
+
+def _is_canonical(edge_index: Tensor, n: int) -> bool:
+    """Sorted by (source, target), unique, without self-loops, and symmetric, in O(E).
+
+    Sortedness and uniqueness: strictly increasing ``src * n + dst``. Symmetry: equal in- and out-degrees and
+    equal sums of a 64-bit pair hash over ``(src, dst)`` and ``(dst, src)`` (multiset equality up to a hash
+    collision; the file's sha256 guards against tampering).
+    """
+    if edge_index.numel() == 0:
+        return True
+    src, dst = edge_index[0], edge_index[1]
+    key = src * n + dst
+    if not bool((key[1:] > key[:-1]).all()) or bool((src == dst).any()):
+        return False
+    if not torch.equal(torch.bincount(src, minlength=n), torch.bincount(dst, minlength=n)):
+        return False
+    return int(_mix(src, dst).sum()) == int(_mix(dst, src).sum())
 
 
 def _write_npy(path: Path, arr: np.ndarray) -> None:
@@ -478,35 +692,101 @@ def _write_npy(path: Path, arr: np.ndarray) -> None:
         np.save(fh, arr, allow_pickle=False)
 
 
+def _is_graph_folder(folder: Path) -> bool:
+    return (folder / "meta.json").is_file() or ((folder / "y.npy").is_file() and (folder / "edge_index.npy").is_file())
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_mmap_graph(graph, folder: str | os.PathLike, dtype: str | np.dtype | Mapping[str, Any] | None = None,
                     chunk_rows: int = 65536) -> Path:
-    """Write ``graph`` in the ``mmap:DIR`` layout (feature blocks row chunk by row chunk).
+    """Write ``graph`` in the ``mmap:DIR`` layout (feature blocks row chunk by row chunk), atomically.
+
+    Everything is written into a temporary folder beside ``folder``, fsynced, then renamed into place; an
+    existing graph there is replaced only once the new one is complete. ``meta.json`` records the sha256 of
+    every file (checked by :func:`load_mmap_graph`). Saving over the folder the graph was loaded from works
+    (the old files stay mapped until released).
 
     Args:
         graph: a :class:`~magkit.data.graph.MultimodalGraph` (in RAM or mapped).
-        folder: the target folder (created; existing files are replaced).
+        folder: the target folder (created; an existing ``mmap:`` graph folder is replaced as a whole; a
+            non-empty folder that holds no graph is refused).
         dtype: the stored dtype of every block, or ``{modality: dtype}`` (default: float32).
+        chunk_rows: rows per write step of a feature block (default ``65536``).
+
+    Raises:
+        StorageError: the write failed (no space left on device, permissions, ...); the previous graph at
+            ``folder``, if any, is unchanged and no temporary files remain.
+        DatasetError: ``folder`` is a non-empty folder that is not a graph folder.
     """
     folder = Path(folder)
-    (folder / "features").mkdir(parents=True, exist_ok=True)
-    for m in graph.modalities:
-        want = np.dtype((dtype.get(m) if isinstance(dtype, Mapping) else dtype) or np.float32)
-        x = graph.feature(m)
-        write_npy_chunks(folder / "features" / f"{m}.npy", (int(x.size(0)), int(x.size(1))), want,
-                         (x[a:a + chunk_rows] for a in range(0, int(x.size(0)), chunk_rows)))
-        _write_npy(folder / "features" / f"{m}_present.npy", graph.presence(m).numpy())
-    _write_npy(folder / "y.npy", graph.y.numpy())
-    _write_npy(folder / "edge_index.npy", graph.edge_index.numpy())
-    for s in _SPLITS:
-        mask = graph.get(f"{s}_mask")
-        if mask is not None:
-            _write_npy(folder / f"{s}_mask.npy", mask.numpy())
-    meta = {
-        "format": FORMAT, "version": FORMAT_VERSION, "name": graph.name, "num_nodes": graph.num_nodes,
-        "num_classes": graph.num_classes, "class_names": list(graph.class_names) if graph.class_names else None,
-        "modalities": list(graph.modalities), "edges": "undirected-coalesced",
-    }
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not _is_graph_folder(folder))):
+        raise DatasetError(f"save_mmap_graph: {folder} exists and is not an mmap graph folder; refusing to replace "
+                           "it (allowed: a new path, an empty folder, or a folder written by save_mmap_graph)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    old: Path | None = None
+    try:
+        files: list[Path] = []
+
+        def put(rel: str, arr: np.ndarray) -> None:
+            _write_npy(tmp / rel, arr)
+            files.append(tmp / rel)
+
+        (tmp / "features").mkdir()
+        for m in graph.modalities:
+            want = np.dtype((dtype.get(m) if isinstance(dtype, Mapping) else dtype) or np.float32)
+            x = graph.feature(m)
+            write_npy_chunks(tmp / "features" / f"{m}.npy", (int(x.size(0)), int(x.size(1))), want,
+                             (x[a:a + chunk_rows] for a in range(0, int(x.size(0)), chunk_rows)))
+            files.append(tmp / "features" / f"{m}.npy")
+            put(f"features/{m}_present.npy", graph.presence(m).numpy())
+        put("y.npy", graph.y.numpy())
+        put("edge_index.npy", graph.edge_index.numpy())
+        for s in _SPLITS:
+            mask = graph.get(f"{s}_mask")
+            if mask is not None:
+                put(f"{s}_mask.npy", mask.numpy())
+        meta = {
+            "format": FORMAT, "version": FORMAT_VERSION, "name": graph.name, "num_nodes": graph.num_nodes,
+            "num_classes": graph.num_classes, "class_names": list(graph.class_names) if graph.class_names else None,
+            "modalities": list(graph.modalities), "edges": "undirected-coalesced",
+        }
+        digests = {}
+        for f in files:
+            _fsync(f)
+            digests[f.relative_to(tmp).as_posix()] = file_sha256(f)
+        meta["sha256"] = {"files": digests, "meta": _meta_digest(meta)}
+        with open(tmp / "meta.json", "w") as fh:
+            fh.write(json.dumps(meta, indent=2) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync(tmp / "features")
+        _fsync(tmp)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, old / folder.name)
+        os.replace(tmp, folder)
+        _fsync(folder.parent)
+    except BaseException as exc:
+        if old is not None and (old / folder.name).exists() and not folder.exists():
+            os.replace(old / folder.name, folder)  # put the previous graph back
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        if not isinstance(exc, OSError):
+            raise
+        what = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise StorageError(f"save_mmap_graph: writing {folder} failed ({what}); "
+                           f"{'the previous graph there is unchanged' if folder.exists() else 'nothing was written'}") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return folder
 
 

@@ -85,6 +85,9 @@ def kshot_split(y: Tensor, k: int, seed: int = 0, num_classes: int | None = None
     yp = y[torch.as_tensor(pool)].numpy()
     rng = np.random.RandomState(seed)
     chosen = [rng.choice(pool[yp == j], size=min(k, int((yp == j).sum())), replace=False) for j in range(c) if (yp == j).any()]
+    if not chosen:
+        raise ConfigError(f"k-shot: kshot:{k} found no labelled node in the MAGB training part of {n} nodes; "
+                          "allowed: graphs with labelled nodes")
     return _mask(np.concatenate(chosen), n), val, test
 
 

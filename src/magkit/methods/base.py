@@ -153,19 +153,7 @@ class NodeClassifier(Estimator):
         device: str = "cpu",
         distributed: bool | Literal["auto"] = False,
     ):
-        self.hidden = hidden
-        self.num_layers = num_layers
-        self.dropout = dropout
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.patience = patience
-        self.monitor = monitor
-        self.batch_size = batch_size
-        self.fanouts = fanouts
-        self.seed = seed
-        self.device = device
-        self.distributed = distributed
+        self._store(locals())
 
     # ------------------------------------------------------------------ hooks for subclasses
     def _check_params(self) -> None:

@@ -65,13 +65,7 @@ class _MultimodalBase(NodeClassifier):
         device: str = "cpu",
         distributed: bool | Literal["auto"] = False,
     ):
-        super().__init__(hidden=hidden, num_layers=num_layers, dropout=dropout, lr=lr, weight_decay=weight_decay,
-                         epochs=epochs, patience=patience, monitor=monitor, batch_size=batch_size, fanouts=fanouts,
-                         seed=seed, device=device, distributed=distributed)
-        self.backbone = backbone
-        self.heads = heads
-        self.k = k
-        self.alpha = alpha
+        self._store(locals())
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -156,11 +150,7 @@ class FusionClassifier(_MultimodalBase):
         device: str = "cpu",
         distributed: bool | Literal["auto"] = False,
     ):
-        super().__init__(backbone=backbone, heads=heads, k=k, alpha=alpha, hidden=hidden, num_layers=num_layers,
-                         dropout=dropout, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
-                         monitor=monitor, batch_size=batch_size, fanouts=fanouts, seed=seed, device=device,
-                         distributed=distributed)
-        self.fusion = fusion
+        self._store(locals())
 
     def _build(self, shape):
         if self.fusion not in shape.modalities and self.fusion not in FUSIONS:
@@ -252,13 +242,7 @@ class DistillationClassifier(_MultimodalBase):
         device: str = "cpu",
         distributed: bool | Literal["auto"] = False,
     ):
-        super().__init__(backbone=backbone, heads=heads, k=k, alpha=alpha, hidden=hidden, num_layers=num_layers,
-                         dropout=dropout, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
-                         monitor=monitor, batch_size=batch_size, fanouts=fanouts, seed=seed, device=device,
-                         distributed=distributed)
-        self.kd_weight = kd_weight
-        self.temperature = temperature
-        self.kd_nodes = kd_nodes
+        self._store(locals())
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -357,11 +341,7 @@ class MNLClassifier(_MultimodalBase):
         device: str = "cpu",
         distributed: bool | Literal["auto"] = False,
     ):
-        super().__init__(backbone=backbone, heads=heads, k=k, alpha=alpha, hidden=hidden, num_layers=num_layers,
-                         dropout=dropout, lr=lr, weight_decay=weight_decay, epochs=epochs, patience=patience,
-                         monitor=monitor, batch_size=batch_size, fanouts=fanouts, seed=seed, device=device,
-                         distributed=distributed)
-        self.nl_weight = nl_weight
+        self._store(locals())
 
     def _build(self, shape):
         return BranchNet(shape.modalities, shape.modality_dims, self.backbone, self.hidden, shape.num_classes,

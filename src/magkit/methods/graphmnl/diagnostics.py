@@ -105,6 +105,7 @@ def explain_report(est, graph) -> dict:
         }
     best = est.history_.best_epoch
     gate = d["gate_rate"]
+    hi = max(1e-6, float(d["alpha"].max())) if d["alpha"].numel() else 1.0
     return {
         "method_params": est.get_params(),
         "dataset": graph.name,
@@ -115,13 +116,19 @@ def explain_report(est, graph) -> dict:
         "gate_rate": gate,
         "final_gate_rate": gate[best] if 0 <= best < len(gate) else float("nan"),
         "reliability_auc": d.get("reliability_auc", {}),
-        "alpha_histograms": {b: torch.histc(d["alpha"][:, j], bins=20, min=0, max=1).tolist()
+        "gate": bool(est.gate),
+        "warmup": int(est.warmup),
+        "best_epoch": int(best),
+        "loss_terms": {k: est.history_.series(k) for k in ("ce", "guide")},
+        "alpha_range": [0.0, hi],
+        "alpha_histograms": {b: torch.histc(d["alpha"][:, j], bins=20, min=0, max=hi).tolist()
                              for j, b in enumerate(d["branches"])},
     }
 
 
 def plot_diagnostics(report: dict, path):
-    """Gate rate per epoch and the distribution of fusion weights per branch (PNG)."""
+    """Training signals per epoch (the gate rate when the gate is on, else the supervised and guidance loss terms;
+    warm-up shaded, selected epoch marked) and the distribution of fusion weights per branch (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,11 +137,29 @@ def plot_diagnostics(report: dict, path):
     from ...eval.results import save_figure
 
     fig, (ax_g, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax_g.plot(report["gate_rate"])
-    ax_g.set(xlabel="epoch", ylabel="share of guided nodes with g > 0.5", title="transfer gate", ylim=(0, 1))
-    centers = [(i + 0.5) / 20 for i in range(20)]
+    if report.get("gate"):
+        rate = report["gate_rate"]
+        ax_g.plot(range(len(rate)), rate, color="C0")
+        ax_g.set(ylabel="share of guided nodes with g > 0.5", title="instability gate", ylim=(0, 1.05))
+    else:
+        for k, series in report.get("loss_terms", {}).items():
+            ax_g.plot(range(len(series)), series, label={"ce": "cross-entropy (branches + fused)",
+                                                         "guide": "guidance (negative learning)"}.get(k, k))
+        ax_g.set(ylabel="training loss term", title="training signals (gate off)")
+        ax_g.legend(fontsize=7)
+    warm = report.get("warmup", 0)
+    if warm:
+        ax_g.axvspan(0, warm, color="0.9", zorder=0, label="warm-up")
+    best = report.get("best_epoch", -1)
+    if best >= 0:
+        ax_g.axvline(best, color="0.4", linestyle="--", linewidth=1)
+        ax_g.text(best, ax_g.get_ylim()[1], " selected", va="top", fontsize=7, color="0.3")
+    ax_g.set(xlabel="epoch")
+    lo, hi = report.get("alpha_range", [0.0, 1.0])
+    edges = [lo + (hi - lo) * i / 20 for i in range(21)]
     for b in report["branches"]:
-        ax_a.plot(centers, report["alpha_histograms"][b], label=b)
-    ax_a.set(xlabel="fusion weight α_b(i)", ylabel="nodes", title="fusion weights per branch", yscale="log")
+        ax_a.stairs(report["alpha_histograms"][b], edges, label=b)
+    ax_a.set(xlabel="fusion weight α_b(i)", ylabel="nodes", title="fusion weights per branch", xlim=(lo, hi * 1.02))
     ax_a.legend(fontsize=7)
+    fig.tight_layout()
     return save_figure(fig, path)

@@ -118,34 +118,7 @@ class GraphMNL(NodeClassifier):
                  guidance: Literal["nl", "ntkd", "kd", "mnl", "none"] = "nl",
                  teacher: Literal["fused", "dominant"] = "fused", gate: bool = False,
                  fixed_dominant: str | None = None):
-        self.hidden = hidden
-        self.num_layers = num_layers
-        self.dropout = dropout
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.patience = patience
-        self.monitor = monitor
-        self.batch_size = batch_size
-        self.fanouts = fanouts
-        self.seed = seed
-        self.device = device
-        self.distributed = distributed
-        self.branches = branches
-        self.prop_k = prop_k
-        self.struct_backbone = struct_backbone
-        self.struct_layers = struct_layers
-        self.temperature = temperature
-        self.beta = beta
-        self.smooth_steps = smooth_steps
-        self.delta = delta
-        self.warmup = warmup
-        self.lam = lam
-        self.rho = rho
-        self.guidance = guidance
-        self.teacher = teacher
-        self.gate = gate
-        self.fixed_dominant = fixed_dominant
+        self._store(locals())
 
     # ------------------------------------------------------------------ set-up
     def _check_params(self) -> None:
