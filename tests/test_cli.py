@@ -369,9 +369,9 @@ def test_fit_saves_models_and_predict_reproduces_the_scores(tmp_path):
                  "--out", str(out), "--save-model")
     assert res.exit_code == 0, res.output
     runs = {r["seed"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
-    assert sorted(p.name for p in (out / "models").iterdir()) == ["seed0.pt", "seed1.pt"]
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["seed0.safetensors", "seed1.safetensors"]
     csv_path = tmp_path / "pred.csv"
-    res = invoke("predict", "--model", str(out / "models" / "seed1.pt"), "--out", str(csv_path))
+    res = invoke("predict", "--model", str(out / "models" / "seed1.safetensors"), "--out", str(csv_path))
     assert res.exit_code == 0, res.output
     assert f"{100 * runs[1]['test_acc']:.2f}" in res.output and f"{100 * runs[1]['val_acc']:.2f}" in res.output
     import csv

@@ -318,7 +318,8 @@ def test_fixed_dominant_reaches_the_fused_teacher(graph, monkeypatch):
     ({"beta": 2.0}, "GraphMNL: beta=2.0; allowed: 0 <= beta <= 1"),
     ({"rho": 1.5}, "GraphMNL: rho=1.5; allowed: 0 < rho < 1"),
     ({"lam": -1.0}, "GraphMNL: lam=-1.0; allowed: >= 0"),
-    ({"prop_k": -1}, "GraphMNL: prop_k=-1; allowed: >= 0"),
+    ({"prop_k": -1}, "GraphMNL: prop_k=-1; allowed: 0 <= prop_k <= 64"),
+    ({"prop_k": 2**40}, "GraphMNL: prop_k=1099511627776; allowed: 0 <= prop_k <= 64"),
     ({"branches": ["raw:audio"]}, "branches=['raw:audio']; allowed"),
     ({"fixed_dominant": "audio"}, "fixed_dominant='audio'; allowed: None, 'auto', 'text', 'image'"),
 ])

@@ -89,6 +89,8 @@ def _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, 
     check_split(split)
     graph = load_dataset(data, root=root, split=split, **data_options(data_set))
     ckpt = checkpoint or out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
+    if resume and not Path(ckpt).exists():
+        err_console.print(f"--resume: no checkpoint at {ckpt}; starting from epoch 0", highlight=False)
     t0 = _time.perf_counter()
     with progress_bar(disable=quiet) as progress:
         total = cond.params.get("epochs", 1)

@@ -64,7 +64,7 @@ def fit_cmd(
     root: RootOpt = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default: the method's, cpu); with --distributed, cuda is cuda:LOCAL_RANK.")] = None,
     distributed: Annotated[bool, typer.Option("--distributed", help="Data-parallel (DDP) training; launch with torchrun --nproc_per_node=N -m magkit fit ... (docs/scaling.md).")] = False,
-    save_model: Annotated[bool, typer.Option("--save-model", help="Also write each seed's fitted estimator to OUT/models/seed<S>.pt (read back by `magkit predict`).")] = False,
+    save_model: Annotated[bool, typer.Option("--save-model", help="Also write each seed's fitted estimator to OUT/models/seed<S>.safetensors (read back by `magkit predict`).")] = False,
 ):
     """Fit a method on a dataset for several seeds; print mean ± std and write results.json + a plot."""
     from ..eval.experiment import load_config, parse_seeds
@@ -102,7 +102,7 @@ def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bo
     def on_fitted(seed: int, est) -> None:
         if save_model and not quiet:
             meta = {"data": data, "split": split, "seed": seed, "root": str(root) if root else None}
-            saved.append(est.save(Path(out) / "models" / f"seed{seed}.pt", meta=meta))
+            saved.append(est.save(Path(out) / "models" / f"seed{seed}.safetensors", meta=meta))
 
     with progress_bar(disable=quiet) as progress:
         task = progress.add_task(f"{method}", total=len(seed_list), info="loading the dataset")

@@ -12,7 +12,7 @@ from torch import Tensor
 from ...exceptions import ConfigError
 from ...models.graphmnl_net import OPTIONAL_BRANCHES, STRUCT_BACKBONES, GraphMNLNet, default_branches
 from ...train.propagation import graph_adjacency
-from ..base import GraphInputs, NodeClassifier
+from ..base import GraphInputs, Monitor, NodeClassifier
 from .guidance import GuidanceState, guided_pairs, reliability
 from .minibatch import GuidedMiniBatch
 
@@ -108,7 +108,7 @@ class GraphMNL(NodeClassifier):
     reuse_eval_pass: bool = True
 
     def __init__(self, *, hidden: int = 128, num_layers: int = 2, dropout: float = 0.5, lr: float = 0.01,
-                 weight_decay: float = 5e-4, epochs: int = 300, patience: int = 50, monitor: str = "val_acc",
+                 weight_decay: float = 5e-4, epochs: int = 300, patience: int | None = 50, monitor: Monitor = "val_acc",
                  batch_size: int | None = None, fanouts: tuple[int, ...] = (10, 10), seed: int = 0,
                  device: str = "cpu", distributed: bool | Literal["auto"] = False,
                  branches: list[str] | tuple[str, ...] | None = None, prop_k: int = 2,
@@ -125,11 +125,11 @@ class GraphMNL(NodeClassifier):
         super()._check_params()
         name = type(self).__name__
         for key, value, ok, allowed in (
-            ("prop_k", self.prop_k, self.prop_k >= 0, ">= 0"),
+            ("prop_k", self.prop_k, 0 <= self.prop_k <= 64, "0 <= prop_k <= 64"),
             ("struct_layers", self.struct_layers, self.struct_layers >= 1, ">= 1"),
             ("temperature", self.temperature, self.temperature > 0, "> 0"),
             ("beta", self.beta, 0 <= self.beta <= 1, "0 <= beta <= 1"),
-            ("smooth_steps", self.smooth_steps, self.smooth_steps >= 0, ">= 0"),
+            ("smooth_steps", self.smooth_steps, 0 <= self.smooth_steps <= 64, "0 <= smooth_steps <= 64"),
             ("delta", self.delta, self.delta >= 0, ">= 0"),
             ("warmup", self.warmup, self.warmup >= 0, ">= 0"),
             ("lam", self.lam, self.lam >= 0, ">= 0"),
