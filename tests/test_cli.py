@@ -39,6 +39,15 @@ def test_data_info_real_grocery_structure(magb_root):
     assert info["splits"] == {"train": 10244, "val": 3415, "test": 3415}
 
 
+def test_grocery_semi_defaults_to_the_calibrated_profile(magb_root):
+    from magkit.data import load_dataset
+
+    g = load_dataset("grocery-semi", root=magb_root)
+    assert g.meta["profile"] == "grocery-calibrated" and g.num_nodes == 17074
+    res = invoke("data", "info", "movies-semi", "--root", str(magb_root))
+    assert res.exit_code == 2 and "needs a feature profile, e.g. movies-semi:text-dominant" in res.output
+
+
 def test_missing_dataset_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MAGKIT_DATA", raising=False)

@@ -10,6 +10,8 @@ name                            what it is
                                 ``reddit-s``, ``reddit-m``) with generated features of ``<profile>``
                                 (``text-dominant``, ``image-dominant``, ``balanced``, ...), e.g.
                                 ``grocery-semi:text-dominant``. Needs only ``<Name>Graph.pt``.
+                                ``grocery-semi`` alone is ``grocery-semi:grocery-calibrated``, the profile
+                                fitted to MAGB Grocery's published accuracies with real encoders.
 ``magb:<Name>``                 the real MAGB benchmark with its text/image feature files.
 ``mmgraph:<name>``              an MM-Graph benchmark (``ele-fashion``, ``books-nc``, ...).
 ``citeseer``                    CiteSeer with raw titles and abstracts (3,186 papers, 6 classes): views ``text``
@@ -128,6 +130,8 @@ def load_dataset(
         from .synthetic import attach_synthetic_features
 
         gname = _magb_name(kind_l[: -len("-semi")])
+        if not arg and gname == "Grocery":  # the profile fitted to Grocery's published figures
+            arg = "grocery-calibrated"
         if not arg:
             raise ConfigError(f"dataset: {key!r} needs a feature profile, e.g. {kind_l}:text-dominant")
         structure = load_magb_structure(find_magb_root(gname, root), gname)
