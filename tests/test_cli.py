@@ -452,3 +452,23 @@ def test_report_renders_the_committed_bench_rows(name, tmp_path):
     assert f"{n} cells: {n} ok, 0 failed" in res.output
     md = (tmp_path / "results.md").read_text()
     assert "| gcn-early |" in md and "grocery-semi:text-dominant" in md
+
+
+def test_render_only_without_rows_is_one_line(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndatasets: [synthetic]\nsplits: [magb]\nseeds: 0\nmethods: [mlp-early]\n")
+    res = invoke("bench", "run", str(suite), "--render-only", "--no-throughput", "--out", str(tmp_path / "none"))
+    assert res.exit_code == 2 and "--render-only: no rows recorded yet" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_score_on_a_graph_with_other_classes_is_one_line():
+    from magkit.data import load_dataset
+    from magkit.exceptions import ConfigError
+    from magkit.methods import create
+
+    g5 = load_dataset("synthetic", num_nodes=300)
+    g3 = load_dataset("synthetic", num_nodes=300, num_classes=3)
+    est = create("mlp-early", epochs=3).fit(g5)
+    with pytest.raises(ConfigError, match="has 3 classes; the model was fitted on 5"):
+        est.score(g3)

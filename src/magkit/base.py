@@ -169,10 +169,6 @@ class Estimator:
     #: the registry name this instance was created under (set by the registry; the class name otherwise)
     name: ClassVar[str] = ""
 
-    @classmethod
-    def param_names(cls) -> list[str]:
-        return list(param_defaults(cls))
-
     def get_params(self) -> dict[str, Any]:
         """The constructor's parameters and their current values."""
         return {n: getattr(self, n) for n in param_defaults(type(self))}

@@ -193,12 +193,14 @@ def content_digest(record_json: str, tensors: Mapping[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: str | os.PathLike, chunk: int = 16 << 20) -> str:
-    """sha256 of a file's bytes, read in chunks."""
+def file_digest(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks into one reused buffer."""
     h = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
+        while k := fh.readinto(buf):
+            h.update(view[:k])
     return h.hexdigest()
 
 

@@ -54,8 +54,12 @@ class Registry:
 
     def _fill(self) -> None:
         if not self._ready:
+            try:
+                self._populate(self)
+            except BaseException:
+                self._specs.clear()  # a failed fill is retried (and raises its cause) on the next call
+                raise
             self._ready = True
-            self._populate(self)
 
     def names(self) -> list[str]:
         self._fill()

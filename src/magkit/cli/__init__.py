@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,8 +36,10 @@ app.add_typer(data_app, name="data")
 bench_app = typer.Typer(help="Run benchmark suites and render their tables.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-console = Console()
-err_console = Console(stderr=True)
+# piped or captured output is not cut at 80 columns (tables and paths stay on one line); $COLUMNS still wins
+_PIPE_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+console = Console(width=_PIPE_WIDTH)
+err_console = Console(stderr=True, width=_PIPE_WIDTH)
 
 RootOpt = Annotated[Path | None, typer.Option("--root", help="Data folder to search first (else $MAGKIT_DATA, ./data, ../shared/data).")]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="Split spec: magb | rate:0.05 | kshot:20 | random:0.6/0.2 (default: the dataset's own).")]

@@ -44,6 +44,13 @@ def bench_run(
                 progress.update(task, completed=i, total=n, info=row_status(row))
 
             run_suite(spec, out, root=root, on_cell=on_cell, shard=shard)
+    else:
+        from ..bench.rows import rows_files
+        from ..exceptions import ConfigError
+
+        if not Path(out).is_dir() or not rows_files(out):
+            raise ConfigError(f"--render-only: no rows recorded yet in {str(out)!r}; allowed: a suite folder with "
+                              f"rows (run `magkit bench run {suite}` first)")
     extra = ""
     if throughput:
         from ..bench.throughput import gcn_throughput

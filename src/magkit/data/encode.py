@@ -35,6 +35,7 @@ import numpy as np
 from magkit.eval.results import file_mode
 from magkit.exceptions import ConfigError, DatasetError
 
+from ..integrity import file_digest
 from .encoders._common import Progress, _check_batch_size, _check_progress, _version
 from .encoders.image import (
     IMAGE_DIM,
@@ -72,14 +73,6 @@ _META_FILE = "encoders.json"
 
 
 # ----------------------------------------------------------------------------------------------- nodes
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_nodes(path: Path, needed: Sequence[str]) -> dict[str, list[str]]:
@@ -246,7 +239,7 @@ def encode_nodes(
         raise ConfigError(f"out_dir exists and is not a folder (got {str(out_dir)!r}); allowed: a directory")
     out.mkdir(parents=True, exist_ok=True)
 
-    sha = _sha256(nodes)
+    sha = file_digest(nodes)
     columns = _read_nodes(nodes, mods)
     n_rows = len(columns["id"])
     ids_sha = hashlib.sha256("\n".join(columns["id"]).encode("utf-8")).hexdigest()

@@ -63,6 +63,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import DatasetError, StorageError
+from ..integrity import file_digest
 from .graph import one_line
 
 log = logging.getLogger(__name__)
@@ -519,20 +520,6 @@ def _meta_digest(meta: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def file_sha256(path: Path, block: int = 8 << 20) -> str:
-    """The sha256 of a file's bytes, read in blocks of ``block`` bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        buf = bytearray(block)
-        view = memoryview(buf)
-        while True:
-            k = fh.readinto(buf)
-            if not k:
-                break
-            h.update(view[:k])
-    return h.hexdigest()
-
-
 def _verify(folder: Path, meta: dict, used: list[Path]) -> None:
     """Check the digests recorded in ``meta.json`` against the files (and that every file read is covered)."""
     sha = meta.get("sha256")
@@ -549,7 +536,7 @@ def _verify(folder: Path, meta: dict, used: list[Path]) -> None:
         if want is None:
             raise DatasetError(f"mmap graph: {p} is not covered by meta.json's sha256; expected only the files "
                                f"save_mmap_graph wrote ({', '.join(sorted(files))}), or load with verify=False")
-        if file_sha256(p) != want:
+        if file_digest(p) != want:
             raise DatasetError(f"mmap graph: {p} does not match its sha256 in meta.json (damaged or replaced); "
                                "load with verify=False to accept it")
 
@@ -761,7 +748,7 @@ def save_mmap_graph(graph, folder: str | os.PathLike, dtype: str | np.dtype | Ma
         digests = {}
         for f in files:
             _fsync(f)
-            digests[f.relative_to(tmp).as_posix()] = file_sha256(f)
+            digests[f.relative_to(tmp).as_posix()] = file_digest(f)
         meta["sha256"] = {"files": digests, "meta": _meta_digest(meta)}
         with open(tmp / "meta.json", "w") as fh:
             fh.write(json.dumps(meta, indent=2) + "\n")

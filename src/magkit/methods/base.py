@@ -447,6 +447,9 @@ class NodeClassifier(Estimator):
     def score(self, graph: MultimodalGraph, split: str = "test") -> dict[str, float]:
         """Accuracy and macro-F1 on ``split`` of ``graph``."""
         self._check_fitted()
+        if graph.num_classes != self.num_classes_:
+            raise ConfigError(f"graph classes: {graph.name!r} has {graph.num_classes} classes; the model was fitted "
+                              f"on {self.num_classes_}: score it on a graph labelled with the fitted classes")
         idx = graph.split_index(split)
         if self._lazy(graph):  # features on disk: infer only the split's nodes
             self._check_graph(graph)

@@ -93,6 +93,7 @@ class GuidanceState:
     labelled: Tensor
     y_train: Tensor
     offdiag: Tensor | None = None  # adj without its diagonal, built once per fit for the reliability scores
+    class_counts: Tensor | None = None  # training labels per class, for the fused teacher's per-class thresholds
     ema: Tensor | None = None  # gate only: moving average of the teacher's posterior (every branch's, dominant teacher)
     fixed_index: Tensor | None = None  # fixed_dominant: [B] bool, the global dominant modality's branches
     next_reliability: Tensor | None = None  # full batch: the reliability the next epoch's fusion reads
@@ -105,7 +106,7 @@ class GuidanceState:
         labelled = graph.train_mask.clone()
         y_train = torch.where(labelled, graph.y, torch.full_like(graph.y, -1))
         return cls(dict(params), tuple(branches), tuple(graph.modalities), adj, labelled, y_train,
-                   without_diagonal(adj))
+                   without_diagonal(adj), torch.bincount(y_train[labelled], minlength=graph.num_classes))
 
     def scores(self, out: dict) -> tuple[Tensor, Tensor]:
         return reliability(out, self.adj, self.labelled, self.y_train, self.params["beta"],
@@ -196,7 +197,7 @@ class GuidanceState:
         if kind == "nl":
             prior = None
             if p["teacher"] == "fused":  # per-class thresholds ρ C π_c, π the training labels' shares (add-one)
-                prior = torch.bincount(self.y_train[self.labelled], minlength=teacher.shape[1]).to(teacher) + 1.0
+                prior = self.class_counts.to(teacher) + 1.0
             neg = negative_set(teacher, y_train, labelled, rho=p["rho"], k=None, class_prior=prior)
             per = negative_learning_loss(z, neg[rows], None)
         elif kind == "kd":
