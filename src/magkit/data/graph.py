@@ -154,7 +154,7 @@ class MultimodalGraph(Data):
 
     def feature(self, modality: str) -> Tensor:
         """The feature block of ``modality`` (``[N, d_m]``): a float32 tensor, or on a memory-mapped graph a
-        :class:`~magkit.data.ondisk.MappedFeatures` (``x[idx]`` gathers float32 rows; ``x.materialize()`` reads
+        :class:`~magkit.data.mapped.MappedFeatures` (``x[idx]`` gathers float32 rows; ``x.materialize()`` reads
         all of it)."""
         self._check_modality(modality)
         return self[f"x_{modality}"]
@@ -242,7 +242,7 @@ class MultimodalGraph(Data):
 
 
 def _is_mapped(x: Any) -> bool:
-    """A disk-backed lazy block (:class:`magkit.data.ondisk.MappedFeatures`), recognised without importing it."""
+    """A disk-backed lazy block (:class:`magkit.data.mapped.MappedFeatures`), recognised without importing it."""
     return bool(getattr(x, "is_mapped_block", False))
 
 

@@ -49,7 +49,7 @@ def load_feature_matrix(path: str | os.PathLike, num_nodes: int | None = None, f
         DatasetError: unreadable file, not 2-D, wrong row count, non-numeric dtype, NaN/Inf values (or values
             too large for float32); the message names the file.
     """
-    from .ondisk import npy_header
+    from .mapped import npy_header
 
     path = Path(path)
     if not path.is_file():

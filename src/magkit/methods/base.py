@@ -52,7 +52,7 @@ from torch import Tensor
 from .. import distributed as D
 from ..base import Estimator
 from ..data.graph import MultimodalGraph, validate
-from ..data.ondisk import model_rows
+from ..data.mapped import model_rows
 from ..exceptions import ConfigError, NotFittedError
 from ..functional import accuracy, macro_f1
 from ..train.loop import fit_loop

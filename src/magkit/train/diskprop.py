@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.ondisk import MappedFeatures, is_mapped
+from ..data.mapped import MappedFeatures, is_mapped
 from ..exceptions import ConfigError
 from ..integrity import atomic_path, atomic_write_text, file_digest
 

@@ -176,12 +176,12 @@ def propagate_features(
     per (structure, features, k, α). On disk (:func:`magkit.train.diskprop.propagate_to_disk`), Â^k X is
     computed in column blocks under ``max_memory_mb`` and cached as a file in
     :func:`~magkit.train.diskprop.default_cache_dir`; the result is a lazy
-    :class:`~magkit.data.ondisk.MappedFeatures` when ``x`` is one (mini-batch training gathers its rows), else
+    :class:`~magkit.data.mapped.MappedFeatures` when ``x`` is one (mini-batch training gathers its rows), else
     the file read into memory.
 
     Args:
         graph: the graph (``edge_index``, ``num_nodes``; ``is_mapped`` for a memory-mapped graph).
-        x: ``[N, d]`` features: a tensor or a :class:`~magkit.data.ondisk.MappedFeatures`.
+        x: ``[N, d]`` features: a tensor or a :class:`~magkit.data.mapped.MappedFeatures`.
         k: number of hops (>= 0).
         alpha: APPNP teleport probability α; ``None`` for plain Â^k X (default: ``None``).
         where: ``"memory"``, ``"disk"``, or ``"auto"``: on disk when the graph or ``x`` is memory-mapped, else
@@ -190,9 +190,9 @@ def propagate_features(
         cache: where in-memory results are kept (default: :data:`DEFAULT_CACHE`).
 
     Returns:
-        ``[N, d]`` float features (a :class:`~magkit.data.ondisk.MappedFeatures` for a mapped ``x`` on disk).
+        ``[N, d]`` float features (a :class:`~magkit.data.mapped.MappedFeatures` for a mapped ``x`` on disk).
     """
-    from ..data.ondisk import is_mapped
+    from ..data.mapped import is_mapped
 
     if where not in WHERE:
         raise ConfigError(f"where: {where!r}; allowed: {', '.join(WHERE)}")
