@@ -21,7 +21,7 @@ def demo(
     seeds: Annotated[str | None, typer.Option(help="Seeds instead of the tour's (0..2 quick, 0,1 full): a range 0..4 or a list 0,1,2.")] = None,
     root: RootOpt = None,
 ):
-    """A tour in under a minute: a small generated graph with three modalities of unequal quality, an MLP, GCN,
+    """A tour in under a minute: a small generated graph with text and image features of unequal quality, an MLP, GCN,
     GraphSAGE and GraphMNL over three seeds, a comparison table, and the files a real run writes."""
     from ..demo import FULL, QUICK, run_demo
     from ..eval.experiment import parse_seeds
