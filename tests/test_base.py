@@ -109,3 +109,13 @@ def test_registry_fixes_and_suggests():
         reg.create("toy-b", mode="a")
     with pytest.raises(ConfigError, match=r"unknown parameter 'hiddn' \(did you mean 'hidden'\?\)"):
         reg.create("toy-b", hiddn=3)
+
+
+def test_name_subset_keeps_order_and_rejects_unknown_or_empty():
+    from magkit.base import name_subset
+
+    assert name_subset(["b", "a", "b"], ("a", "b"), "views") == ["b", "a"]
+    assert name_subset("a", ("a", "b"), "views") == ["a"]
+    for bad in (["c"], []):
+        with pytest.raises(ConfigError, match=r"^views: unknown or empty .*allowed: a non-empty subset of \['a', 'b'\]$"):
+            name_subset(bad, ("a", "b"), "views")

@@ -85,7 +85,7 @@ CASES = [
     (["evaluate", "{tmp}/file.txt", "-d", "synthetic"], "{tmp}/file.txt: not a readable safetensors file", False),
     (["predict", "--model", "{tmp}/none.pt"], "does not exist", False),
     (["encode", "{tmp}/none.csv", "--out", "{tmp}/feats"], "nodes_path: no such file (got '{tmp}/none.csv'); allowed: an existing CSV file", False),
-    (["encode", "{tmp}/file.txt", "--out", "{tmp}/feats", "--modalities", "audio"], "modalities: unknown or empty (got ['audio']); allowed: ['text', 'image']", False),
+    (["encode", "{tmp}/file.txt", "--out", "{tmp}/feats", "--modalities", "audio"], "modalities: unknown or empty (got ['audio']); allowed: a non-empty subset of ['text', 'image']", False),
     # generator options
     (["data", "generate", "--out", "{tmp}/gen", "--dims", "text=abc"], "--dims: 'text=abc'; allowed: modality=width pairs", False),
     (["data", "generate", "--out", "{tmp}/gen", "--dtype", "int8"], "--dtype: 'int8'; allowed: float16, float32, float64", False),

@@ -36,6 +36,16 @@ def did_you_mean(name: str, choices: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def name_subset(value: str | Sequence[str], allowed: Sequence[str], what: str) -> list[str]:
+    """``value`` (one name or several) as a list without repeats, in order; a one-line :class:`ConfigError`
+    naming ``what`` when it is empty or holds a name outside ``allowed``."""
+    names = list(dict.fromkeys((value,) if isinstance(value, str) else value))
+    if not names or any(n not in allowed for n in names):
+        raise ConfigError(f"{what}: unknown or empty (got {list(names)!r}); allowed: a non-empty subset of "
+                          f"{list(allowed)}")
+    return names
+
+
 # ---------------------------------------------------------------------------------------------- type checks
 def type_name(tp: Any) -> str:
     """A readable name of an annotation: ``float``, ``int or None``, ``one of 'a', 'b'``, ``list of str``."""

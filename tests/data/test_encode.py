@@ -120,7 +120,7 @@ def test_inputs_are_validated(tmp_path):
     with pytest.raises(ConfigError, match="nodes_path: no such file"):
         E.encode_nodes(tmp_path / "missing.csv", tmp_path / "out")
     nodes = _write_nodes(tmp_path / "nodes.csv", [{"id": "a", "text": "x", "image": "", "label": "0"}])
-    with pytest.raises(ConfigError, match=r"modalities.*allowed: \['text', 'image'\]"):
+    with pytest.raises(ConfigError, match=r"modalities: unknown or empty .*allowed: a non-empty subset of \['text', 'image'\]"):
         E.encode_nodes(nodes, tmp_path / "out", modalities=("text", "audio"))
     bad = tmp_path / "bad.csv"
     bad.write_text("node,caption\n1,hello\n", encoding="utf-8")

@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..base import name_subset
 from ..exceptions import ConfigError, DatasetError
 from .graph import MultimodalGraph
 
@@ -410,12 +411,7 @@ def load_citeseer(
         The graph (no split applied): ``x_<view>`` float32 ``[3186, d]``, ``y`` ``[3186]``, undirected
         ``edge_index``, ``class_names``, and ``meta["citations"]`` / ``meta["node_ids"]``.
     """
-    if isinstance(views, str):
-        views = (views,)
-    views = list(dict.fromkeys(views))
-    bad = [v for v in views if v not in CITESEER_VIEWS]
-    if bad or not views:
-        raise ConfigError(f"CiteSeer views: {list(views)!r}; allowed: a non-empty subset of {list(CITESEER_VIEWS)}")
+    views = name_subset(views, CITESEER_VIEWS, "CiteSeer views")
     unknown = sorted(set(lexical or {}) - set(LEXICAL_DEFAULTS))
     if unknown:
         raise ConfigError(f"CiteSeer lexical parameter(s) {unknown}; allowed: {', '.join(LEXICAL_DEFAULTS)}")

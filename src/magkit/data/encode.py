@@ -35,6 +35,7 @@ import numpy as np
 from magkit.eval.results import file_mode
 from magkit.exceptions import ConfigError, DatasetError
 
+from ..base import name_subset
 from ..integrity import file_digest
 from .encoders._common import Progress, _check_batch_size, _check_progress, _version
 from .encoders.image import (
@@ -225,12 +226,7 @@ def encode_nodes(
     nodes = Path(nodes_path)
     if not nodes.is_file():
         raise ConfigError(f"nodes_path: no such file (got {str(nodes_path)!r}); allowed: an existing CSV file")
-    if isinstance(modalities, str):
-        modalities = (modalities,)
-    mods = list(dict.fromkeys(modalities))
-    bad = [m for m in mods if m not in MODALITIES]
-    if bad or not mods:
-        raise ConfigError(f"modalities: unknown or empty (got {list(modalities)!r}); allowed: {list(MODALITIES)}")
+    mods = name_subset(modalities, MODALITIES, "modalities")
     if batch_size is not None:
         _check_batch_size(batch_size)
     progress = _check_progress(progress)
