@@ -16,6 +16,7 @@ The protocol (docs/condensation.md):
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -226,7 +227,10 @@ def train_model(
         raise ConfigError(f"epochs and eval_every must be >= 1, got {epochs} and {eval_every}")
     if patience is not None and patience < 1:
         raise ConfigError(f"patience: {patience}; allowed: >= 1 validations or None")
-    with torch.random.fork_rng(devices=[]), torch.device(x.device):  # the model lives where the data does
+    # the model lives where the data does (on CPU, the default device: no device mode, whose per-op dispatch
+    # costs more than a tiny graph's training step)
+    device_mode = torch.device(x.device) if x.device.type != "cpu" else contextlib.nullcontext()
+    with torch.random.fork_rng(devices=[]), device_mode:
         torch.manual_seed(seed)
         model = _build(backbone, x.size(1), hidden, num_classes, dropout_p, num_layers, widths)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -37,6 +37,30 @@ def split_views(graph, setting: str = "transductive") -> dict[str, View]:
     return {k: _only(v, v.idx, shared) for k, v in views.items()}
 
 
+def _local_view(view: View, kind: str, num_layers: int) -> View:
+    """``view`` cut to what its scored nodes' outputs depend on for a ``kind`` network of depth ``num_layers``
+    (see :meth:`Target.val_view`); the view itself when that is most of it."""
+    from torch_geometric.utils import k_hop_subgraph
+
+    idx, m = view.idx, int(view.idx.numel())
+    empty = torch.empty(2, 0, dtype=torch.long, device=view.x.device)
+    pos = torch.arange(m, device=view.x.device)
+    if kind == "mlp":
+        return View(view.x[idx], empty, view.y[idx], pos)
+    if kind == "sgc":
+        rows = view.structure("sgc")[idx]
+        local = View(rows, empty, view.y[idx], pos)
+        local._cache["sgc"] = rows
+        return local
+    if kind == "appnp":
+        return view
+    subset, ei, mapping, _ = k_hop_subgraph(idx, num_layers + 1, view.edge_index, relabel_nodes=True,
+                                            num_nodes=view.num_nodes)
+    if subset.numel() > 0.8 * view.num_nodes:
+        return view
+    return View(view.x[subset], ei, view.y[subset], mapping)
+
+
 @dataclass
 class Target:
     """One side of a search: the nodes candidates are trained on, and the real views they are scored on.
@@ -65,6 +89,7 @@ class Target:
     adj: Tensor | None = None
     train_view: View | None = None
     _structures: dict = field(default_factory=dict, repr=False)
+    _val_views: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def whole(cls, graph, views: dict[str, View], with_test: bool = False) -> Target:
@@ -85,6 +110,17 @@ class Target:
         return cls(name, xs, condensed.y.long(), tuple(condensed.modality_dims[m] for m in condensed.modalities),
                    condensed.num_classes, views["val"], None, adj=condensed.adj.float())
 
+    def val_view(self, kind: str, num_layers: int | None) -> View:
+        """The validation view a ``kind`` network of depth ``num_layers`` is scored on: only what the scores of
+        the validation nodes depend on (kept per kind and depth). MLP: the validation rows; SGC: the rows of the
+        whole graph's Â²X (propagated once); GCN, GraphSAGE, GAT, Chebyshev: the (depth + 1)-hop subgraph around
+        the validation nodes (one hop beyond the receptive field keeps every degree in the normalisations
+        whole); APPNP (ten propagation steps): the whole view."""
+        key = (kind, num_layers)
+        if key not in self._val_views:
+            self._val_views[key] = _local_view(self.val, kind, num_layers or 1)
+        return self._val_views[key]
+
     @property
     def num_nodes(self) -> int:
         return int(self.x.size(0)) if self.train_idx is None else int(self.train_idx.numel())
@@ -103,7 +139,7 @@ class Target:
         validation view; returns its val (and, with a test view, test) accuracy and macro-F1 and its times."""
         kind = config["backbone"]
         return train_model(
-            kind, self.x, self.structure(kind), self.y, self.train_idx, self.val, self.test,
+            kind, self.x, self.structure(kind), self.y, self.train_idx, self.val_view(kind, config["num_layers"]), self.test,
             num_classes=self.num_classes, epochs=epochs, lr=config["lr"], weight_decay=config["weight_decay"],
             hidden=config["hidden"] or 1, dropout_p=config["dropout"] or 0.0, num_layers=config["num_layers"] or 1,
             eval_every=eval_every, patience=patience, seed=seed,
@@ -112,7 +148,7 @@ class Target:
     def __getstate__(self) -> dict:
         """Pickled (for a Ray worker) without the structure caches, which the worker rebuilds."""
         state = dict(self.__dict__)
-        state["_structures"] = {}
+        state["_structures"], state["_val_views"] = {}, {}
         for k in ("val", "test", "train_view"):
             v = state[k]
             if v is not None:
