@@ -252,3 +252,17 @@ def test_cli_errors_are_one_line_before_any_work(tmp_path):
     res = runner.invoke(app, ["search", "citeseer", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "missing --space" in flat(res)
     assert not (tmp_path / "o").exists()
+
+
+def test_ray_executor_matches_local(graph, tmp_path):
+    ray = pytest.importorskip("ray", reason='ray is not installed (pip install -e ".[ray]")')
+    local = magkit.search(graph, SMALL, tmp_path / "local", on="whole", top=0, **FAST)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        res = magkit.search(graph, SMALL, tmp_path / "ray", on="whole", top=1, executor="ray", **FAST)
+    finally:
+        ray.shutdown()
+    assert res.ran == 4 and all(r["pid"] != __import__("os").getpid() for r in read_rows(tmp_path / "ray" / "rows.jsonl")
+                                if r["stage"] == "trial")
+    assert [(r["method"], r["metrics"]["val_acc"]) for r in res.trials] == \
+           [(r["method"], r["metrics"]["val_acc"]) for r in local.trials]

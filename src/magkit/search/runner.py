@@ -112,9 +112,11 @@ def _key(dataset: str, on: str, stage: str, name: str, proto: str) -> str:
 
 def _row(base: dict[str, Any], key: str, stage: str, config: dict[str, Any], result: dict[str, Any],
          wall: float) -> dict[str, Any]:
+    """A trial's row: its identity, configuration, result (status, metrics or error) and where it ran (a Ray
+    worker's result names its own host and pid)."""
     return {"key": key, "id": hashlib.sha1(key.encode()).hexdigest()[:12], "task": "search", **base, "stage": stage,
-            "method": config_key(config), "config": config, **result, "wall_time_s": wall,
-            "host": platform.node(), "pid": os.getpid(),
+            "method": config_key(config), "config": config, "executor": "local", "host": platform.node(),
+            "pid": os.getpid(), **result, "wall_time_s": wall,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -139,7 +141,7 @@ def _ray_trial(shared: tuple[Target, dict[str, Any]], item: tuple[Any, dict[str,
     target, train_kw = shared
     t0 = time.perf_counter()
     out = run_trial(target, item[1], train_kw)
-    out["wall_time_s"] = time.perf_counter() - t0
+    out.update(wall_time_s=time.perf_counter() - t0, executor="ray", host=platform.node(), pid=os.getpid())
     return out
 
 
@@ -330,7 +332,7 @@ def search(
 def _worker_error(exc: BaseException) -> dict[str, Any]:
     from ..bench.cell import one_line
 
-    return {"status": "error", "error": one_line(exc), "wall_time_s": 0.0}
+    return {"status": "error", "error": one_line(exc), "wall_time_s": 0.0, "executor": "ray"}
 
 
 def rank(rows: list[dict]) -> list[dict]:
