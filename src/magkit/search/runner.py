@@ -24,7 +24,8 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -291,7 +292,7 @@ def search(
     train_kw = {"epochs": epochs, "eval_every": eval_every, "patience": patience, "seed": seed}
     protocol = {**train_kw, "setting": setting, "split": split}
     proto = _digest(protocol)
-    base = {"dataset": dataset, "on": on_label, "split": on_label, "seed": seed, "protocol": protocol}
+    base = {"dataset": dataset, "on": on_label, "seed": seed, "protocol": protocol}
     path = rows_file(out, (i_shard, n_shard))
     ran = 0
     with ShardLock(path):
@@ -373,19 +374,37 @@ def _target(graph, views, out: Path, condensed, condenser, ratio, seed, setting,
     else:
         name = f"{condenser}@{ratio:g}"
         path = out / f"S-{condenser}-{ratio:g}-seed{seed}.safetensors"
-        if path.is_file():  # a resumed search trains on the same S
-            cg = CondensedGraph.load(path)
-        else:
-            from ..condense.registry import make_condenser
+        with _file_lock(path):  # shards started together condense S once; the others wait and read it
+            if path.is_file():  # a resumed search trains on the same S
+                cg = CondensedGraph.load(path)
+            else:
+                from ..condense.registry import make_condenser
 
-            cond = make_condenser(condenser, **dict(condense_params or {}), ratio=float(ratio), seed=seed,
-                                  setting=setting)
-            t0 = time.perf_counter()
-            cg = cond.condense(graph)
-            t = time.perf_counter() - t0
-            cg.save(path)
+                cond = make_condenser(condenser, **dict(condense_params or {}), ratio=float(ratio), seed=seed,
+                                      setting=setting)
+                t0 = time.perf_counter()
+                cg = cond.condense(graph)
+                t = time.perf_counter() - t0
+                cg.save(path)
     cg.check_compatible(graph, strict_checksum=True)
     return Target.condensed(cg, views, name), name, t
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<path>.lock`` for the body, waiting for another holder (no-op without
+    ``fcntl``)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(str(path) + ".lock", "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _retrain(ranked, top, graph, views, base, dataset, on_label, proto, train_kw, all_rows, path, notify) -> list[dict]:
