@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 import magkit
 from magkit.bench.rows import read_rows
 from magkit.cli import app
-from magkit.condense.evaluate import View, _build, score
+from magkit.condense.evaluate import View, _build, _forward, score
 from magkit.data import load_dataset
 from magkit.exceptions import ConfigError, MissingDependencyError
 from magkit.models.late_fusion import LateFusion
 from magkit.search import compare, config_key, load_space, rank
-from magkit.search.target import Target, _local_view, split_views
+from magkit.search.target import Target, _local_view
 
 runner = CliRunner()
 FAST = {"epochs": 12, "eval_every": 3, "patience": 2}
@@ -105,16 +105,30 @@ def test_rank_orders_by_validation_and_keeps_pruned_after():
 
 
 # ---------------------------------------------------------------------------------------------- trials
-def test_validation_view_cut_to_the_receptive_field_scores_as_the_whole_view(graph):
-    views = split_views(graph)
-    val = views["val"]
+def test_validation_view_cut_to_the_receptive_field_scores_as_the_whole_view():
+    # a ring with chords (degrees 2 to 4): the neighbourhoods of the scored nodes are a small part of it
+    n = 300
+    g = torch.Generator().manual_seed(0)
+    src = torch.cat([torch.arange(n), torch.randint(0, n, (60,), generator=g)])
+    dst = torch.cat([(torch.arange(n) + 1) % n, torch.randint(0, n, (60,), generator=g)])
+    keep = src != dst
+    ei = torch.cat([torch.stack([src[keep], dst[keep]]), torch.stack([dst[keep], src[keep]])], dim=1).unique(dim=1)
+    x, y = torch.randn(n, 12, generator=g), torch.randint(0, 3, (n,), generator=g)
+    val = View(x, ei, y, torch.tensor([0, 50, 100, 150, 200, 250]))
     torch.manual_seed(0)
     for kind in ("gcn", "sage", "gat", "cheb", "mlp", "sgc"):
         for depth in (1, 2):
-            model = _build(kind, val.x.size(1), 8, graph.num_classes, 0.0, depth)
+            model = _build(kind, 12, 8, 3, 0.0, depth)
             local = _local_view(val, kind, depth)
+            assert local.num_nodes < n // 2, (kind, depth)
             full = View(val.x, val.edge_index, val.y, val.idx)
-            assert torch.equal(score(model, kind, local)[2], score(model, kind, full)[2]), (kind, depth)
+            a, b = score(model, kind, local), score(model, kind, full)
+            assert torch.equal(a[2], b[2]) and a[0] == b[0], (kind, depth)
+            model.eval()
+            with torch.no_grad():  # the logits too, not only their argmax
+                za = _forward(model, kind, local.x, local.structure(kind))[local.idx]
+                zb = _forward(model, kind, full.x, full.structure(kind))[full.idx]
+            assert torch.allclose(za, zb, atol=1e-5), (kind, depth)
 
 
 def test_late_fusion_averages_one_network_per_block():

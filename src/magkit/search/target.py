@@ -54,8 +54,11 @@ def _local_view(view: View, kind: str, num_layers: int) -> View:
         return local
     if kind == "appnp":
         return view
-    subset, ei, mapping, _ = k_hop_subgraph(idx, num_layers + 1, view.edge_index, relabel_nodes=True,
-                                            num_nodes=view.num_nodes)
+    # GraphSAGE's mean and GAT's attention normalise over the receiving node's neighbours: the receptive field
+    # (depth hops) holds them all; GCN's and ChebNet's symmetric normalisation also read the degree of the
+    # sending node, whole one hop further
+    hops = num_layers if kind in ("sage", "gat") else num_layers + 1
+    subset, ei, mapping, _ = k_hop_subgraph(idx, hops, view.edge_index, relabel_nodes=True, num_nodes=view.num_nodes)
     if subset.numel() > 0.8 * view.num_nodes:
         return view
     return View(view.x[subset], ei, view.y[subset], mapping)
@@ -113,9 +116,10 @@ class Target:
     def val_view(self, kind: str, num_layers: int | None) -> View:
         """The validation view a ``kind`` network of depth ``num_layers`` is scored on: only what the scores of
         the validation nodes depend on (kept per kind and depth). MLP: the validation rows; SGC: the rows of the
-        whole graph's Â²X (propagated once); GCN, GraphSAGE, GAT, Chebyshev: the (depth + 1)-hop subgraph around
-        the validation nodes (one hop beyond the receptive field keeps every degree in the normalisations
-        whole); APPNP (ten propagation steps): the whole view."""
+        whole graph's Â²X (propagated once); GraphSAGE, GAT: the depth-hop subgraph around the validation nodes
+        (their receptive field); GCN, Chebyshev: the (depth + 1)-hop subgraph (one hop beyond the receptive field
+        keeps every degree of the symmetric normalisation whole); APPNP (ten propagation steps): the whole
+        view."""
         key = (kind, num_layers)
         if key not in self._val_views:
             self._val_views[key] = _local_view(self.val, kind, num_layers or 1)
