@@ -277,7 +277,7 @@ def test_save_load_round_trip_keeps_meta(graph, tmp_path):
         ({"ratio": 0.0}, "ratio"),
         ({"ratio": 2}, "ratio"),
         ({"setting": "semi"}, "setting"),
-        ({"damping": "field", "structure": "none"}, "needs a synthetic structure"),
+        ({"damping": "field", "structure": "none"}, "damping_graph=.learned. needs a learned structure"),
         ({"distance": "l1"}, "distance"),
         ({"lr_feat": -1}, "lr_feat"),
         ({"bogus": 1}, "unknown parameter"),
