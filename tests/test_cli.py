@@ -169,7 +169,7 @@ def test_every_command_is_registered_in_help_order():
     assert res.exit_code == 0
     listed = re.findall(r"^│ (\w+) ", res.output, flags=re.M)
     assert listed == ["encode", "methods", "fit", "predict", "explain", "demo", "condense", "evaluate", "sweep",
-                      "report", "data", "bench"]
+                      "report", "search", "data", "bench"]
     for group, commands in (("data", ["info", "list", "generate"]), ("bench", ["run"])):
         sub = invoke(group, "--help")
         assert re.findall(r"^│ (\w+) ", sub.output, flags=re.M) == commands

@@ -86,6 +86,17 @@ CASES = [
     (["predict", "--model", "{tmp}/none.pt"], "does not exist", False),
     (["encode", "{tmp}/none.csv", "--out", "{tmp}/feats"], "nodes_path: no such file (got '{tmp}/none.csv'); allowed: an existing CSV file", False),
     (["encode", "{tmp}/file.txt", "--out", "{tmp}/feats", "--modalities", "audio"], "modalities: unknown or empty (got ['audio']); allowed: a non-empty subset of ['text', 'image']", False),
+    # search: the space file, its keys and values, what to search on, the output folder
+    (["search", "synthetic", "--space", "{tmp}/typo.yaml", "--out", "{tmp}/se", "--on", "whole"], "search space {tmp}/typo.yaml: unknown key 'hiden' (did you mean 'hidden'?)", False),
+    (["search", "synthetic", "--space", "{tmp}/broken.yaml", "--out", "{tmp}/se", "--on", "whole"], "search space {tmp}/broken.yaml: not valid YAML", False),
+    (["search", "synthetic", "--space", "{tmp}/list.yaml", "--out", "{tmp}/se", "--on", "whole"], "must hold a mapping of keys (mode, backbone", False),
+    (["search", "synthetic", "--space", "{tmp}/space.yaml", "--out", "{tmp}/se", "--condenser", "kcentre"], "--condenser: 'kcentre' (did you mean 'kcenter'?)", False),
+    (["search", "synthetic", "--space", "{tmp}/space.yaml", "--out", "{tmp}/se", "--condenser", "srgm", "--ratio", "3"], "--ratio: 3.0; allowed: 0 < ratio <= 1", False),
+    (["search", "synthetic", "--space", "{tmp}/space.yaml", "--out", "{tmp}/se"], "nothing given to search on; allowed: exactly one of --condensed PATH", False),
+    (["search", "synthetic", "--space", "{tmp}/space.yaml", "--out", "{tmp}/se", "--on", "all"], "--on: 'all'; allowed: whole", False),
+    (["search", "synthetic", "--space", "{tmp}/space.yaml", "--out", "{tmp}/se", "--condensed", "{tmp}/none.safetensors"], "--condensed: '{tmp}/none.safetensors' does not exist", False),
+    (["search", "synthetic", "--space", "{tmp}/space.yaml", "--out", "{tmp}/file.txt", "--on", "whole"], "--out: '{tmp}/file.txt' is an existing file", False),
+    (["search", "synthetic", "--space", "{tmp}/space.yaml", "--out", "{tmp}/se", "--on", "whole", "--shard", "2/2"], "shard: 2/2; allowed: i/n with 0 <= i < n", False),
     # generator options
     (["data", "generate", "--out", "{tmp}/gen", "--dims", "text=abc"], "--dims: 'text=abc'; allowed: modality=width pairs", False),
     (["data", "generate", "--out", "{tmp}/gen", "--dtype", "int8"], "--dtype: 'int8'; allowed: float16, float32, float64", False),
@@ -103,6 +114,7 @@ def files(tmp_path):
     (tmp_path / "list.yaml").write_text("- lr\n- hidden\n")
     (tmp_path / "typo.yaml").write_text("hiden: 16\n")
     (tmp_path / "sweep.yaml").write_text(SUITE_OK)
+    (tmp_path / "space.yaml").write_text("backbone: [gcn, sgc]\n")
     (tmp_path / "sw").mkdir()
     return tmp_path
 

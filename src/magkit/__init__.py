@@ -32,10 +32,12 @@ _EXPORTS = {
     "make_condenser": "magkit.condense",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = sorted([*_EXPORTS, "search"]) + ["__version__"]
 
 
 def __getattr__(name: str):
+    if name == "search":  # the package magkit.search is callable: magkit.search(data, space, out, ...)
+        return importlib.import_module("magkit.search")
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'magkit' has no attribute {name!r}")

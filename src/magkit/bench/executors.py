@@ -66,10 +66,13 @@ def ray_options(resources: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def ray_rows(spec: dict[str, Any], cells: list[Cell], address: str | None) -> Iterator[dict]:
-    """One Ray task per cell; rows are yielded as tasks finish (``ray.wait``), to be written by the caller."""
+def ray_map(fn, items: list, shared: Any, options: dict[str, Any], address: str | None) -> Iterator[tuple[Any, Any, BaseException | None]]:
+    """Run ``fn(shared, item)`` as one Ray task per item (``shared`` is put in the object store once) and yield
+    ``(item, result, None)`` as tasks finish, or ``(item, None, exc)`` for a task whose worker failed.
+    Starts Ray (``address``: ``local``/None, ``auto``, ``host:port``, ``ray://...``) unless it is running, and
+    shuts down what it started; interrupted, it cancels the tasks still pending."""
     ray = import_ray()
-    if not cells:  # nothing to run: do not start or join a cluster for it
+    if not items:  # nothing to run: do not start or join a cluster for it
         return
     started = False
     if not ray.is_initialized():
@@ -78,21 +81,20 @@ def ray_rows(spec: dict[str, Any], cells: list[Cell], address: str | None) -> It
         else:
             ray.init(address=address, logging_level=logging.WARNING)
         started = True
-    pending: dict[Any, Cell] = {}
+    pending: dict[Any, Any] = {}
     try:
-        task = ray.remote(_ray_cell).options(**ray_options(spec["resources"]))
-        spec_ref = ray.put(spec)
-        threads = max(1, int(spec["resources"]["num_cpus"]))
-        pending = {task.remote(spec_ref, c.to_dict(), threads): c for c in cells}
+        task = ray.remote(fn).options(**options)
+        shared_ref = ray.put(shared)
+        pending = {task.remote(shared_ref, item): item for item in items}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
-                cell = pending.pop(ref)
+                item = pending.pop(ref)
                 try:
-                    row = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - a worker died (memory, node lost): an error row
-                    row = _driver_error_row(spec, cell, exc)
-                yield row
+                    result, err = ray.get(ref), None
+                except Exception as exc:  # noqa: BLE001 - a worker died (memory, node lost): the caller records it
+                    result, err = None, exc
+                yield item, result, err
     finally:
         for ref in pending:  # interrupted: do not leave work running on the cluster
             try:
@@ -101,6 +103,23 @@ def ray_rows(spec: dict[str, Any], cells: list[Cell], address: str | None) -> It
                 pass
         if started:
             ray.shutdown()
+
+
+def _ray_cell_task(payload: tuple[dict[str, Any], int], cell: dict[str, Any]) -> dict[str, Any]:
+    spec, threads = payload
+    return _ray_cell(spec, cell, threads)
+
+
+def ray_rows(spec: dict[str, Any], cells: list[Cell], address: str | None) -> Iterator[dict]:
+    """One Ray task per cell; rows are yielded as tasks finish (``ray.wait``), to be written by the caller."""
+    by_key = {c.key: c for c in cells}
+    threads = max(1, int(spec["resources"]["num_cpus"]))
+    for item, row, exc in ray_map(_ray_cell_task, [c.to_dict() for c in cells], (spec, threads),
+                                  ray_options(spec["resources"]), address):
+        if exc is not None:
+            cell = Cell(item["task"], {k: v for k, v in item.items() if k != "task"})
+            row = _driver_error_row(spec, by_key.get(cell.key, cell), exc)
+        yield row
 
 
 def _driver_error_row(spec: dict[str, Any], cell: Cell, exc: BaseException) -> dict[str, Any]:

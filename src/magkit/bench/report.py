@@ -28,6 +28,7 @@ __all__ = ["expand_paths", "merge", "normalize", "render", "summarize"]
 
 FIT_METRICS = ("test_acc", "test_f1", "val_acc", "val_f1", "fit_time_s", "epoch_time_s", "epochs_run")
 CONDENSE_METRICS = ("test_acc", "test_f1", "val_acc", "condense_s", "train_time_s", "num_nodes", "edge_density")
+SEARCH_METRICS = ("val_acc", "val_f1", "test_acc", "test_f1", "train_time_s", "epochs_run")
 
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:
@@ -55,27 +56,35 @@ def merge(paths: list[str | Path]) -> tuple[dict[str, dict], int]:
 
 
 def _setting(row: dict) -> tuple:
+    if row["task"] == "search":  # magkit search: grouped by what the trials trained on
+        return ("search", row["dataset"], row["on"])
     return ("fit", row["dataset"], row["split"]) if row["task"] == "fit" else ("condense", row["dataset"])
 
 
 def summarize(rows: list[dict]) -> list[dict[str, Any]]:
-    """Groups of ok rows: fit by (dataset, split, method), condense by (dataset, method, ratio); per metric
-    mean and sample std over the group's seeds; peak memory as the group's maximum."""
+    """Groups of ok rows: fit by (dataset, split, method), condense by (dataset, method, ratio), search by
+    (dataset, what it trained on, stage, configuration); per metric mean and sample std over the group's seeds;
+    peak memory as the group's maximum."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        gk = _setting(r) + ((r["method"],) if r["task"] == "fit" else (r["method"], float(r["ratio"])))
+        if r["task"] == "search":
+            gk = _setting(r) + (r.get("stage", "trial"), r["method"])
+        else:
+            gk = _setting(r) + ((r["method"],) if r["task"] == "fit" else (r["method"], float(r["ratio"])))
         groups.setdefault(gk, []).append(r)
     out = []
     for gk, rs in groups.items():
         task = gk[0]
-        g: dict[str, Any] = {"task": task, "dataset": gk[1], "method": gk[-1] if task == "fit" else gk[2]}
-        if task == "fit":
+        g: dict[str, Any] = {"task": task, "dataset": gk[1], "method": gk[-1] if task in ("fit", "search") else gk[2]}
+        if task in ("fit", "search"):
             g["split"] = gk[2]
         else:
             g["ratio"] = gk[3]
+        if task == "search":
+            g["stage"] = gk[3]
         g["seeds"] = sorted(r["seed"] for r in rs)
         g["n"] = len(rs)
-        names = list(FIT_METRICS if task == "fit" else CONDENSE_METRICS)
+        names = list({"fit": FIT_METRICS, "search": SEARCH_METRICS}.get(task, CONDENSE_METRICS))
         names += sorted({k for r in rs for k in r["metrics"] if k not in names and re.match(r"^\w+_(test_acc|test_f1|val_acc)$", k)})
         g["metrics"] = {}
         for k in names:
@@ -146,6 +155,9 @@ def render(paths: list[str | Path], out: str | Path, command: str | None = None,
     for g in groups:
         settings.setdefault((g["task"], g["dataset"], g.get("split")), []).append(g)
     for (task, dataset, split), gs in settings.items():
+        if task == "search":  # a ranking, not a plot
+            lines += _search_table(dataset, split, gs)
+            continue
         if task == "fit":
             lines += _fit_table(dataset, split, gs)
             plots.append(_fit_plot(dataset, split, gs, out))
@@ -193,6 +205,31 @@ def _fit_table(dataset: str, split: str, gs: list[dict]) -> list[str]:
         mem = f"{g['peak_memory_mb']:.0f}" if g["peak_memory_mb"] is not None else "–"
         lines.append(f"| {g['method']} | {acc} | {_pm(m.get('test_f1'))} | {_pm(m.get('val_acc'))} | {ep_t} | {fit_t} | {mem} | "
                      f"{g['n']} | {','.join(map(str, g['seeds']))} |")
+    return lines + [""]
+
+
+def _search_table(dataset: str, on: str, gs: list[dict]) -> list[str]:
+    """``magkit search`` rows: the trials ranked by validation accuracy, then the re-trained ones."""
+    def acc(g: dict, k: str) -> str:
+        m = g["metrics"].get(k)
+        return f"{100 * m['mean']:.2f}" if m else "–"
+
+    def secs(g: dict) -> str:
+        m = g["metrics"].get("train_time_s")
+        return f"{m['mean']:.3f}" if m else "–"
+
+    trials = sorted((g for g in gs if g.get("stage") == "trial"),
+                    key=lambda g: -g["metrics"].get("val_acc", {"mean": -1.0})["mean"])
+    lines = [f"## search · {dataset} · trained on `{on}`", "",
+             f"{len(trials)} trials ranked by validation accuracy on the real validation split (%).", "",
+             "| rank | configuration | val acc | train time (s) |", "| ---: | --- | ---: | ---: |"]
+    lines += [f"| {i} | {g['method']} | {acc(g, 'val_acc')} | {secs(g)} |" for i, g in enumerate(trials, start=1)]
+    retrained = [g for g in gs if g.get("stage") == "retrain"]
+    if retrained:
+        lines += ["", "Re-trained on the whole training graph:", "",
+                  "| configuration | val acc | test acc | test macro-F1 | train time (s) |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {g['method']} | {acc(g, 'val_acc')} | {acc(g, 'test_acc')} | {acc(g, 'test_f1')} | {secs(g)} |"
+                  for g in sorted(retrained, key=lambda g: -g["metrics"].get("val_acc", {"mean": -1.0})["mean"])]
     return lines + [""]
 
 

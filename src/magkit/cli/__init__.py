@@ -2,7 +2,8 @@
 
 This module holds what every command shares: the typer :data:`app`, the console objects, the shared options,
 the error wrapper :func:`friendly` and the input and output-path checks. Each command group lives in its own
-module (:mod:`.data`, :mod:`.fit`, :mod:`.explain`, :mod:`.demo`, :mod:`.condense`, :mod:`.bench`), which
+module (:mod:`.data`, :mod:`.fit`, :mod:`.explain`, :mod:`.demo`, :mod:`.condense`, :mod:`.bench`,
+:mod:`.search`), which
 registers its commands on :data:`app` when imported at the end of this file.
 
 torch and the library are imported inside the commands so that ``magkit --help`` answers at once. Every
@@ -58,6 +59,7 @@ OUTPUT_OPTIONS: dict[str, dict[str, tuple[str, bool]]] = {
     "evaluate_cmd": {"json_out": ("--json", False)},
     "sweep_cmd": {"out": ("--out", True)},
     "report_cmd": {"out": ("--out", True)},
+    "search_cmd": {"out": ("--out", True)},
 }
 
 
@@ -171,6 +173,6 @@ def main() -> None:
 
 
 # the command modules register their commands on `app`; the import order is the order of `magkit --help`
-from . import data, fit, explain, demo, condense, bench  # noqa: E402, F401, I001
+from . import data, fit, explain, demo, condense, bench, search  # noqa: E402, F401, I001
 
 __all__ = ["app", "main"]

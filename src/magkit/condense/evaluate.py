@@ -16,7 +16,9 @@ The protocol (docs/condensation.md):
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,7 @@ from ..exceptions import ConfigError
 from ..functional import accuracy, macro_f1
 from ..models.backbones import build_backbone
 from ..models.chebnet import ChebNet
+from ..models.late_fusion import LateFusion
 from ..train.loop import fit_loop
 from ..train.propagation import mean_adjacency, normalized_adjacency, propagate
 from .artifact import EDGE_THRESHOLD, CondensedGraph
@@ -105,12 +108,18 @@ def dense_structure(kind: str, adj: Tensor, x: Tensor, k: int = 2) -> Any:
     return None
 
 
-def _build(kind: str, in_dim: int, hidden: int, out_dim: int, drop: float) -> nn.Module:
+def _build(kind: str, in_dim: int, hidden: int, out_dim: int, drop: float, num_layers: int = 2,
+           widths: tuple[int, ...] | None = None) -> nn.Module:
+    if widths is not None:  # late fusion: one network per modality block, logits averaged
+        if sum(widths) != in_dim:
+            raise ConfigError(f"widths: {tuple(widths)} sum to {sum(widths)}; allowed: blocks summing to the "
+                              f"feature width {in_dim}")
+        return LateFusion([_build(kind, w, hidden, out_dim, drop, num_layers) for w in widths], widths)
     if kind == "cheb":
-        return ChebNet(in_dim, hidden, out_dim, drop)
+        return ChebNet(in_dim, hidden, out_dim, drop, num_layers=num_layers)
     if kind not in EVAL_BACKBONES:
         raise ConfigError(f"backbone: {kind!r}; allowed: {', '.join(EVAL_BACKBONES)}")
-    return build_backbone(kind, in_dim, hidden, out_dim, dropout=0.0 if kind == "sgc" else drop)
+    return build_backbone(kind, in_dim, hidden, out_dim, num_layers=num_layers, dropout=0.0 if kind == "sgc" else drop)
 
 
 def _forward(model: nn.Module, kind: str, x: Tensor, structure: Any) -> Tensor:
@@ -199,15 +208,31 @@ def train_model(
     dropout_p: float = 0.5,
     eval_every: int = 10,
     seed: int = 0,
+    num_layers: int = 2,
+    patience: int | None = None,
+    widths: tuple[int, ...] | None = None,
+    progress: Callable[[dict], None] | None = None,
 ) -> dict[str, float]:
     """Train a fresh model on (x, structure, y[train_idx]) through :func:`~magkit.train.loop.fit_loop`; keep the
     state with the best val accuracy, validated after every ``eval_every``-th epoch and the last (ties keep
-    the earlier epoch); score it on ``val`` and ``test``."""
+    the earlier epoch); score it on ``val`` and ``test``.
+
+    ``num_layers``: the backbone's depth (SGC: one linear layer whatever it is). ``patience``: stop after this
+    many validations without improvement (counted in validations, not epochs; :obj:`None`: never).
+    ``widths``: late fusion, one network per column block of ``x`` of these widths and the logits averaged
+    (:class:`~magkit.models.late_fusion.LateFusion`); :obj:`None`: one network on all columns (early fusion).
+    ``progress``: called after every epoch with its record (``val_acc`` is NaN between validations); an
+    exception it raises stops the training (a pruner's way out)."""
     if epochs < 1 or eval_every < 1:
         raise ConfigError(f"epochs and eval_every must be >= 1, got {epochs} and {eval_every}")
-    with torch.random.fork_rng(devices=[]), torch.device(x.device):  # the model lives where the data does
+    if patience is not None and patience < 1:
+        raise ConfigError(f"patience: {patience}; allowed: >= 1 validations or None")
+    # the model lives where the data does (on CPU, the default device: no device mode, whose per-op dispatch
+    # costs more than a tiny graph's training step)
+    device_mode = torch.device(x.device) if x.device.type != "cpu" else contextlib.nullcontext()
+    with torch.random.fork_rng(devices=[]), device_mode:
         torch.manual_seed(seed)
-        model = _build(backbone, x.size(1), hidden, num_classes, dropout_p)
+        model = _build(backbone, x.size(1), hidden, num_classes, dropout_p, num_layers, widths)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         yt = y if train_idx is None else y[train_idx]
         now = {"epoch": 0}
@@ -229,11 +254,14 @@ def train_model(
                 return {"val_acc": score(model, backbone, val)[0]}
             return {"val_acc": float("nan")}
 
-        hist = fit_loop(model, step, evaluate, epochs=epochs, patience=None, monitor="val_acc", eval_every=1)
+        # every epoch is an evaluation for fit_loop (NaN in between never improves), so ``patience``
+        # validations are patience * eval_every of its evaluations
+        hist = fit_loop(model, step, evaluate, epochs=epochs, patience=None if patience is None else patience * eval_every,
+                        monitor="val_acc", eval_every=1, progress=progress)
         train_time = hist.train_time
     val_acc, val_f1, _ = score(model, backbone, val)
     out = {"val_acc": val_acc, "val_f1": val_f1, "best_epoch": hist.best_epoch + 1, "train_time_s": train_time,
-           "epoch_time_s": train_time / epochs}
+           "epoch_time_s": train_time / len(hist.epochs), "epochs_run": len(hist.epochs)}
     if test is not None:
         out["test_acc"], out["test_f1"], _ = score(model, backbone, test)
     return out

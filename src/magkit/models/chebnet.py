@@ -10,7 +10,7 @@ from ..functional import dropout
 
 
 class ChebNet(nn.Module):
-    r"""Two Chebyshev convolutions with ReLU between them and dropout before each.
+    r"""``num_layers`` Chebyshev convolutions (two by default) with ReLU between them and dropout before each.
 
     .. math::
         H = \mathrm{ReLU}\Bigl(\sum_{k=0}^{K-1} T_k(\tilde L) X W_k^{(1)}\Bigr), \qquad
@@ -25,17 +25,19 @@ class ChebNet(nn.Module):
         out_dim (int): output width (classes).
         dropout (float, optional): dropout probability before each convolution. (default: :obj:`0.5`)
         k (int, optional): the filter order K (polynomials T_0 .. T_{K-1}). (default: :obj:`2`)
+        num_layers (int, optional): the number of convolutions. (default: :obj:`2`)
 
     Shapes:
         - **input:** node features ``[n, in_dim]``, structure ``(edge_index [2, E], edge_weight [E] or None)``
         - **output:** logits ``[n, out_dim]``
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.5, k: int = 2):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.5, k: int = 2, num_layers: int = 2):
         super().__init__()
         from torch_geometric.nn import ChebConv
 
-        self.convs = nn.ModuleList([ChebConv(in_dim, hidden, k), ChebConv(hidden, out_dim, k)])
+        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+        self.convs = nn.ModuleList([ChebConv(a, b, k) for a, b in zip(dims[:-1], dims[1:])])
         self.dropout = dropout
 
     def reset_parameters(self) -> None:
@@ -47,6 +49,6 @@ class ChebNet(nn.Module):
         for i, conv in enumerate(self.convs):
             x = dropout(x, self.dropout, self.training)
             x = conv(x, ei, w, lambda_max=2.0)
-            if i == 0:
+            if i < len(self.convs) - 1:
                 x = F.relu(x)
         return x
