@@ -277,7 +277,7 @@ def test_save_load_round_trip_keeps_meta(graph, tmp_path):
         ({"ratio": 0.0}, "ratio"),
         ({"ratio": 2}, "ratio"),
         ({"setting": "semi"}, "setting"),
-        ({"damping": "field", "structure": "none"}, "needs a synthetic structure"),
+        ({"damping": "field", "structure": "none"}, "damping_graph=.learned. needs a learned structure"),
         ({"distance": "l1"}, "distance"),
         ({"lr_feat": -1}, "lr_feat"),
         ({"bogus": 1}, "unknown parameter"),
@@ -381,7 +381,7 @@ def test_the_registry_builds_one_class_per_family_with_the_variants_fixed():
     assert (g.decouple, g.damping) == (False, None)
     h = make_condenser("herding", ratio=0.02)
     assert type(h) is Coreset and h.method == "herding" and h.ratio == 0.02 and h.name == "herding"
-    assert condenser_names() == ["gcond", "gcond-x", "srgm", "srgm-no-decoupling", "srgm-no-damping",
+    assert condenser_names() == ["gcond", "gcond-x", "srgm", "srgm-no-decoupling", "srgm-no-damping", "srgm-x",
                                  "random", "herding", "kcenter"]
     with pytest.raises(ConfigError, match="fixes structure='none'"):
         make_condenser("gcond-x", structure="pge")
@@ -455,3 +455,97 @@ def test_chebnet_maps_features_and_weighted_edges_to_logits():
     ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
     out = net(torch.randn(4, 6), (ei, torch.tensor([0.5, 0.5, 1.0, 1.0])))
     assert out.shape == (4, 3) and bool(torch.isfinite(out).all())
+
+
+# ---------------------------------------------------------------------------------------------- SR-GM-X
+def test_knn_graph_is_the_symmetric_within_group_cosine_neighbourhood():
+    from magkit.functional import knn_graph
+
+    # angles 0, 10, 30, 90, 100 degrees: cosine order follows the angle gaps
+    ang = torch.tensor([0.0, 10.0, 30.0, 90.0, 100.0]) * math.pi / 180
+    x = torch.stack([ang.cos(), ang.sin()], 1) * torch.tensor([[1.0], [3.0], [0.5], [2.0], [1.0]])  # scale-free
+    a = knn_graph(x, 1)
+    expected = torch.zeros(5, 5)
+    for i, j in [(0, 1), (1, 2), (3, 4)]:  # nearest: 0->1, 1->0, 2->1, 3->4, 4->3; union, symmetric
+        expected[i, j] = expected[j, i] = 1.0
+    assert torch.equal(a, expected)
+    groups = torch.tensor([0, 1, 0, 1, 1])  # only same-group candidates: 0<->2, 1->3 (90-10 < 100-10), 3<->4
+    g = knn_graph(x, 1, groups)
+    assert torch.equal(g, g.T) and float(g.diagonal().abs().sum()) == 0
+    assert {(i, j) for i, j in g.nonzero().tolist() if i < j} == {(0, 2), (1, 3), (3, 4)}
+    assert float(g[groups[:, None] != groups[None, :]].sum()) == 0
+    full = knn_graph(x, 10, groups)  # k above a group's size links the whole group
+    assert torch.equal(full, ((groups[:, None] == groups[None, :]) & ~torch.eye(5, dtype=torch.bool)).float())
+    with pytest.raises(ConfigError, match="k: 0; allowed: an integer >= 1"):
+        knn_graph(x, 0)
+
+
+def test_dirichlet_prox_solves_its_objective_and_keeps_smooth_fields():
+    from magkit.functional import dirichlet_prox
+
+    gen = torch.Generator().manual_seed(0)
+    adj = torch.tensor([[0, 1, 1, 0], [1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.float64)
+    g = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    lam = 2.0
+    h = dirichlet_prox(g, adj, lam)
+    at = adj + torch.eye(4, dtype=torch.float64)
+    dinv = at.sum(1).rsqrt()
+    lap = torch.eye(4, dtype=torch.float64) - dinv[:, None] * at * dinv[None, :]
+    torch.testing.assert_close(h + lam * lap @ h, g)  # the optimality condition of ½‖h − g‖² + ½λ tr(hᵀLh)
+    torch.testing.assert_close(h[3], g[3])  # an isolated node keeps its row
+    assert float(dirichlet_energy(h, adj)) < 0.5 * float(dirichlet_energy(g, adj))
+    smooth = dinv.sqrt()[:, None] * torch.ones(4, 3, dtype=torch.float64)  # L's null space: D̃^{1/2} 1
+    torch.testing.assert_close(dirichlet_prox(smooth, adj, lam), smooth)
+    assert dirichlet_prox(g, adj, 0.0) is g
+    with pytest.raises(ConfigError, match="lam: -1.0; allowed: >= 0"):
+        dirichlet_prox(g, adj, -1.0)
+
+
+def test_srgm_x_is_registered_structure_free_deterministic_and_damps_over_the_class_knn_graph(aligned, monkeypatch):
+    import magkit.condense.matching as matching
+    from magkit.functional import knn_graph
+
+    s = make_condenser("srgm-x")
+    assert type(s) is SRGM and s.name == "srgm-x"
+    assert (s.structure, s.decouple, s.damping, s.damping_graph, s.damping_k, s.damping_weight) == \
+        ("none", True, "proximal", "knn", 3, 1.0)
+    calls = []
+
+    def spy(x, k, groups=None):
+        calls.append((x.clone(), k, groups.clone()))
+        return knn_graph(x, k, groups)
+
+    monkeypatch.setattr(matching, "knn_graph", spy)
+    cond = make_condenser("srgm-x", ratio=0.05, **FAST)
+    a = cond.condense(aligned)
+    assert float(a.adj.abs().sum()) == 0.0 and a.stats()["num_edges"] == 0  # no structure on S
+    assert a.meta["method"] == "srgm-x" and a.meta["config"]["damping_graph"] == "knn"
+    assert len(calls) == FAST["epochs"]  # rebuilt once per epoch, from the current X', within the classes
+    assert all(k == 3 and torch.equal(grp, a.y) for _, k, grp in calls)
+    assert not torch.equal(calls[0][0], calls[-1][0])  # X' moved between epochs: the graph follows it
+    recs = cond.history_["epochs"]
+    assert all(r["damping"] > 0 and r["edge_weight"] == 0.0 for r in recs)
+    b = make_condenser("srgm-x", ratio=0.05, **FAST).condense(aligned)
+    for m in a.modalities:
+        assert torch.equal(a.features[m], b.features[m])
+    # λ = 0 without decoupling is GCond-X; with λ = 1 the damping changes X'
+    plain = make_condenser("srgm-x", ratio=0.05, damping_weight=0.0, decouple=False, **FAST).condense(aligned)
+    gx = make_condenser("gcond-x", ratio=0.05, **FAST).condense(aligned)
+    undecoupled = make_condenser("srgm-x", ratio=0.05, decouple=False, **FAST).condense(aligned)
+    for m in a.modalities:
+        torch.testing.assert_close(plain.features[m], gx.features[m])
+    assert max(float((undecoupled.features[m] - gx.features[m]).abs().max()) for m in a.modalities) > 1e-6
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"damping_k": 0}, "SRGM: damping_k=0; allowed: an integer >= 1"),
+    ({"damping_graph": "real"}, "damping_graph"),
+    ({"damping": "structure"}, "damping='structure' sends the damping's gradient to the learned structure and needs "
+                               "damping_graph='learned', got 'knn'"),
+])
+def test_srgm_x_bad_options_are_one_line_errors(aligned, params, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        make_condenser("srgm-x", ratio=0.05, **FAST).set_params(**params).condense(aligned)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="damping_graph='learned' needs a learned structure"):
+        GCond(structure="none", damping="proximal").condense(aligned)

@@ -40,7 +40,7 @@ def data_options(items: list[str] | None) -> dict:
 @app.command("condense")
 @friendly
 def condense_cmd(
-    method: Annotated[str, typer.Option("--method", "-m", help="srgm | gcond | gcond-x | srgm-no-decoupling | srgm-no-damping | random | herding | kcenter.")],
+    method: Annotated[str, typer.Option("--method", "-m", help="srgm | srgm-x | gcond | gcond-x | srgm-no-decoupling | srgm-no-damping | random | herding | kcenter.")],
     data: Annotated[str, typer.Option("--data", "-d", help="A dataset name (see `magkit data list`).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the condensed graph (.safetensors).")],
     ratio: Annotated[float, typer.Option(help="Budget: synthetic nodes as a share of the training nodes.")] = 0.01,
@@ -63,7 +63,7 @@ def condense_cmd(
 
         if method in CORESETS:
             raise ConfigError(f"--distributed: {method} is a coreset (milliseconds on one process); "
-                              "allowed with: srgm, srgm-no-decoupling, srgm-no-damping, gcond, gcond-x")
+                              "allowed with: srgm, srgm-x, srgm-no-decoupling, srgm-no-damping, gcond, gcond-x")
         set_ = [*(set_ or []), "distributed=true"]
     if device is not None:
         set_ = [*(set_ or []), f"device={device}"]

@@ -1,6 +1,6 @@
 """Graph condensation: synthesise a tiny graph that trains GNNs almost as well as the real one.
 
-Every condenser (:class:`SRGM`, :class:`GCond` and GCond-X, :class:`Coreset`) returns a
+Every condenser (:class:`SRGM` and SR-GM-X, :class:`GCond` and GCond-X, :class:`Coreset`) returns a
 :class:`CondensedGraph`, the artifact that is saved and loaded as one safetensors file (see
 :mod:`magkit.condense.artifact` for the format) and evaluated on the real graph with
 :func:`evaluate_condensed`. :func:`make_condenser` builds one by its registered name.

@@ -24,10 +24,13 @@ them are switches of :class:`GradientMatching`.
   blocks and, where a node's blocks conflict (negative inner product), each is projected off the other
   (PCGrad), in the input space when the modalities share one embedding space and have equal widths,
   otherwise in the first layer's output space (``decouple_space``).
-* SR-GM's damping (``damping="structure"|"field"``, weight λ = ``damping_weight``): the Dirichlet energy
+* SR-GM's damping (``damping="structure"|"field"|"proximal"``, weight λ = ``damping_weight``): the Dirichlet energy
   R = tr(Gᵀ L G) of the (decoupled) update field over S's self-looped normalised Laplacian
   (:func:`~magkit.condense.problem.damping_term`). ``structure`` (as the official code): R's gradient
   reaches Φ only. ``field``: G is built with ``create_graph`` so R also differentiates into X'.
+  ``proximal``: the X' update becomes the proximal step (I + λL)⁻¹G. The graph is S's learned A'
+  (``damping_graph="learned"``) or, structure-free (``srgm-x``), the within-class k-nearest-neighbour graph
+  of the current X' (``damping_graph="knn"``, rebuilt every epoch).
 
 Real-side gradients are exact class-wise full-batch gradients (:class:`~magkit.condense.problem.MatchingProblem`).
 Everything random is drawn from generators seeded by (seed, epoch): a run is deterministic and a resumed
@@ -48,7 +51,7 @@ import torch.nn.functional as F
 
 from .. import distributed as D
 from ..exceptions import ConfigError
-from ..functional import gradient_distance
+from ..functional import dirichlet_prox, gradient_distance, knn_graph
 from ..models.pge import PGE
 from .artifact import CondensedGraph
 from .base import Condenser
@@ -87,7 +90,13 @@ class GradientMatching(Condenser):
         decouple (bool, optional): SR-GM's gradient decoupling (needs two modalities). (default: :obj:`False`)
         decouple_space (str, optional): ``"input"``, ``"shared"`` or ``"auto"`` (input when the graph's
             modalities are aligned and of equal widths). (default: :obj:`"auto"`)
-        damping (str, optional): SR-GM's damping, ``None``, ``"structure"`` or ``"field"``. (default: :obj:`None`)
+        damping (str, optional): SR-GM's damping, ``None``, ``"structure"`` (R's gradient reaches Φ),
+            ``"field"`` (also X') or ``"proximal"`` (the X' update becomes (I + λL)⁻¹G, L the damping graph's
+            Laplacian). (default: :obj:`None`)
+        damping_graph (str, optional): the graph the damping reads: ``"learned"`` (A' = PGE(X')) or
+            ``"knn"`` (each synthetic node's ``damping_k`` nearest same-class synthetic nodes by cosine
+            similarity of X', rebuilt every epoch; :func:`~magkit.functional.knn_graph`). (default: :obj:`"learned"`)
+        damping_k (int, optional): k of the ``"knn"`` damping graph. (default: :obj:`3`)
         damping_weight (float, optional): λ. (default: :obj:`1.0`)
         damping_norm (str, optional): ``"edge"``, ``"trace"`` or ``"none"`` (see
             :func:`~magkit.condense.problem.damping_term`). (default: :obj:`"edge"`)
@@ -134,7 +143,9 @@ class GradientMatching(Condenser):
         distance: Literal["gcond", "mse", "cos"] = "gcond",
         decouple: bool = False,
         decouple_space: Literal["auto", "input", "shared"] = "auto",
-        damping: Literal["structure", "field"] | None = None,
+        damping: Literal["structure", "field", "proximal"] | None = None,
+        damping_graph: Literal["learned", "knn"] = "learned",
+        damping_k: int = 3,
         damping_weight: float = 1.0,
         damping_norm: Literal["edge", "trace", "none"] = "edge",
         epochs: int = 200,
@@ -157,7 +168,7 @@ class GradientMatching(Condenser):
         super()._check_params()
         cls = type(self).__name__
         for key in ("epochs", "outer_steps", "eval_every", "eval_epochs", "hidden", "pge_hidden", "k",
-                    "checkpoint_every"):
+                    "checkpoint_every", "damping_k"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{cls}: {key}={getattr(self, key)!r}; allowed: an integer >= 1")
         if self.inner_steps < 0:
@@ -167,9 +178,13 @@ class GradientMatching(Condenser):
                 raise ConfigError(f"{cls}: {key}={getattr(self, key)!r}; allowed: > 0")
         if not self.damping_weight >= 0:
             raise ConfigError(f"{cls}: damping_weight={self.damping_weight!r}; allowed: >= 0")
-        if self.damping is not None and self.structure == "none":
-            raise ConfigError(f"{cls}: damping={self.damping!r} needs a synthetic structure (structure='pge'); "
-                              "structure='none' has no edges to damp over")
+        if self.damping is not None and self.damping_graph == "learned" and self.structure == "none":
+            raise ConfigError(f"{cls}: damping_graph='learned' needs a learned structure (structure='pge'); "
+                              "structure='none' has none: use damping_graph='knn'")
+        if self.damping == "structure" and self.damping_graph != "learned":
+            raise ConfigError(f"{cls}: damping='structure' sends the damping's gradient to the learned structure "
+                              f"and needs damping_graph='learned', got {self.damping_graph!r}; with "
+                              "damping_graph='knn' use damping='proximal' or 'field'")
         a, b = self.structure_epochs
         if not (0 <= a <= b) or b < 1:
             raise ConfigError(f"{cls}: structure_epochs={self.structure_epochs!r}; allowed: (a, b) with "
@@ -265,6 +280,8 @@ class GradientMatching(Condenser):
                 if pge is not None and not update_a and not self.feature_through_pge:
                     with torch.no_grad():
                         a_fixed = pge(x_syn)
+                a_knn = knn_graph(x_syn.detach(), self.damping_k, y_syn) \
+                    if self.damping is not None and self.damping_graph == "knn" else None
                 sums = {"loss": 0.0, "damping": 0.0, "conflict_rate": 0.0}
                 for outer in range(self.outer_steps):
                     g_real = prob.real_grads(net, gen)
@@ -284,7 +301,7 @@ class GradientMatching(Condenser):
                         # one backward pass for both gradients (Φ's and X''s); the damping term then reuses the
                         # adjacency A = PGE(X') already built (same values as a fresh PGE(X') pass: X' does not
                         # change during structure epochs), so its gradient only runs back through the PGE
-                        damp = self.damping is not None and lam > 0
+                        damp = self.damping in ("structure", "field") and a_knn is None and lam > 0
                         *ga, gx = torch.autograd.grad(loss, [*pge.parameters(), x_syn], retain_graph=damp)
                         g, rate = prob.field(gx.detach(), net)
                         if damp:
@@ -299,11 +316,14 @@ class GradientMatching(Condenser):
                     else:
                         g, rate = prob.field(torch.autograd.grad(loss, x_syn, create_graph=field)[0], net)
                         upd = g.detach()
-                        if self.damping is not None and a is not None:
-                            r = damping_term(g if field else g.detach(), a.detach(), self.damping_norm)
+                        a_damp = a_knn if a_knn is not None else (a.detach() if a is not None else None)
+                        if self.damping is not None and a_damp is not None:
+                            r = damping_term(g if field else g.detach(), a_damp, self.damping_norm)
                             r_val = float(r.detach())
                             if field and lam > 0:
                                 upd = upd + lam * torch.autograd.grad(r, x_syn)[0]
+                            elif self.damping == "proximal":
+                                upd = dirichlet_prox(upd, a_damp, lam)
                         opt_x.zero_grad()
                         x_syn.grad = upd
                         opt_x.step()

@@ -10,6 +10,9 @@ One class per family; a variant is its family's class with parameters the name f
                               (``damping="structure"``, the official form)
 ``srgm-no-decoupling``        ``SRGM(decouple=False)``
 ``srgm-no-damping``           ``SRGM(damping=None)``
+``srgm-x``                    ``SRGM(structure="none", damping="proximal", damping_graph="knn")``:
+                              structure-free, decoupling + damping of the update over the within-class
+                              kNN graph of X'
 ``random``, ``herding``,      :class:`~magkit.condense.coreset.Coreset` with ``method`` fixed
 ``kcenter``
 ============================  ==========================================================================
@@ -36,6 +39,8 @@ def _populate(reg: Registry) -> None:
     reg.register("srgm", SRGM, "SR-GM: gradient matching with decoupling and structural damping", group="srgm")
     reg.register("srgm-no-decoupling", SRGM, "SR-GM without gradient decoupling", group="srgm", decouple=False)
     reg.register("srgm-no-damping", SRGM, "SR-GM without structural damping", group="srgm", damping=None)
+    reg.register("srgm-x", SRGM, "SR-GM-X: structure-free SR-GM, update damped over the within-class kNN graph of X'",
+                 group="srgm", structure="none", damping="proximal", damping_graph="knn")
     for method, what in (("random", "uniform"), ("herding", "herding (mean matching)"),
                          ("kcenter", "greedy k-center")):
         reg.register(method, Coreset, f"coreset: {what} choice of real training nodes", group="coreset",

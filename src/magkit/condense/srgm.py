@@ -32,21 +32,39 @@ class SRGM(GradientMatching):
       so Φ prefers edges between synthetic nodes whose updates agree (``damping_norm="edge"``; see
       :func:`~magkit.condense.problem.damping_term`).
 
+    **SR-GM-X** (registered as ``srgm-x``: ``structure="none"``, ``damping="proximal"``,
+    ``damping_graph="knn"``) keeps decoupling and damping on GCond-X's structure-free path: S has no edges,
+    and the damping acts on the feature update itself, over the within-class k-nearest-neighbour graph
+    K of the current X' (cosine similarity, k = ``damping_k``, rebuilt every epoch,
+    :func:`~magkit.functional.knn_graph`): the proximal step of the Dirichlet energy
+
+    .. math::
+        \tilde G = \operatorname*{argmin}_H \tfrac12 \lVert H - G \rVert^2 + \tfrac{\lambda}{2}
+        \mathrm{tr}(H^\top L_K H) = (I + \lambda L_K)^{-1} G
+
+    damps the disagreement of neighbouring synthetic nodes' updates by 1/(1 + λμ) along each eigenvector
+    of L_K (eigenvalue μ) (:func:`~magkit.functional.dirichlet_prox`).
+
     Args:
         decouple (bool, optional): gradient decoupling. (default: :obj:`True`)
         damping (str, optional): ``"structure"`` (R's gradient reaches Φ only, as the official code),
-            ``"field"`` (also X'), or ``None``. (default: :obj:`"structure"`)
+            ``"field"`` (also X'), ``"proximal"`` (the X' update becomes (I + λL)⁻¹G), or ``None``.
+            (default: :obj:`"structure"`)
+        damping_graph (str, optional): the damping's graph, ``"learned"`` (A') or ``"knn"`` (within-class
+            kNN graph of X'). (default: :obj:`"learned"`)
+        damping_k (int, optional): k of the ``"knn"`` graph. (default: :obj:`3`)
         damping_weight (float, optional): λ. (default: :obj:`1.0`)
         **every other parameter**: as :class:`~magkit.condense.matching.GradientMatching`, same defaults.
 
     Shapes:
         - **input:** a split multimodal graph with two modalities ``x_m [N, d_m]``
         - **output:** a :class:`~magkit.condense.artifact.CondensedGraph`: ``x.<m> [n', d_m]``,
-          ``adj [n', n']``, ``y [n']`` with n' = Σ_c max(⌊n_c·r⌋, 1)
+          ``adj [n', n']`` (zeros for SR-GM-X), ``y [n']`` with n' = Σ_c max(⌊n_c·r⌋, 1)
 
     Example::
 
         S = SRGM(ratio=0.01).condense(graph)
+        S_x = make_condenser("srgm-x", ratio=0.01).condense(graph)   # SR-GM-X
         evaluate_condensed(S, graph, ["gcn", "sgc"], runs=5)
     """
 
@@ -70,7 +88,9 @@ class SRGM(GradientMatching):
         distance: Literal["gcond", "mse", "cos"] = "gcond",
         decouple: bool = True,
         decouple_space: Literal["auto", "input", "shared"] = "auto",
-        damping: Literal["structure", "field"] | None = "structure",
+        damping: Literal["structure", "field", "proximal"] | None = "structure",
+        damping_graph: Literal["learned", "knn"] = "learned",
+        damping_k: int = 3,
         damping_weight: float = 1.0,
         damping_norm: Literal["edge", "trace", "none"] = "edge",
         epochs: int = 200,

@@ -6,14 +6,16 @@ Each function states its formula in its docstring. The topics live in submodules
 * :mod:`~magkit.functional.ops`: inverted dropout;
 * :mod:`~magkit.functional.negative`: negative-learning losses and the negative set (GraphMNL);
 * :mod:`~magkit.functional.reliability`: branch reliability, smoothing, arbitration, gating (GraphMNL);
-* :mod:`~magkit.functional.matching`: gradient distances, conflicting-gradient projection, Dirichlet energy (SR-GM).
+* :mod:`~magkit.functional.matching`: gradient distances, conflicting-gradient projection, Dirichlet energy and its proximal step, kNN graphs (SR-GM).
 """
 
 from .matching import (
     GRADIENT_DISTANCES,
     conflict_rate,
     dirichlet_energy,
+    dirichlet_prox,
     gradient_distance,
+    knn_graph,
     normalized_dirichlet,
     project_conflicting,
     project_conflicting_shared,
@@ -42,10 +44,12 @@ __all__ = [
     "confusion_matrix",
     "conflict_rate",
     "dirichlet_energy",
+    "dirichlet_prox",
     "dropout",
     "ema_update",
     "gradient_distance",
     "instability",
+    "knn_graph",
     "macro_f1",
     "negative_learning_loss",
     "negative_set",

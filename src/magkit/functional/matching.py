@@ -2,7 +2,7 @@
 modality gradients, Dirichlet energy of a gradient field on the synthetic graph.
 
 Shapes: n (synthetic) nodes; g, g_a, g_b are per-node gradient rows ([n, d]); ``adj`` is a DENSE [n, n]
-non-negative symmetric weight matrix (the learned synthetic adjacency A').
+non-negative symmetric weight matrix (the learned synthetic adjacency A', or a kNN graph of the synthetic rows).
 """
 
 from __future__ import annotations
@@ -238,6 +238,80 @@ def dirichlet_energy(g: Tensor, adj: Tensor, normalized: bool = True) -> Tensor:
         return (g * g).sum() - (h * (a @ h)).sum()
     deg = a.sum(dim=1)
     return (deg.unsqueeze(1) * g * g).sum() - (g * (a @ g)).sum()
+
+
+def knn_graph(x: Tensor, k: int, groups: Tensor | None = None) -> Tensor:
+    """The symmetric k-nearest-neighbour graph of the rows of ``x`` (``[n, d]``) by cosine similarity, dense ``[n, n]``.
+
+    A_ij = 1 if j is among the k rows most similar to i, or i among those of j (union), else 0; no
+    self-loops. With ``groups`` (``[n]`` integer labels) only rows of the same group are candidates, so
+    A_ij = 0 across groups and a row with fewer than k other members of its group links to all of them.
+    Cosine similarity of x_i and x_j is ⟨x_i, x_j⟩ / (‖x_i‖ ‖x_j‖) (a zero row is similar to nothing more
+    than to anything else: similarity 0). Ties are broken by ``torch.topk``. Not differentiable (0/1).
+
+    Args:
+        x (Tensor): node rows ``[n, d]``.
+        k (int): neighbours per row, >= 1.
+        groups (Tensor, optional): ``[n]`` group labels (e.g. the synthetic classes). (default: :obj:`None`)
+
+    Returns:
+        float ``[n, n]``, symmetric, zero diagonal.
+    """
+    if x.dim() != 2:
+        raise ConfigError(f"x: expected a [n, d] tensor (one row per node), got shape {tuple(x.shape)}")
+    if k < 1:
+        raise ConfigError(f"k: {k!r}; allowed: an integer >= 1")
+    n = x.shape[0]
+    if groups is not None:
+        _check_shape("groups", groups, (n,))
+    a = torch.zeros(n, n, dtype=x.dtype, device=x.device)
+    if n < 2:
+        return a
+    with torch.no_grad():
+        xn = torch.nn.functional.normalize(x.detach(), dim=1)
+        sim = xn @ xn.T
+        ok = ~torch.eye(n, dtype=torch.bool, device=x.device)
+        if groups is not None:
+            ok &= groups[:, None] == groups[None, :]
+        sim = sim.masked_fill(~ok, float("-inf"))
+        val, idx = sim.topk(min(k, n - 1), dim=1)
+        a.scatter_(1, idx, (val > float("-inf")).to(x.dtype))
+        return torch.maximum(a, a.T)
+
+
+def dirichlet_prox(g: Tensor, adj: Tensor, lam: float) -> Tensor:
+    r"""The proximal step of the Dirichlet energy: the field closest to ``g`` that is smooth on ``adj``.
+
+    .. math::
+        \tilde g = \operatorname*{argmin}_h \; \tfrac12 \lVert h - g \rVert_F^2
+        + \tfrac{\lambda}{2} \mathrm{tr}(h^\top L h) = (I + \lambda L)^{-1} g,
+        \qquad L = I - \tilde D^{-1/2} (A + I) \tilde D^{-1/2}
+
+    (L as in :func:`dirichlet_energy`, eigenvalues μ in [0, 2)): the component of g along an eigenvector
+    of L is scaled by 1/(1 + λμ), so a field constant over a connected component (μ = 0) is unchanged,
+    disagreement across edges is damped, and an isolated node keeps its row. λ = 0 returns g.
+
+    Args:
+        g (Tensor): the field ``[n, d]``.
+        adj (Tensor): dense, non-negative, symmetric ``[n, n]``.
+        lam (float): λ >= 0.
+
+    Returns:
+        ``[n, d]``, differentiable in ``g`` and ``adj``.
+    """
+    if g.dim() != 2:
+        raise ConfigError(f"g: expected a [n, d] tensor (one row per node), got shape {tuple(g.shape)}")
+    if not lam >= 0:
+        raise ConfigError(f"lam: {lam!r}; allowed: >= 0")
+    n = g.shape[0]
+    _check_dense_adj(adj, n)
+    if lam == 0 or n == 0:
+        return g
+    eye = torch.eye(n, dtype=g.dtype, device=g.device)
+    at = adj.to(g.dtype) + eye
+    dinv = at.sum(1).rsqrt()
+    lap = eye - dinv[:, None] * at * dinv[None, :]
+    return torch.linalg.solve(eye + lam * lap, g).contiguous()
 
 
 def normalized_dirichlet(g: Tensor, adj: Tensor, eps: float = 1e-12) -> Tensor:
