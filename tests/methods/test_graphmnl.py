@@ -797,11 +797,20 @@ def test_guidance_of_a_struct_gnn_reaches_its_own_layers_only(graph, struct_gcn_
     net.eval()
 
 
+def test_minus_names_drop_default_branches(graph):
+    est = create("graphmnl", seed=0, branches=["-prop:image", "+struct:gcn"], **FAST).fit(graph)
+    assert est.branches_ == ("raw:text", "raw:image", "prop:text", "struct", "struct:gcn")
+    assert est.model_.kinds() == {"raw": [0, 1], "prop": [2], "struct": [3, 4]}
+
+
 @pytest.mark.parametrize("branches, fragment", [
     (["raw:text", "raw:image", "struct:gcn"], "add 'struct' to the branches"),
     (["+struct:sage"], "repeats struct (struct_backbone='sage')"),
-    (["+struct:gcn", "raw:text"], "either name every branch or only add"),
+    (["+struct:gcn", "raw:text"], "either name every branch or only edit the default set"),
     (["+struct:gat"], "allowed:"),
+    (["+prop:text"], "adds 'prop:text', already a default branch"),
+    (["-struct:gcn"], "removes 'struct:gcn', not a default branch"),
+    (["-raw:audio"], "branches: 'raw:audio'; allowed:"),
 ])
 def test_struct_branch_errors(graph, branches, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):

@@ -6,8 +6,10 @@ Branches b each predict logits z_b(i) ``[n, C]``:
 * ``prop:m``: the same projection propagated K hops, ReLU(Â^K u_m + b_m) = ReLU(W_m Â^K drop(x_m) + b_m), so
   ``raw:m`` and ``prop:m`` share P_m and GraphMNL makes one input-width product per modality;
 * ``struct``: a GNN on its own projection of the early-fusion input, ReLU(Q drop([x_1 | ... | x_M | presence]));
-* optional ``struct:<backbone>`` (a second GNN on the struct branch's input) and ``topo`` (the structure-only
-  branch ReLU(Â E + b_E) of LINKX, Lim et al. 2021, one learned vector per node).
+* optional ``struct:<backbone>`` (``gcn``, ``sage``, ``appnp``: a second structure GNN on the struct branch's
+  input h0; ``appnp`` is APPNP, Gasteiger et al., ICLR 2019: a two-layer head on h0, then K = 10 steps of
+  personalised PageRank, α = 0.1) and ``topo`` (the structure-only branch ReLU(Â E + b_E) of LINKX, Lim et al. 2021, one learned vector per
+  node).
 
 The fusion weights are grouped by branch kind (raw, prop, struct; ``topo`` and ``struct:<backbone>`` count as
 struct): α_b(i) = softmax_{b' in k(b), present}(r̃_{b'}(i) / T)_b / K(i), K(i) the number of kinds present at i,
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 #: backbones of the optional second structure branch ``struct:<backbone>``
 STRUCT_BACKBONES = ("gcn", "sage", "appnp")
 
-#: optional branches beyond the default library (``branches=[..., "topo"]``, ``[..., "struct:gcn"]``)
+#: optional branches beyond the default library (``branches=["+topo"]``, ``["+struct:gcn"]``)
 OPTIONAL_BRANCHES = ("topo",) + tuple(f"struct:{b}" for b in STRUCT_BACKBONES)
 
 

@@ -64,10 +64,10 @@ class GraphMNL(NodeClassifier):
         device (str, optional): ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. (default: :obj:`"cpu"`)
         distributed (bool or "auto", optional): data-parallel training under torchrun. (default: :obj:`False`)
         branches (list[str], optional): the branch set; :obj:`None` is ``raw:m`` and ``prop:m`` for every
-            modality plus ``struct``. Names that all start with ``+`` are added to that set: ``"+topo"`` (the
+            modality plus ``struct``. Names that all start with ``+`` or ``-`` edit that set: ``"+topo"`` (the
             structure-only branch ReLU(Â E + b_E), one learned vector per node, transductive),
             ``"+struct:gcn"`` / ``"+struct:sage"`` / ``"+struct:appnp"`` (a second structure GNN on the struct
-            branch's input). (default: :obj:`None`)
+            branch's input), ``"-prop:image"`` (drop a default branch). (default: :obj:`None`)
         prop_k (int, optional): hops K of the ``prop`` branches, ReLU(Â^K W_m x_m + b_m). (default: :obj:`2`)
         struct_backbone (str, optional): the struct branch's GNN. (default: :obj:`"sage"`)
         struct_layers (int, optional): the struct GNN's depth. (default: :obj:`2`)
@@ -146,15 +146,26 @@ class GraphMNL(NodeClassifier):
 
     def _branches(self, graph) -> tuple[str, ...]:
         given = tuple(self.branches or ())
-        added = [b for b in given if b.startswith("+")]
-        if added and len(added) != len(given):
-            raise ConfigError(f"branches={list(given)}; either name every branch or only add to the default set "
-                              "with '+' on every name (e.g. ['+struct:gcn'])")
-        if added:  # '+name': the default library plus these
-            branches = default_branches(graph.modalities) + tuple(b[1:] for b in added)
-        else:
-            branches = given or default_branches(graph.modalities)
+        default = default_branches(graph.modalities)
+        edits = [b for b in given if b.startswith(("+", "-"))]
+        if edits and len(edits) != len(given):
+            raise ConfigError(f"branches={list(given)}; either name every branch or only edit the default set "
+                              "with '+name' / '-name' on every name (e.g. ['+struct:gcn'], ['-prop:image'])")
         valid = set(default_branches(graph.modalities)) | set(OPTIONAL_BRANCHES)
+        if edits:  # '+name' adds to the default library, '-name' removes from it
+            for b in edits:
+                if b[1:] not in valid:
+                    raise ConfigError(f"branches: {b[1:]!r}; allowed: {', '.join(sorted(valid))}")
+                if b[0] == "+" and b[1:] in default:
+                    raise ConfigError(f"branches: {b} adds {b[1:]!r}, already a default branch "
+                                      f"({', '.join(default)})")
+                if b[0] == "-" and b[1:] not in default:
+                    raise ConfigError(f"branches: {b} removes {b[1:]!r}, not a default branch "
+                                      f"({', '.join(default)})")
+            drop = {b[1:] for b in edits if b[0] == "-"}
+            branches = tuple(b for b in default if b not in drop) + tuple(b[1:] for b in edits if b[0] == "+")
+        else:
+            branches = given or default
         bad = [b for b in branches if b not in valid]
         if bad or not branches:
             raise ConfigError(f"branches={bad or list(branches)}; allowed: {', '.join(sorted(valid))}")
