@@ -164,8 +164,10 @@ def ratios(m: dict) -> dict:
 def _table(name: str, m: dict, r: dict) -> list[str]:
     lines = [f"### {name}", "", "| width | bound ms | PyG GCN | PyG SAGE | gcn-early train / epoch | sage-early train / epoch "
              "| graphmnl train / epoch |", "|---|---|---|---|---|---|---|"]
-    for width, row in m.items():
-        f = lambda k: f"{row[k]['train']:.0f} / {row[k]['epoch']:.0f}"  # noqa: E731
+    for row in m.values():
+        def f(k: str, row: dict = row) -> str:
+            return f"{row[k]['train']:.0f} / {row[k]['epoch']:.0f}"
+
         lines.append(f"| {row['input_width']} | {row['bound']:.0f}, {row['bound-after']:.0f} | {row['pyg-gcn']:.0f} | "
                      f"{row['pyg-sage']:.0f} | {f('gcn-early')} | {f('sage-early')} | {f('graphmnl')} |")
     lines += ["", "| width | gcn train / bound | sage train / (2 bound) | PyG GCN / gcn | PyG SAGE / sage | graphmnl / gcn "
