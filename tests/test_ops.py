@@ -96,11 +96,23 @@ def test_reused_buffer_is_keyed_by_owner_shape_and_freed_with_its_owner():
     assert reused_buffer(owner, (4, 3), torch.float32, torch.device("cpu")).data_ptr() == ptr
     other = reused_buffer(owner, (3, 4), torch.float32, torch.device("cpu"))
     assert other.shape == (3, 4)
-    keys = [k for k in ops._BUFFERS if k[0] == id(owner)]
+    keys = [k for k in ops._buffers() if k[0] == id(owner)]
     assert len(keys) == 2
     del owner
     gc.collect()
     alive = torch.zeros(1)
     reused_buffer(alive, (1,), torch.float32, torch.device("cpu"))  # a new entry purges those of dead owners
-    assert all(ref() is not None for ref, _ in ops._BUFFERS.values())
-    assert len(ops._BUFFERS) <= ops._BUFFERS_MAX
+    assert all(ref() is not None for ref, _ in ops._buffers().values())
+    assert len(ops._buffers()) <= ops._BUFFERS_MAX
+
+
+def test_threads_never_share_a_buffer():
+    import threading
+
+    owner = torch.zeros(1)
+    ptrs = []
+    thread = threading.Thread(target=lambda: ptrs.append(reused_buffer(owner, (8,), torch.float32, "cpu").data_ptr()))
+    mine = reused_buffer(owner, (8,), torch.float32, "cpu").data_ptr()
+    thread.start()
+    thread.join()
+    assert ptrs and ptrs[0] != mine

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import sys
+import threading
 import weakref
 from collections import OrderedDict
 
 import torch
 from torch import Tensor
 
-#: (id(owner), shape, dtype, device) -> (weak reference to the owner, a buffer reused for it); see reused_buffer
-_BUFFERS: OrderedDict = OrderedDict()
 _BUFFERS_MAX = 8
+_LOCAL = threading.local()
+
+
+def _buffers() -> OrderedDict:
+    """This thread's (id(owner), shape, dtype, device) -> (weak reference to the owner, its buffer): one store per
+    thread, so that two threads never receive the same buffer."""
+    store = getattr(_LOCAL, "buffers", None)
+    if store is None:
+        store = _LOCAL.buffers = OrderedDict()
+    return store
 
 
 def _in_use(entry: tuple) -> bool:
@@ -26,19 +35,20 @@ def _in_use(entry: tuple) -> bool:
 def reused_buffer(owner: object, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
     """An uninitialised tensor of ``shape``, kept for ``owner`` (held weakly) and handed out again by the next call
     with the same owner, shape, dtype and device once nothing else holds it (no Python reference, no autograd
-    graph, no view); otherwise a fresh one, which replaces it. A large tensor allocated anew in every epoch is
+    graph, no view); otherwise a fresh one, which replaces it. Each thread has its own buffers. A large tensor allocated anew in every epoch is
     page-faulted in every epoch (about 25k faults per 100 MB); reusing it skips that."""
+    store = _buffers()
     key = (id(owner), tuple(shape), dtype, torch.device(device))
-    hit = _BUFFERS.get(key)
+    hit = store.get(key)
     if hit is not None and hit[0]() is owner and not _in_use(hit):
-        _BUFFERS.move_to_end(key)
+        store.move_to_end(key)
         return hit[1]
-    for k in [k for k, (ref, _) in _BUFFERS.items() if ref() is None]:
-        del _BUFFERS[k]
+    for k in [k for k, (ref, _) in store.items() if ref() is None]:
+        del store[k]
     buf = torch.empty(shape, dtype=dtype, device=device)
-    _BUFFERS[key] = (weakref.ref(owner), buf)
-    while len(_BUFFERS) > _BUFFERS_MAX:
-        _BUFFERS.popitem(last=False)
+    store[key] = (weakref.ref(owner), buf)
+    while len(store) > _BUFFERS_MAX:
+        store.popitem(last=False)
     return buf
 
 
