@@ -96,12 +96,12 @@ def test_reused_buffer_is_keyed_by_owner_shape_and_freed_with_its_owner():
     assert reused_buffer(owner, (4, 3), torch.float32, torch.device("cpu")).data_ptr() == ptr
     other = reused_buffer(owner, (3, 4), torch.float32, torch.device("cpu"))
     assert other.shape == (3, 4)
-    keys = [k for k in ops._buffers() if k[0] == id(owner)]
+    key_id = id(owner)
+    keys = [k for k in ops._buffers() if k[0] == key_id]
     assert len(keys) == 2
     del owner
     gc.collect()
-    alive = torch.zeros(1)
-    reused_buffer(alive, (1,), torch.float32, torch.device("cpu"))  # a new entry purges those of dead owners
+    assert not [k for k in ops._buffers() if k[0] == key_id]  # freed with its owner
     assert all(ref() is not None for ref, _ in ops._buffers().values())
     assert len(ops._buffers()) <= ops._BUFFERS_MAX
 
@@ -116,3 +116,15 @@ def test_threads_never_share_a_buffer():
     thread.start()
     thread.join()
     assert ptrs and ptrs[0] != mine
+
+
+def test_a_fit_releases_its_buffers():
+    from magkit.data import load_dataset
+    from magkit.methods import create
+
+    graph = load_dataset("synthetic", num_nodes=200)
+    x = torch.randn(10, 4)
+    dropout(x, 0.5)
+    assert len(ops._buffers()) >= 1
+    create("gcn-early", epochs=2, hidden=8).fit(graph)
+    assert len(ops._buffers()) == 0

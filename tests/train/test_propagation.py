@@ -289,23 +289,25 @@ def test_csr_product_written_into_its_output_is_bitwise_the_sparse_product(width
         assert torch.equal(_csr_mm(adj, xt), adj @ xt)
 
 
-def test_spmm_without_gradient_reuses_a_large_output_only_when_free(monkeypatch):
+def test_spmm_of_a_constant_input_reuses_a_large_output_only_when_free(monkeypatch):
     from magkit.train.propagation import spmm
 
     monkeypatch.setattr(propagation, "REUSE_MIN_NUMEL", 1)
     ei, n = _random_graph()
     adj = normalized_adjacency(ei, n)
     x = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        a = spmm(adj, x)
-        b = spmm(adj, a)  # a is held (and read): b gets its own output
-        assert a.data_ptr() != b.data_ptr()
-        assert torch.equal(a, adj @ x) and torch.equal(b, adj @ (adj @ x))
-        ptr = b.data_ptr()
-        del a, b
-        c = spmm(adj, x)
+    a = spmm(adj, x)
+    b = spmm(adj, a)  # a is held (and read): b gets its own output
+    assert a.data_ptr() != b.data_ptr()
+    assert torch.equal(a, adj @ x) and torch.equal(b, adj @ (adj @ x))
+    ptr = b.data_ptr()
+    del a, b
+    c = spmm(adj, x)
     assert c.data_ptr() == ptr and torch.equal(c, adj @ x)
-    # a constant input in grad mode: the output saved by the next layer is not handed out again
+    del c
+    with torch.no_grad():  # evaluation passes keep nothing
+        assert spmm(adj, x).data_ptr() != ptr
+    # the output saved by the next layer for its backward is not handed out again
     w = torch.randn(8, 3, requires_grad=True)
     y1 = spmm(adj, x) @ w
     y2 = spmm(adj, 2 * x) @ w

@@ -32,24 +32,36 @@ def _in_use(entry: tuple) -> bool:
     return entry[1]._use_count() > 1
 
 
+def _forget(store: OrderedDict, key: tuple, ref: weakref.ref) -> None:
+    """Drop the entry of an owner that was freed (its buffer goes with it, unless something else holds it)."""
+    hit = store.get(key)
+    if hit is not None and hit[0] is ref:
+        del store[key]
+
+
 def reused_buffer(owner: object, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """An uninitialised tensor of ``shape``, kept for ``owner`` (held weakly) and handed out again by the next call
-    with the same owner, shape, dtype and device once nothing else holds it (no Python reference, no autograd
-    graph, no view); otherwise a fresh one, which replaces it. Each thread has its own buffers. A large tensor allocated anew in every epoch is
-    page-faulted in every epoch (about 25k faults per 100 MB); reusing it skips that."""
+    """An uninitialised tensor of ``shape``, kept for ``owner`` (held weakly: freed with it) and handed out again by
+    the next call with the same owner, shape, dtype and device once nothing else holds it (no Python reference, no
+    autograd graph, no view); otherwise a fresh one, which replaces it. Each thread has its own buffers. A large
+    tensor allocated anew in every epoch is page-faulted in every epoch (about 25k faults per 100 MB); reusing it
+    skips that."""
     store = _buffers()
     key = (id(owner), tuple(shape), dtype, torch.device(device))
     hit = store.get(key)
     if hit is not None and hit[0]() is owner and not _in_use(hit):
         store.move_to_end(key)
         return hit[1]
-    for k in [k for k, (ref, _) in store.items() if ref() is None]:
-        del store[k]
     buf = torch.empty(shape, dtype=dtype, device=device)
-    store[key] = (weakref.ref(owner), buf)
+    store[key] = (weakref.ref(owner, lambda ref: _forget(store, key, ref)), buf)
     while len(store) > _BUFFERS_MAX:
         store.popitem(last=False)
     return buf
+
+
+def release_buffers() -> None:
+    """Free this thread's reused buffers (:func:`reused_buffer`) now, instead of with their owners: a fit calls
+    it when it returns, so that a dropout buffer kept for a graph's feature block does not outlive the fit."""
+    _buffers().clear()
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:

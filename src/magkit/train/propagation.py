@@ -83,8 +83,8 @@ def _csr_mm(adj: Tensor, x: Tensor, reuse: bool = False) -> Tensor:
     multiplies into a temporary and copies it over (2.8x the time of the product at width 256 on Grocery);
     ``addmm(out, adj, x, beta=0, out=out)`` runs the same kernel without them (bitwise the same result, tested).
     ``reuse``: a large output goes into a buffer kept for ``adj`` (:func:`magkit.functional.ops.reused_buffer`:
-    handed out again only once nothing holds it), so that propagating a wide input every epoch (GraphSAGE's
-    first layer, evaluation passes) is not page-faulted anew every time."""
+    handed out again only once nothing holds it), so that propagating a wide input in every training step
+    (GraphSAGE's first layer) is not page-faulted anew every time."""
     if (adj.layout == torch.sparse_csr and adj.device.type == "cpu" and x.device.type == "cpu" and x.dim() == 2
             and x.dtype == adj.dtype and x.is_contiguous() and x.dtype in (torch.float32, torch.float64)):
         shape = (adj.shape[0], x.shape[1])
@@ -120,7 +120,8 @@ def spmm(adj: Tensor, x: Tensor) -> Tensor:
         return adj @ x
     if x.requires_grad and torch.is_grad_enabled():
         return _SpMM.apply(adj, x)
-    return _csr_mm(adj, x, reuse=True)
+    # a constant input in a training pass (GraphSAGE's first layer): the output lives until the backward pass
+    return _csr_mm(adj, x, reuse=torch.is_grad_enabled())
 
 
 def tensor_digest(*tensors: Tensor) -> str:
