@@ -128,3 +128,12 @@ def test_a_fit_releases_its_buffers():
     assert len(ops._buffers()) >= 1
     create("gcn-early", epochs=2, hidden=8).fit(graph)
     assert len(ops._buffers()) == 0
+
+
+def test_dropout_of_a_strided_input_keeps_its_layout_and_values():
+    x = torch.randn(40, 24).t()
+    torch.manual_seed(1)
+    ref = _reference_dropout(x, 0.5)
+    torch.manual_seed(1)
+    out = dropout(x, 0.5)
+    assert torch.equal(_bits(ref), _bits(out)) and out.stride() == ref.stride()

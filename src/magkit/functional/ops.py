@@ -90,7 +90,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     draws = words.view(torch.uint8)[:n].view(x.shape)
     if not x.is_floating_point():
         return x * (draws >= threshold) * (256.0 / (256 - threshold))
-    reuse = not x.requires_grad and x.dim() > 0
+    reuse = not x.requires_grad and x.dim() > 0 and x.is_contiguous()
     mask = reused_buffer(x, x.shape, x.dtype, x.device) if reuse else torch.empty(x.shape, dtype=x.dtype, device=x.device)
     torch.ge(draws, threshold, out=mask)  # 1.0 where kept, 0.0 where dropped
     mask.mul_(256.0 / (256 - threshold))
