@@ -51,6 +51,11 @@ def test_dropout_off_and_edge_rates():
     assert dropout(x, 0.0) is x
     assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
     assert dropout(torch.ones(5, dtype=torch.long), 0.5).dtype == torch.float32
+    xh = torch.randn(30, 7).half()
+    torch.manual_seed(2)
+    ref = _reference_dropout(xh, 0.1)
+    torch.manual_seed(2)
+    assert torch.equal(dropout(xh, 0.1), ref)  # half precision: the bool-mask formula itself
 
 
 def test_dropout_reuses_its_output_only_once_nothing_holds_it():

@@ -88,7 +88,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     n = x.numel()
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
     draws = words.view(torch.uint8)[:n].view(x.shape)
-    if not x.is_floating_point():
+    if x.dtype not in (torch.float32, torch.float64):  # the scale rounds to x's dtype in a float mask: keep it out
         return x * (draws >= threshold) * (256.0 / (256 - threshold))
     reuse = not x.requires_grad and x.dim() > 0 and x.is_contiguous()
     mask = reused_buffer(x, x.shape, x.dtype, x.device) if reuse else torch.empty(x.shape, dtype=x.dtype, device=x.device)
