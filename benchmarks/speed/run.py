@@ -75,8 +75,8 @@ def _bound(x, hidden: int, repeats: int) -> float:
 def _graphmnl_floor(graph, hidden: int, repeats: int) -> float:
     """GraphMNL's dense products in one training step, nothing else: each modality's projection W_m x_m and the
     struct branch's Q [x_1 | ... | x_M | presence] with their weight gradients, and the struct GraphSAGE's first
-    layer (h -> h, lin_l and lin_r) in its two passes (supervised, and guided on the detached input): 6 forward
-    products, 4 weight gradients and 2 input gradients of ``[N, h] x [h, h]``."""
+    layer (h -> h, lin_l and lin_r) in its two passes (supervised, and guided on the detached input): 4 forward
+    products, 4 weight gradients and 2 input gradients (supervised pass only) of ``[N, h] x [h, h]``."""
     import torch
 
     xs = [graph.feature(m) for m in graph.modalities]
@@ -90,7 +90,7 @@ def _graphmnl_floor(graph, hidden: int, repeats: int) -> float:
         for x, w in zip(xs + [early], ws):
             torch.nn.functional.linear(x, w)
             torch.mm(g.t(), x)
-        for _ in range(6):
+        for _ in range(4):
             torch.nn.functional.linear(g, wh)
         for _ in range(4):
             torch.mm(g.t(), g)
