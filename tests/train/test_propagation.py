@@ -274,3 +274,42 @@ def test_backbones_use_spmm_with_pyg_outputs_and_gradients(name, monkeypatch):
         for p, q in zip(net.parameters(), ref.parameters()):
             assert torch.equal(p.grad, q.grad)
     assert len(calls) == {"gcn": 2, "sage": 2, "appnp": 10}[name] * 2
+
+
+@pytest.mark.parametrize("width", [1, 7, 64])
+def test_csr_product_written_into_its_output_is_bitwise_the_sparse_product(width):
+    from magkit.train.propagation import _csr_mm, mean_adjacency
+
+    ei, n = _random_graph()
+    for adj in (normalized_adjacency(ei, n), mean_adjacency(ei, n)):
+        x = torch.randn(n, width, generator=torch.Generator().manual_seed(width))
+        assert torch.equal(_csr_mm(adj, x), adj @ x)
+        assert torch.equal(_csr_mm(adj, x, reuse=True), adj @ x)
+        xt = torch.randn(width, n).t()  # not contiguous: the plain product
+        assert torch.equal(_csr_mm(adj, xt), adj @ xt)
+
+
+def test_spmm_of_a_constant_input_reuses_a_large_output_only_when_free(monkeypatch):
+    from magkit.train.propagation import spmm
+
+    monkeypatch.setattr(propagation, "REUSE_MIN_NUMEL", 1)
+    ei, n = _random_graph()
+    adj = normalized_adjacency(ei, n)
+    x = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+    a = spmm(adj, x)
+    b = spmm(adj, a)  # a is held (and read): b gets its own output
+    assert a.data_ptr() != b.data_ptr()
+    assert torch.equal(a, adj @ x) and torch.equal(b, adj @ (adj @ x))
+    ptr = b.data_ptr()
+    del a, b
+    c = spmm(adj, x)
+    assert c.data_ptr() == ptr and torch.equal(c, adj @ x)
+    del c
+    with torch.no_grad():  # evaluation passes keep nothing
+        assert spmm(adj, x).data_ptr() != ptr
+    # the output saved by the next layer for its backward is not handed out again
+    w = torch.randn(8, 3, requires_grad=True)
+    y1 = spmm(adj, x) @ w
+    y2 = spmm(adj, 2 * x) @ w
+    (y1.sum() + y2.sum()).backward()
+    assert torch.allclose(w.grad, (adj @ x + adj @ (2 * x)).sum(0, keepdim=True).t().expand(8, 3), atol=1e-4)

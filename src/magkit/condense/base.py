@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..base import Estimator
 from ..exceptions import ConfigError, DatasetError
+from ..functional.ops import release_buffers
 from .artifact import CondensedGraph
 from .provenance import condensation_meta
 
@@ -58,7 +59,9 @@ class Condenser(Estimator):
 
     def _finish(self, graph, features: dict[str, Tensor], adj: Tensor, y: Tensor, history: dict, *,
                 method: str | None = None, **extra: Any) -> CondensedGraph:
-        """The validated artifact with its provenance (``meta``); sets ``history_``."""
+        """The validated artifact with its provenance (``meta``); sets ``history_``; frees the training passes'
+        reused dropout buffers (:func:`magkit.functional.ops.release_buffers`)."""
+        release_buffers()
         cg = CondensedGraph(features, adj, y, num_classes=graph.num_classes, modalities=graph.modalities,
                             class_names=graph.meta.get("class_names"))
         cg.meta = condensation_meta(graph, method=method or self.name, config=self.get_params(), seed=self.seed,

@@ -55,6 +55,7 @@ from ..data.graph import MultimodalGraph, validate
 from ..data.mapped import model_rows
 from ..exceptions import ConfigError, NotFittedError
 from ..functional import accuracy, macro_f1
+from ..functional.ops import release_buffers
 from ..train.loop import fit_loop
 from ..train.propagation import graph_adjacency
 from ..train.sampler import NeighborSampler
@@ -354,9 +355,13 @@ class NodeClassifier(Estimator):
                 # early-stopping decision provably identical (a differing decision would deadlock DDP)
                 return D.all_reduce_mean(metrics) if ddp else metrics
 
-            self.history_ = fit_loop(
-                model, step, evaluate, epochs=p["epochs"], patience=p["patience"], monitor=p["monitor"], progress=progress
-            )
+            try:
+                self.history_ = fit_loop(
+                    model, step, evaluate, epochs=p["epochs"], patience=p["patience"], monitor=p["monitor"],
+                    progress=progress
+                )
+            finally:
+                release_buffers()  # the training passes' reused dropout / product buffers
             model.eval()
             self.distributed_ = {**D.describe(), "rank": D.rank()} if ddp else {"world_size": 1, "backend": None}
         return self

@@ -63,16 +63,8 @@ def _modality_branch(branch: str) -> bool:
 
 
 def mask_dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """:func:`magkit.functional.dropout` with the same random draws, mask and values (bitwise), applied as one
-    float mask ``keep · 1/(1 − p̂)``: x · m needs one multiplication forward and one backward instead of a
-    bool-to-float promotion and two products each way."""
-    if not training or p <= 0.0 or int(round(p * 256)) <= 0 or int(round(p * 256)) >= 256:
-        return _functional_dropout(x, p, training)
-    threshold = int(round(p * 256))
-    n = x.numel()
-    words = torch.randint(-(2**63), 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
-    keep = words.view(torch.uint8)[:n].view(x.shape) >= threshold
-    return x * keep.to(x.dtype).mul_(256.0 / (256 - threshold))
+    """:func:`magkit.functional.dropout` (one float mask ``keep · 1/(1 − p̂)``, one product)."""
+    return _functional_dropout(x, p, training)
 
 
 def _mapped(x) -> bool:

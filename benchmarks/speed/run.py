@@ -1,0 +1,263 @@
+"""Training speed on the Grocery structure: magkit's epochs against a dense-product bound and plain PyG, in one run.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speed/run.py [--compare-src OTHER/src]
+
+On ``grocery-semi:balanced`` (MAGB Grocery's structure and labels, generated text and image features) at the real
+encoder widths (768 + 768) and at 128 + 128, hidden 256, one thread, it measures (median over a few epochs):
+
+* ``bound``: the first layer's dense products alone, X W (forward) and Xᵀ G (its weight gradient), X the
+  early-fusion input ``[N, d_text + d_image + 2]`` (GraphSAGE's first layer makes two such pairs, for W_l and
+  W_r: its ratio is against twice the bound);
+* ``pyg-gcn`` / ``pyg-sage``: the same 2-layer networks in plain PyG (``GCNConv(cached=True)``, ``SAGEConv``,
+  ``F.dropout``, Adam): one training step;
+* ``graphmnl-floor``: GraphMNL's dense products in one training step alone (its three first-layer projections
+  with their weight gradients and the struct GraphSAGE's h x h products in both of its passes): the least a
+  GraphMNL step can cost, so ``graphmnl-floor / gcn-early`` is the least the GraphMNL / gcn-early ratio can be;
+* ``gcn-early``, ``sage-early``, ``graphmnl`` (default settings, hidden 256; GraphMNL's epochs after the
+  warm-up, i.e. guided): one training step (``train``) and the whole epoch with its evaluation pass (``epoch``).
+
+Times are CPU times of the process (``time.process_time``; the fit loop's epoch clock is pointed at it too), so
+that a machine shared with other work slows the waiting, not the numbers; they are still noisy, so the results
+are ratios of numbers measured in the same process: ``train / bound``, ``pyg / magkit`` and ``graphmnl /
+gcn-early``. ``--compare-src`` runs the same measurements on another magkit
+source tree in a second process (e.g. the previous release) and reports both. Writes ``results.json`` and
+``results.md`` next to this script (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+WIDTHS = (768, 128)
+
+
+class _CPUClock:
+    """Stands in for the ``time`` module in :mod:`magkit.train.loop`: its epoch clock reads CPU time."""
+
+    perf_counter = staticmethod(time.process_time)
+
+
+def _median_ms(fn, repeats: int, warm: int = 1) -> float:
+    for _ in range(warm):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return 1000 * statistics.median(times)
+
+
+def _bound(x, hidden: int, repeats: int) -> float:
+    """X W and Xᵀ G, the first layer's dense products."""
+    import torch
+
+    w = torch.randn(hidden, x.shape[1]) * 0.01
+    g = torch.randn(x.shape[0], hidden)
+
+    def step():
+        torch.nn.functional.linear(x, w)
+        torch.mm(g.t(), x)
+
+    return _median_ms(step, repeats)
+
+
+def _graphmnl_floor(graph, hidden: int, repeats: int) -> float:
+    """GraphMNL's dense products in one training step, nothing else: each modality's projection W_m x_m and the
+    struct branch's Q [x_1 | ... | x_M | presence] with their weight gradients, and the struct GraphSAGE's first
+    layer (h -> h, lin_l and lin_r) in its two passes (supervised, and guided on the detached input): 4 forward
+    products, 4 weight gradients and 2 input gradients (supervised pass only) of ``[N, h] x [h, h]``."""
+    import torch
+
+    xs = [graph.feature(m) for m in graph.modalities]
+    early = torch.cat(xs + [graph.modality_mask.float()], 1)
+    n = early.shape[0]
+    ws = [torch.randn(hidden, x.shape[1]) * 0.01 for x in xs + [early]]
+    g = torch.randn(n, hidden)
+    wh = torch.randn(hidden, hidden) * 0.01
+
+    def step():
+        for x, w in zip(xs + [early], ws):
+            torch.nn.functional.linear(x, w)
+            torch.mm(g.t(), x)
+        for _ in range(4):
+            torch.nn.functional.linear(g, wh)
+        for _ in range(4):
+            torch.mm(g.t(), g)
+        for _ in range(2):
+            torch.mm(g, wh)
+
+    return _median_ms(step, repeats)
+
+
+def _pyg(kind: str, graph, x, hidden: int, repeats: int) -> float:
+    """One training step of a 2-layer PyG GCN (cached normalisation) or GraphSAGE (mean) on the early input."""
+    import torch
+    import torch.nn.functional as F
+    from torch_geometric.nn import GCNConv, SAGEConv
+
+    torch.manual_seed(0)
+    c = graph.num_classes
+    if kind == "gcn":
+        convs = torch.nn.ModuleList([GCNConv(x.shape[1], hidden, cached=True), GCNConv(hidden, c, cached=True)])
+    else:
+        convs = torch.nn.ModuleList([SAGEConv(x.shape[1], hidden), SAGEConv(hidden, c)])
+    opt = torch.optim.Adam(convs.parameters(), lr=0.01, weight_decay=5e-4)
+    ei, y, idx = graph.edge_index, graph.y, graph.split_index("train")
+
+    def step():
+        h = F.dropout(x, 0.5, True)
+        h = F.relu(convs[0](h, ei))
+        h = F.dropout(h, 0.5, True)
+        out = convs[1](h, ei)
+        loss = F.cross_entropy(out[idx], y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return _median_ms(step, repeats)
+
+
+def _magkit(method: str, graph, hidden: int, epochs: int, skip: int, **params) -> dict:
+    """Median training-step and whole-epoch (evaluation included) times of a fit, skipping ``skip`` epochs."""
+    from magkit.methods import create
+    from magkit.train import loop
+
+    stamps = []
+    est = create(method, seed=0, hidden=hidden, epochs=epochs, patience=None, **params)
+    loop.time = _CPUClock
+    try:
+        t0 = time.process_time()
+        est.fit(graph, progress=lambda record: stamps.append(time.process_time()))
+    finally:
+        loop.time = time
+    ends = [t0] + stamps
+    whole = [b - a for a, b in zip(ends[skip:], ends[skip + 1:])]
+    train = est.history_.series("time")[skip:]
+    return {"train": 1000 * statistics.median(train), "epoch": 1000 * statistics.median(whole),
+            "best_val_acc": float(est.history_.best_score)}
+
+
+def measure(hidden: int, epochs: int, repeats: int) -> dict:
+    """Every measurement at both widths, in this process."""
+    import torch
+
+    torch.set_num_threads(1)
+    from magkit.data import load_dataset
+    from magkit.methods.base import GraphInputs
+
+    out = {}
+    for width in WIDTHS:
+        graph = load_dataset("grocery-semi:balanced", dims=width)
+        xs = {m: graph.feature(m) for m in graph.modalities}
+        x = GraphInputs(xs=xs, present=graph.modality_mask, modalities=graph.modalities,
+                        edge_index=graph.edge_index, num_nodes=graph.num_nodes).early_input()
+        row = {"nodes": graph.num_nodes, "edges": int(graph.edge_index.shape[1]), "input_width": int(x.shape[1])}
+        row["bound"] = _bound(x, hidden, repeats)
+        row["graphmnl-floor"] = _graphmnl_floor(graph, hidden, repeats)
+        row["pyg-gcn"] = _pyg("gcn", graph, x, hidden, repeats)
+        row["pyg-sage"] = _pyg("sage", graph, x, hidden, repeats)
+        row["gcn-early"] = _magkit("gcn-early", graph, hidden, epochs, 1)
+        row["sage-early"] = _magkit("sage-early", graph, hidden, epochs, 1)
+        # guided epochs: the guidance starts after one warm-up epoch
+        row["graphmnl"] = _magkit("graphmnl", graph, hidden, epochs + 1, 2, warmup=1)
+        row["bound-after"] = _bound(x, hidden, repeats)  # the bound again: how much the machine drifted
+        out[str(width)] = row
+        print(json.dumps({width: row}), file=sys.stderr, flush=True)
+    return out
+
+
+def ratios(m: dict) -> dict:
+    r = {}
+    for width, row in m.items():
+        bound = 0.5 * (row["bound"] + row["bound-after"])
+        r[width] = {
+            "gcn_train_over_bound": row["gcn-early"]["train"] / bound,
+            # GraphSAGE's first layer makes two such products: (D⁻¹A X) W_l and X W_r
+            "sage_train_over_bound": row["sage-early"]["train"] / (2 * bound),
+            "pyg_gcn_over_gcn": row["pyg-gcn"] / row["gcn-early"]["train"],
+            "pyg_sage_over_sage": row["pyg-sage"] / row["sage-early"]["train"],
+            "graphmnl_over_gcn_train": row["graphmnl"]["train"] / row["gcn-early"]["train"],
+            "graphmnl_over_gcn_epoch": row["graphmnl"]["epoch"] / row["gcn-early"]["epoch"],
+            # GraphMNL's dense products alone against a gcn-early step: the least GraphMNL / gcn can be
+            "graphmnl_floor_over_gcn_train": row["graphmnl-floor"] / row["gcn-early"]["train"],
+            "graphmnl_train_over_floor": row["graphmnl"]["train"] / row["graphmnl-floor"],
+        }
+    return r
+
+
+def _table(name: str, m: dict, r: dict) -> list[str]:
+    lines = [f"### {name}", "", "| width | bound ms | PyG GCN | PyG SAGE | gcn-early train / epoch | sage-early train / epoch "
+             "| graphmnl train / epoch |", "|---|---|---|---|---|---|---|"]
+    for row in m.values():
+        def f(k: str, row: dict = row) -> str:
+            return f"{row[k]['train']:.0f} / {row[k]['epoch']:.0f}"
+
+        lines.append(f"| {row['input_width']} | {row['bound']:.0f}, {row['bound-after']:.0f} | {row['pyg-gcn']:.0f} | "
+                     f"{row['pyg-sage']:.0f} | {f('gcn-early')} | {f('sage-early')} | {f('graphmnl')} |")
+    lines += ["", "| width | gcn train / bound | sage train / (2 bound) | PyG GCN / gcn | PyG SAGE / sage | graphmnl / gcn "
+              "(train) | graphmnl / gcn (epoch) | graphmnl floor / gcn (train) | graphmnl train / its floor |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for width, q in r.items():
+        lines.append(f"| {m[width]['input_width']} | {q['gcn_train_over_bound']:.2f} | {q['sage_train_over_bound']:.2f} | "
+                     f"{q['pyg_gcn_over_gcn']:.2f} | {q['pyg_sage_over_sage']:.2f} | {q['graphmnl_over_gcn_train']:.2f} | "
+                     f"{q['graphmnl_over_gcn_epoch']:.2f} | {q['graphmnl_floor_over_gcn_train']:.2f} | "
+                     f"{q['graphmnl_train_over_floor']:.2f} |")
+    return lines + [""]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=6, help="epochs per fit (the first one is not timed)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats of the bound and PyG steps")
+    p.add_argument("--compare-src", default=None, help="another magkit source tree to measure in a second process")
+    p.add_argument("--label", default="this tree")
+    p.add_argument("--compare-label", default="compared tree")
+    p.add_argument("--out", default=str(HERE))
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        print(json.dumps(measure(a.hidden, a.epochs, a.repeats)))
+        return
+    runs = {}
+    if a.compare_src:
+        env = dict(os.environ, PYTHONPATH=str(Path(a.compare_src).resolve()), OMP_NUM_THREADS="1")
+        cmd = [sys.executable, __file__, "--worker", "--hidden", str(a.hidden), "--epochs", str(a.epochs),
+               "--repeats", str(a.repeats)]
+        res = subprocess.run(cmd, env=env, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True)
+        runs[a.compare_label] = json.loads(res.stdout.strip().splitlines()[-1])
+    runs[a.label] = measure(a.hidden, a.epochs, a.repeats)
+    import torch
+    import torch_geometric
+
+    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": 1,
+            "torch": torch.__version__, "torch_geometric": torch_geometric.__version__, "hidden": a.hidden,
+            "epochs": a.epochs, "dataset": "grocery-semi:balanced"}
+    result = {"meta": meta, "runs": {k: {"ms": v, "ratios": ratios(v)} for k, v in runs.items()}}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = ["# Training speed on the Grocery structure", "",
+             f"`{' '.join(['python', 'benchmarks/speed/run.py'] + (argv if argv is not None else sys.argv[1:]))}`: "
+             f"{meta['cpus']} CPUs, one thread, torch {meta['torch']}, PyG {meta['torch_geometric']}, hidden {a.hidden}, "
+             "median CPU milliseconds per training step (train) and per epoch with its evaluation pass (epoch); bound = "
+             "the first layer's X W and Xᵀ G, measured before and after the fits.", ""]
+    for k, v in result["runs"].items():
+        lines += _table(k, v["ms"], v["ratios"])
+    (out / "results.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
