@@ -12,6 +12,8 @@ seeds::
     seeds: 0..2
     params: {epochs: 50}                  # shared estimator parameters (given to the methods that accept them)
     method_params: {gcn-early: {hidden: 64}}
+    reference: {method: gcn-early, baselines: [mlp-early]}   # fit: a paired table of a method against the
+                                          # best baseline per setting (magkit.bench.paired)
     resources: {num_cpus: 1, num_gpus: 0, memory_gb: 2}    # per cell (Ray task)
 
 ``task: condense`` crosses datasets (profiles) x ratios (budgets) x methods x seeds and evaluates each
@@ -49,7 +51,7 @@ TASKS = ("fit", "condense")
 AXES = {"fit": ("dataset", "split", "method", "seed"), "condense": ("dataset", "method", "ratio", "seed")}
 COMMON_KEYS = ("name", "task", "datasets", "profiles", "data_params", "methods", "seeds", "params", "method_params",
                "resources", "root")
-TASK_KEYS = {"fit": ("splits",), "condense": ("ratios", "split", "setting", "evaluate")}
+TASK_KEYS = {"fit": ("splits", "reference"), "condense": ("ratios", "split", "setting", "evaluate")}
 RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory_gb")
 EVALUATE_DEFAULTS: dict[str, Any] = {"backbones": ["gcn"], "runs": 3, "epochs": 300, "hidden": 256, "lr": 0.01,
                                      "weight_decay": 5e-4, "seed": 0}
@@ -102,6 +104,9 @@ def normalize_spec(raw: dict[str, Any], where: str = "sweep spec") -> dict[str, 
         spec["splits"] = [str(s) for s in ([splits] if isinstance(splits, str) else splits)]
         if not spec["splits"]:
             raise ConfigError(f"{where}: 'splits' must list at least one split spec, e.g. [magb, rate:0.05]")
+        from .paired import check_reference
+
+        spec["reference"] = check_reference(raw.get("reference"), spec["methods"], where)
     else:
         ratios = raw.get("ratios", [0.01])
         ratios = ratios if isinstance(ratios, list) else [ratios]

@@ -57,5 +57,11 @@ def render(spec: dict[str, Any], out: str | Path, command: str, extra_md: str = 
     from .report import render as render_rows
 
     files = rows_files(out)
+    ref = spec.get("reference")
+    if ref:
+        from .paired import paired_markdown
+
+        table = paired_markdown(suite_rows(spec, out), ref["method"], ref["baselines"])
+        extra_md = "\n\n".join(x for x in (table, extra_md) if x)
     return render_rows(files, out, command, title=f"Benchmark `{spec['name']}`",
                        only=[c.key for c in expand_grid(spec)], extra_md=extra_md)
