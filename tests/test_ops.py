@@ -142,3 +142,22 @@ def test_dropout_of_a_strided_input_keeps_its_layout_and_values():
     torch.manual_seed(1)
     out = dropout(x, 0.5)
     assert torch.equal(_bits(ref), _bits(out)) and out.stride() == ref.stride()
+
+
+def test_a_detached_copy_or_numpy_view_of_an_output_keeps_its_values():
+    x = torch.randn(300, 16)
+    kept = dropout(x, 0.5, True).detach()
+    snapshot = kept.clone()
+    view = dropout(x, 0.5, True).numpy()
+    view_snapshot = view.copy()
+    for _ in range(3):
+        dropout(x, 0.5, True)
+    assert torch.equal(kept, snapshot) and (view == view_snapshot).all()
+
+
+def test_a_call_under_inference_mode_does_not_poison_the_buffer():
+    x = torch.randn(300, 16)
+    with torch.inference_mode():
+        dropout(x, 0.5, True)
+    out = dropout(x, 0.5, True)  # a normal call after it writes a normal tensor
+    assert not out.is_inference() and out.shape == x.shape

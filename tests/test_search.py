@@ -58,6 +58,8 @@ def test_grid_enumerates_every_configuration_once():
     ({"fusion": "mid"}, "fusion 'mid'; allowed: early, late"),
     ({"num_layers": 0}, "num_layers 0; allowed: an integer in 1..16"),
     ({"trials": 5}, "trials 5 with mode: grid"),
+    ({"mode": "sample", "trials": 3, "num_layers": {"low": 1, "high": 4, "step": 0.5}},
+     "num_layers step 0.5; allowed: a whole number"),
 ])
 def test_space_errors_are_one_line_with_the_bad_value(raw, needle):
     with pytest.raises(ConfigError) as err:

@@ -65,3 +65,16 @@ def test_spec_reads_the_reference_key():
     with pytest.raises(ConfigError, match="unknown key"):
         normalize_spec({"task": "condense", "datasets": ["synthetic"], "methods": ["random"],
                         "reference": {"method": "random"}})
+
+
+def test_a_retry_recorded_later_wins_over_an_earlier_failure_in_another_file(tmp_path):
+    from magkit.bench.rows import recorded
+
+    key = "fit|dataset=d|split=s|method=m|seed=0"
+    ok = {"key": key, "task": "fit", "status": "ok", "finished_at": "2026-01-02T00:00:00+00:00"}
+    failed = {"key": key, "task": "fit", "status": "error", "finished_at": "2026-01-01T00:00:00+00:00"}
+    import json
+
+    (tmp_path / "rows.jsonl").write_text(json.dumps(ok) + "\n")  # read first (name order)
+    (tmp_path / "rows.shard-0-of-2.jsonl").write_text(json.dumps(failed) + "\n")
+    assert recorded(tmp_path)[key]["status"] == "ok"

@@ -147,7 +147,7 @@ def render(paths: list[str | Path], out: str | Path, command: str | None = None,
     lines = [f"# {title}", "",
              f"Regenerate with `{command}`. Merged {n_read} rows from {len(files)} file(s) "
              f"({', '.join(f'`{p.name}`' for p in files)}) into {len(latest)} cells: {len(ok)} ok, {len(failed)} failed "
-             "(a cell recorded twice counts once: the last row wins).", "",
+             "(a cell recorded twice counts once: the latest row wins).", "",
              "Accuracy and macro-F1 in %, mean ± sample std over the seeds (n: how many); peak memory: the largest "
              "peak RSS of the group's cells (MiB).", ""]
     plots: list[Path] = []

@@ -149,9 +149,11 @@ def normalize_row(row: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def latest_rows(paths: Iterable[str | Path]) -> tuple[dict[str, dict], int]:
-    """key -> the last row recorded for it over the rows files ``paths`` (files in the order given, lines in
-    order; the mapping follows each key's last occurrence), and the number of rows read. A JSON object that is
-    neither a sweep row nor a flat fit row (:func:`normalize_row`) is skipped with a warning."""
+    """key -> the latest row recorded for it over the rows files ``paths``, and the number of rows read. Latest:
+    the row that finished last (``finished_at``; a row with that time wins over one without), else the one read last (files
+    in the order given, lines in order), so a retry recorded in ``rows.jsonl`` wins over a shard's earlier failure.
+    The mapping follows the order of each key's chosen row. A JSON object that is neither a sweep row nor a flat
+    fit row (:func:`normalize_row`) is skipped with a warning."""
     latest: dict[str, dict] = {}
     n = 0
     for p in paths:
@@ -161,11 +163,14 @@ def latest_rows(paths: Iterable[str | Path]) -> tuple[dict[str, dict], int]:
             if row is None:
                 log.warning("%s: a line that is not a sweep row (no key) was skipped", p)
                 continue
-            latest.pop(row["key"], None)  # re-insert: dict order follows the last occurrence
+            prev = latest.get(row["key"])
+            if prev is not None and str(row.get("finished_at") or "") < str(prev.get("finished_at") or ""):
+                continue  # an older row read after a newer one (another file)
+            latest.pop(row["key"], None)  # re-insert: dict order follows the chosen occurrence
             latest[row["key"]] = row
     return latest, n
 
 
 def recorded(out: str | Path) -> dict[str, dict]:
-    """key -> the latest row recorded for it in the folder's rows files (files in name order, lines in order)."""
+    """key -> the latest row recorded for it in the folder's rows files (:func:`latest_rows`)."""
     return latest_rows(rows_files(out))[0]

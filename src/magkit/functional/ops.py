@@ -26,10 +26,15 @@ def _buffers() -> OrderedDict:
 def _in_use(entry: tuple) -> bool:
     """Whether anything besides the cache ``entry`` holds its buffer: a Python reference (a caller kept an
     earlier output) or a C++ one (autograd saved it for a backward pass not run yet, a view of it)."""
-    # Python references: the entry's own and getrefcount's argument
-    if sys.getrefcount(entry[1]) > 2 or not hasattr(entry[1], "_use_count"):
+    # Python references: the entry's own, the local name and getrefcount's argument
+    buf = entry[1]
+    if sys.getrefcount(buf) > 3 or not hasattr(buf, "_use_count") or buf.is_inference():
         return True
-    return entry[1]._use_count() > 1
+    if buf._use_count() > 1:
+        return True
+    # another tensor on the same storage (a detached copy, `.data`, a numpy view) keeps the values too; the
+    # count includes the buffer itself and the storage object read here
+    return torch._C._storage_Use_Count(buf.untyped_storage()._cdata) > 2
 
 
 def _forget(store: OrderedDict, key: tuple, ref: weakref.ref) -> None:
@@ -90,7 +95,8 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     draws = words.view(torch.uint8)[:n].view(x.shape)
     if x.dtype not in (torch.float32, torch.float64):  # the scale rounds to x's dtype in a float mask: keep it out
         return x * (draws >= threshold) * (256.0 / (256 - threshold))
-    reuse = not x.requires_grad and x.dim() > 0 and x.is_contiguous()
+    reuse = (not x.requires_grad and x.dim() > 0 and x.is_contiguous()
+             and not torch.is_inference_mode_enabled())
     mask = reused_buffer(x, x.shape, x.dtype, x.device) if reuse else torch.empty(x.shape, dtype=x.dtype, device=x.device)
     torch.ge(draws, threshold, out=mask)  # 1.0 where kept, 0.0 where dropped
     mask.mul_(256.0 / (256 - threshold))

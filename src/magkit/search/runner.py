@@ -290,7 +290,10 @@ def search(
     target, on_label, condense_time = _target(graph, views, out, condensed, condenser, ratio, seed, setting,
                                               condense_params)
     train_kw = {"epochs": epochs, "eval_every": eval_every, "patience": patience, "seed": seed}
-    protocol = {**train_kw, "setting": setting, "split": split}
+    # what S-scores depend on beside the configuration: a rerun with other data options, S or condenser
+    # parameters is a new search, not a resumed one
+    protocol = {**train_kw, "setting": setting, "split": split, "graph": graph.checksum(),
+                "condense_params": dict(condense_params or {})}
     proto = _digest(protocol)
     base = {"dataset": dataset, "on": on_label, "seed": seed, "protocol": protocol}
     path = rows_file(out, (i_shard, n_shard))
@@ -373,7 +376,8 @@ def _target(graph, views, out: Path, condensed, condenser, ratio, seed, setting,
             cg, name = CondensedGraph.load(condensed), Path(condensed).name.removesuffix(".safetensors")
     else:
         name = f"{condenser}@{ratio:g}"
-        path = out / f"S-{condenser}-{ratio:g}-seed{seed}.safetensors"
+        extra = _digest({"setting": setting, "params": dict(condense_params or {})})[:8]
+        path = out / f"S-{condenser}-{ratio:g}-seed{seed}-{extra}.safetensors"
         with _file_lock(path):  # shards started together condense S once; the others wait and read it
             if path.is_file():  # a resumed search trains on the same S
                 cg = CondensedGraph.load(path)
@@ -410,7 +414,12 @@ def _file_lock(path: Path) -> Iterator[None]:
 def _retrain(ranked, top, graph, views, base, dataset, on_label, proto, train_kw, all_rows, path, notify) -> list[dict]:
     from ..bench.rows import append_row
 
-    best = [r for r in ranked if r.get("status") == "ok"][:top]
+    best, seen = [], set()
+    for r in ranked:  # a sampler may draw one configuration twice: re-train distinct configurations
+        if r.get("status") == "ok" and r["method"] not in seen:
+            seen.add(r["method"])
+            best.append(r)
+    best = best[:top]
     whole = Target.whole(graph, views, with_test=True)
     rows, todo = [], []
     for i, r in enumerate(best):

@@ -107,6 +107,8 @@ def _range(key: str, raw: Mapping, where: str) -> Range:
     step = raw.get("step")
     if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 or log):
         raise ConfigError(f"{where}: {key} step {step!r}; allowed: a number > 0, without log")
+    if step is not None and key in ("num_layers", "hidden") and int(step) != step:
+        raise ConfigError(f"{where}: {key} step {step!r}; allowed: a whole number (an integer range)")
     return Range(low, high, log, step)
 
 

@@ -91,7 +91,7 @@ def _csr_mm(adj: Tensor, x: Tensor, reuse: bool = False) -> Tensor:
         if reuse and shape[0] * shape[1] >= REUSE_MIN_NUMEL:
             out = reused_buffer(adj, shape, x.dtype, x.device)
         else:
-            out = torch.empty(shape, dtype=x.dtype)
+            out = torch.empty(shape, dtype=x.dtype, device=x.device)
         return torch.addmm(out, adj, x, beta=0, out=out)
     return torch.sparse.mm(adj, x)
 
