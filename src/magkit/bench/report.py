@@ -126,7 +126,7 @@ def render(paths: list[str | Path], out: str | Path, command: str | None = None,
     ``{"markdown", "json", "plots": [...], "cells", "ok", "failed"}``.
 
     Args:
-        paths: rows files or sweep folders, merged in order (the last row of a cell wins).
+        paths: rows files or sweep folders, merged in order (of the rows of a cell the one finished last wins).
         out: the folder to write.
         command: the command shown as the way to regenerate the report. (default: the ``magkit report`` line)
         title: the markdown title. (default: ``"Sweep report"``)

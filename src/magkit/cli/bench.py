@@ -142,7 +142,7 @@ def sweep_cmd(
 @app.command("report")
 @friendly
 def report_cmd(
-    rows: Annotated[list[Path], typer.Argument(metavar="ROWS...", help="Rows files (.jsonl) or sweep / bench folders; merged in order, the last row of a cell wins.")],
+    rows: Annotated[list[Path], typer.Argument(metavar="ROWS...", help="Rows files (.jsonl) or sweep / bench folders; merged in order; of the rows of a cell the one finished last wins.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for results.md, results.json and the plots.")],
 ):
     """Merge sweep or bench rows files into results.md (mean ± std per method and setting), results.json and plots."""
