@@ -152,9 +152,10 @@ def _require(columns: list[str], needed: tuple[str, ...], path: Path, what: str)
         )
 
 
-def _is_number(cell: str) -> bool:
+def _parses(cell: str, kind: type = float) -> bool:
+    """Whether ``kind(cell)`` (``int`` or ``float``) accepts the text."""
     try:
-        float(cell)
+        kind(cell)
     except ValueError:
         return False
     return True
@@ -167,21 +168,15 @@ def _parse_labels(cells: list[str]) -> tuple[np.ndarray, tuple[str, ...] | None,
     damaged column, not a set of names.
     """
     present = [c for c in cells if c != ""]
-    ints: list[int] | None = []
-    for c in present:
-        try:
-            ints.append(int(c))
-        except ValueError:
-            ints = None
-            break
+    is_int = [_parses(c, int) for c in present]
+    ints = None if not all(is_int) else [int(c) for c in present]
     if ints is None:
-        is_int = [_is_int_text(c) for c in present]
         if any(is_int):
             odd = next(c for c, k in zip(present, is_int) if not k)
-            kind = "a non-integer number" if _is_number(odd) else "a name"
+            kind = "a non-integer number" if _parses(odd) else "a name"
             raise DatasetError(f"label: {odd!r} is {kind} in a column of integer class ids; allowed: integer ids "
                                "only, or class names only")
-        numbers = [c for c in present if _is_number(c)]
+        numbers = [c for c in present if _parses(c)]
         if numbers and len(numbers) == len(present):
             raise DatasetError(f"label: {numbers[0]!r} is not an integer class id; allowed: integer ids or names")
     if ints is not None:
@@ -193,14 +188,6 @@ def _parse_labels(cells: list[str]) -> tuple[np.ndarray, tuple[str, ...] | None,
     index = {n: i for i, n in enumerate(names)}
     y = np.array([index[c] if c != "" else -1 for c in cells], dtype=np.int64)
     return y, tuple(names), len(names)
-
-
-def _is_int_text(cell: str) -> bool:
-    try:
-        int(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def _presence_file(fpath: Path, n: int, field: str) -> np.ndarray | None:
