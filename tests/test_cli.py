@@ -438,8 +438,9 @@ def test_bench_suite_values_are_type_checked(tmp_path):
     assert _one_error_line(res.output) == f"error: {suite}: params: hidden='eight' is not an int (mlp-early)"
 
 
-@pytest.mark.parametrize("name", ["nodecls", "graphmnl"])
-def test_report_renders_the_committed_bench_rows(name, tmp_path):
+@pytest.mark.parametrize("name, dataset", [("graphmnl", "grocery-semi:text-dominant"),
+                                           ("grocery_calibrated", "grocery-semi:grocery-calibrated")])
+def test_report_renders_the_committed_bench_rows(name, dataset, tmp_path):
     from pathlib import Path
 
     rows = Path(__file__).resolve().parents[1] / "benchmarks" / name / "rows.jsonl"
@@ -451,7 +452,7 @@ def test_report_renders_the_committed_bench_rows(name, tmp_path):
     assert res.exit_code == 0, res.output
     assert f"{n} cells: {n} ok, 0 failed" in res.output
     md = (tmp_path / "results.md").read_text()
-    assert "| gcn-early |" in md and "grocery-semi:text-dominant" in md
+    assert "| gcn-early |" in md and dataset in md
 
 
 def test_render_only_without_rows_is_one_line(tmp_path):

@@ -2,7 +2,7 @@
 
 A suite is a fit sweep spec (:mod:`magkit.bench.spec`; ``task`` may be left out)::
 
-    name: nodecls
+    name: profiles
     datasets: [grocery-semi:text-dominant, grocery-semi:image-dominant, grocery-semi:balanced]
     splits: [magb, rate:0.05]
     methods: [mlp-text, gcn-early, ...]

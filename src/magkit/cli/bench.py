@@ -15,7 +15,7 @@ from ._render import progress_bar, row_status
 @bench_app.command("run")
 @friendly
 def bench_run(
-    suite: Annotated[Path, typer.Argument(help="Suite YAML (e.g. benchmarks/nodecls.yaml).")],
+    suite: Annotated[Path, typer.Argument(help="Suite YAML (e.g. benchmarks/citeseer.yaml).")],
     out: Annotated[Path | None, typer.Option("--out", help="Results folder (default: next to the suite, named after it).")] = None,
     root: RootOpt = None,
     throughput: Annotated[bool, typer.Option(help="Also measure GCN throughput against a dense matmul.")] = True,
