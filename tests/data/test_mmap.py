@@ -440,3 +440,16 @@ def test_the_coalesced_claim_is_checked_and_edges_canonicalised(ram_graph, tmp_p
     assert torch.equal(g.edge_index, ram_graph.edge_index)
     assert "not undirected-coalesced as meta.json claims" in caplog.text
     assert "dropped 1 self-loop(s) and 3 duplicate edge(s)" in caplog.text
+
+
+def test_a_sorted_list_lacking_one_reverse_edge_is_not_taken_as_coalesced(ram_graph, tmp_path, caplog):
+    folder = tmp_path / "g"
+    save_mmap_graph(ram_graph, folder)
+    ei = np.load(folder / "edge_index.npy")
+    u, v = ei[:, 0]
+    keep = ~((ei[0] == v) & (ei[1] == u))  # still sorted, unique and loop-free; (u, v) lacks its reverse
+    np.save(folder / "edge_index.npy", np.ascontiguousarray(ei[:, keep]))
+    with caplog.at_level("INFO", logger="magkit"):
+        g = load_mmap_graph(folder, verify=False)
+    assert "not undirected-coalesced as meta.json claims" in caplog.text
+    assert torch.equal(g.edge_index, ram_graph.edge_index)  # the reverse edge is added back
