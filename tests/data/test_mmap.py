@@ -453,3 +453,32 @@ def test_a_sorted_list_lacking_one_reverse_edge_is_not_taken_as_coalesced(ram_gr
         g = load_mmap_graph(folder, verify=False)
     assert "not undirected-coalesced as meta.json claims" in caplog.text
     assert torch.equal(g.edge_index, ram_graph.edge_index)  # the reverse edge is added back
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads /proc/self/smaps")
+def test_scattered_gathers_keep_the_mapped_pages_at_one_window(tmp_path, monkeypatch):
+    path = tmp_path / "big.npy"
+    arr = np.arange(65536 * 128, dtype=np.float32).reshape(65536, 128)  # 32 MiB
+    np.save(path, arr)
+    idx = torch.randperm(65536, generator=torch.Generator().manual_seed(0))[:20000]
+    idx = torch.cat([idx, idx[:7], -idx[7:9] - 1])  # repeats and negative ids
+    x = MappedFeatures(path, resident_bytes=4 << 20)  # 8 windows
+    seen = []
+    take = np.take
+
+    def watched_take(*args, **kwargs):  # the mapped pages right after every read step of the gather
+        out = take(*args, **kwargs)
+        seen.append(_mapped_kb(path.resolve()))
+        return out
+
+    monkeypatch.setattr(np, "take", watched_take)
+    got = x[idx]
+    monkeypatch.undo()
+    assert torch.equal(got, torch.from_numpy(arr)[idx])  # the rows in the requested order
+    # about one window of pages mapped at any time (plus the kernel's mapping granularity at its edges; the
+    # whole gather touches most of the file)
+    assert len(seen) == 8 and max(seen) <= 10 * 1024
+    assert _mapped_kb(path.resolve()) <= 6 * 1024
+    y = MappedFeatures(path, resident_bytes=1 << 40)  # one window: the pages a gather touched stay mapped
+    assert torch.equal(y[idx], got)
+    assert _mapped_kb(path.resolve()) >= 24 * 1024
