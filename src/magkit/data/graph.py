@@ -305,7 +305,9 @@ def is_undirected_coalesced(edge_index: Tensor, num_nodes: int) -> bool:
     sort-based comparison.
 
     The answer is cached per tensor object until the tensor changes (its version counter, storage, shape or
-    stride), so the checks of one graph by ``load``, :func:`validate` and the neighbour sampler run once.
+    stride), so the checks of one graph by ``load``, :func:`validate` and the neighbour sampler run once. Torch
+    operations in place bump the version counter; writes through a NumPy view of the tensor do not, so a list
+    edited that way needs a new tensor (``edge_index.clone()``) to be checked again.
 
     Args:
         edge_index: int64 ``[2, E]`` node pairs with ids in ``0..num_nodes-1``.
