@@ -158,3 +158,72 @@ def test_class_count_beyond_the_node_count_is_refused_before_allocating():
     with pytest.raises(DatasetError, match=r"labels\.npy: label: class id 999 implies 1000 classes; allowed: at most 12"):
         check_class_count(1000, 12, "labels.npy")
     assert check_class_count(12, 10**9, "x") == 12 and MAX_CLASSES == 100_000
+
+
+# ---------------------------------------------------------------------- the chunked check of the canonical edge form
+def _sorted_pairs(pairs):
+    return torch.tensor(sorted(pairs)).t().contiguous()
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1 << 20])
+def test_is_undirected_coalesced_is_exact_across_chunk_boundaries(monkeypatch, chunk):
+    import magkit.data.graph as G
+
+    monkeypatch.setattr(G, "EDGE_CHECK_CHUNK", chunk)
+    n = 12
+    ei = to_undirected(torch.randint(0, n, (2, 30), generator=torch.Generator().manual_seed(1)), n)
+    pairs = [tuple(p) for p in ei.t().tolist()]
+    assert G.is_undirected_coalesced(ei, n)
+    assert G.is_undirected_coalesced(torch.empty(2, 0, dtype=torch.long), n)
+    u, v = pairs[4]
+    cases = {
+        "a duplicate": _sorted_pairs(pairs + [pairs[4]]),
+        "a self-loop": _sorted_pairs(pairs + [(n - 1, n - 1)]),
+        "a missing reverse": _sorted_pairs([p for p in pairs if p != (v, u)]),
+        "unsorted": ei[:, torch.tensor([1, 0] + list(range(2, ei.size(1))))],
+        "directed": torch.tensor([[0, 1], [1, 2]]),
+    }
+    for what, bad in cases.items():
+        assert not G.is_undirected_coalesced(bad, n), what
+
+
+def test_is_undirected_coalesced_is_recomputed_after_an_in_place_change():
+    from magkit.data.graph import is_undirected_coalesced
+
+    ei = to_undirected(torch.tensor([[0, 1, 2], [1, 2, 3]]), 4)
+    assert is_undirected_coalesced(ei, 4)
+    ei[1, 0] = 3  # (0, 3) without its reverse
+    assert not is_undirected_coalesced(ei, 4)
+    ei[1, 0] = 1
+    assert is_undirected_coalesced(ei, 4)
+
+
+def test_validate_sorts_no_full_key_copy_for_the_canonical_form(monkeypatch):
+    import magkit.data.graph as G
+
+    def no_sort(*args):
+        raise AssertionError("a full sort of the edge keys")
+
+    monkeypatch.setattr(G, "_sorted_keys", no_sort)
+    validate(tiny())
+    g = tiny()
+    g.edge_index = g.edge_index[:, torch.randperm(g.edge_index.size(1), generator=torch.Generator().manual_seed(0))]
+    with pytest.raises(AssertionError, match="a full sort"):  # an unsorted list takes the sorting comparison
+        validate(g)
+
+
+@pytest.mark.parametrize("chunk", [2, 1 << 20])
+def test_chunked_edge_check_reports_the_same_errors(monkeypatch, chunk):
+    import magkit.data.graph as G
+
+    monkeypatch.setattr(G, "EDGE_CHECK_CHUNK", chunk)
+    pairs = [tuple(p) for p in tiny().edge_index.t().tolist()]
+    for edges, fragment in [
+        (pairs + [(3, 3)], r"^edge_index: 0 duplicate edge\(s\) and 1 self-loop\(s\)"),
+        (pairs + [pairs[5]] * 2, r"^edge_index: 2 duplicate edge\(s\) and 0 self-loop\(s\)"),
+        ([p for p in pairs if p != (4, 3)], r"^edge_index: graph is not undirected \(some edge lacks its reverse\)"),
+    ]:
+        g = tiny()
+        g.edge_index = _sorted_pairs(edges)
+        with pytest.raises(GraphValidationError, match=fragment):
+            validate(g)

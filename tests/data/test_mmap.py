@@ -440,3 +440,45 @@ def test_the_coalesced_claim_is_checked_and_edges_canonicalised(ram_graph, tmp_p
     assert torch.equal(g.edge_index, ram_graph.edge_index)
     assert "not undirected-coalesced as meta.json claims" in caplog.text
     assert "dropped 1 self-loop(s) and 3 duplicate edge(s)" in caplog.text
+
+
+def test_a_sorted_list_lacking_one_reverse_edge_is_not_taken_as_coalesced(ram_graph, tmp_path, caplog):
+    folder = tmp_path / "g"
+    save_mmap_graph(ram_graph, folder)
+    ei = np.load(folder / "edge_index.npy")
+    u, v = ei[:, 0]
+    keep = ~((ei[0] == v) & (ei[1] == u))  # still sorted, unique and loop-free; (u, v) lacks its reverse
+    np.save(folder / "edge_index.npy", np.ascontiguousarray(ei[:, keep]))
+    with caplog.at_level("INFO", logger="magkit"):
+        g = load_mmap_graph(folder, verify=False)
+    assert "not undirected-coalesced as meta.json claims" in caplog.text
+    assert torch.equal(g.edge_index, ram_graph.edge_index)  # the reverse edge is added back
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads /proc/self/smaps")
+def test_scattered_gathers_keep_the_mapped_pages_at_one_window(tmp_path, monkeypatch):
+    path = tmp_path / "big.npy"
+    arr = np.arange(65536 * 128, dtype=np.float32).reshape(65536, 128)  # 32 MiB
+    np.save(path, arr)
+    idx = torch.randperm(65536, generator=torch.Generator().manual_seed(0))[:20000]
+    idx = torch.cat([idx, idx[:7], -idx[7:9] - 1])  # repeats and negative ids
+    x = MappedFeatures(path, resident_bytes=4 << 20)  # 8 windows
+    seen = []
+    take = np.take
+
+    def watched_take(*args, **kwargs):  # the mapped pages right after every read step of the gather
+        out = take(*args, **kwargs)
+        seen.append(_mapped_kb(path.resolve()))
+        return out
+
+    monkeypatch.setattr(np, "take", watched_take)
+    got = x[idx]
+    monkeypatch.undo()
+    assert torch.equal(got, torch.from_numpy(arr)[idx])  # the rows in the requested order
+    # about one window of pages mapped at any time (plus the kernel's mapping granularity at its edges; the
+    # whole gather touches most of the file)
+    assert len(seen) == 8 and max(seen) <= 10 * 1024
+    assert _mapped_kb(path.resolve()) <= 6 * 1024
+    y = MappedFeatures(path, resident_bytes=1 << 40)  # one window: the pages a gather touched stay mapped
+    assert torch.equal(y[idx], got)
+    assert _mapped_kb(path.resolve()) >= 24 * 1024

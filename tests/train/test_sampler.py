@@ -7,7 +7,7 @@ import torch
 
 from magkit.data.graph import to_undirected
 from magkit.exceptions import ConfigError
-from magkit.train.sampler import NeighborSampler, SampledSubgraph
+from magkit.train.sampler import NeighborSampler, SampledSubgraph, incoming_csr
 
 N = 80
 
@@ -177,3 +177,31 @@ def test_bad_batch_size_raises(graph, batch_size):
     ei, n = graph
     with pytest.raises(ConfigError, match=rf"^batch_size: {batch_size}; allowed: >= 1"):
         NeighborSampler(ei, n, batch_size=batch_size)
+
+
+def _shuffled(ei: torch.Tensor) -> torch.Tensor:
+    return ei[:, torch.randperm(ei.size(1), generator=torch.Generator().manual_seed(0))]
+
+
+def test_canonical_edges_give_the_stored_target_row_as_csr_columns(graph):
+    ei, n = graph
+    rowptr, col = incoming_csr(ei, n)
+    assert col.data_ptr() == ei[1].data_ptr()  # a view: no copy of the edges
+    ref_rowptr, ref_col = incoming_csr(_shuffled(ei), n)  # not canonical: sorted by (target, source)
+    assert torch.equal(rowptr, ref_rowptr) and torch.equal(col, ref_col)
+    for v in (0, 5, 40, 78):
+        assert col[rowptr[v]:rowptr[v + 1]].tolist() == sorted(in_neighbours(ei, v))
+
+
+def test_directed_edges_get_their_incoming_lists():
+    ei = torch.tensor([[0, 0, 1, 3], [1, 2, 2, 0]])  # sorted, but (0, 1) has no reverse
+    rowptr, col = incoming_csr(ei, 4)
+    assert rowptr.tolist() == [0, 1, 2, 4, 4] and col.tolist() == [3, 0, 0, 1]
+
+
+def test_the_view_csr_samples_the_same_batches_as_the_sorted_csr(graph):
+    ei, n = graph
+    a = _run(ei, n, 11)
+    b = _run(_shuffled(ei), n, 11)  # the same graph, CSR built by sorting
+    assert len(a) == len(b)
+    assert all(torch.equal(na, nb) and torch.equal(ea, eb) for (na, ea), (nb, eb) in zip(a, b))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -281,6 +282,81 @@ def to_undirected(edge_index: Tensor, num_nodes: int, remove_self_loops: bool = 
     return torch.stack([key // num_nodes, key % num_nodes])
 
 
+#: edges per step of the chunked checks of :func:`is_undirected_coalesced`
+EDGE_CHECK_CHUNK = 1 << 20
+
+# id(edge_index) -> (weak reference, version counter, data pointer, shape, stride, num_nodes, answer)
+_COALESCED: dict[int, tuple] = {}
+
+
+def _coalesced_state(ei: Tensor, num_nodes: int) -> tuple:
+    return ei._version, ei.data_ptr(), tuple(ei.shape), tuple(ei.stride()), int(num_nodes)
+
+
+def is_undirected_coalesced(edge_index: Tensor, num_nodes: int) -> bool:
+    """Whether ``edge_index`` is the canonical form :func:`to_undirected` returns: sorted by (source, target),
+    without duplicates or self-loops, and symmetric (every edge ``(u, v)`` has its reverse ``(v, u)``).
+
+    The check is exact and runs in chunks of :data:`EDGE_CHECK_CHUNK` edges: sortedness and uniqueness are a
+    strictly increasing key ``u N + v``; symmetry of a sorted, duplicate-free list is that every reverse key
+    ``v N + u`` occurs among the forward keys (the reversal is a bijection on ``E`` distinct pairs, so
+    ``E`` hits mean equal sets), found by binary search of each sorted chunk of reverse keys. Memory: the
+    forward keys (8 bytes per edge) and one chunk, instead of the sorted copies (with their permutations) of a
+    sort-based comparison.
+
+    The answer is cached per tensor object until the tensor changes (its version counter, storage, shape or
+    stride), so the checks of one graph by ``load``, :func:`validate` and the neighbour sampler run once. Torch
+    operations in place bump the version counter; writes through a NumPy view of the tensor do not, so a list
+    edited that way needs a new tensor (``edge_index.clone()``) to be checked again.
+
+    Args:
+        edge_index: int64 ``[2, E]`` node pairs with ids in ``0..num_nodes-1``.
+        num_nodes: the node count ``N``.
+    """
+    ei = edge_index
+    state = _coalesced_state(ei, num_nodes)
+    hit = _COALESCED.get(id(ei))
+    if hit is not None and hit[0]() is ei and hit[1:-1] == state:
+        return hit[-1]
+    answer = _check_undirected_coalesced(ei, int(num_nodes))
+    for k in [k for k, v in _COALESCED.items() if v[0]() is None]:  # forget tensors that no longer exist
+        del _COALESCED[k]
+    _COALESCED[id(ei)] = (weakref.ref(ei), *state, answer)
+    return answer
+
+
+def _sorted_keys(a: Tensor, b: Tensor, n: int) -> Tensor:
+    """The keys ``a N + b`` in increasing order (sorted in place on the CPU: no permutation is allocated)."""
+    key = a * n + b
+    if key.device.type == "cpu":
+        key.numpy().sort()
+        return key
+    return torch.sort(key).values
+
+
+def _check_undirected_coalesced(ei: Tensor, n: int) -> bool:
+    e = ei.size(1)
+    if e == 0:
+        return True
+    src, dst = ei[0], ei[1]
+    step = EDGE_CHECK_CHUNK
+    for a in range(0, e, step):
+        lo = max(a - 1, 0)  # one edge of overlap: the order across chunk boundaries
+        s, d = src[lo:a + step], dst[lo:a + step]
+        if bool((s == d).any()):
+            return False
+        k = s * n + d
+        if not bool((k[1:] > k[:-1]).all()):
+            return False
+    key = src * n + dst  # sorted and unique
+    for a in range(0, e, step):
+        rev = torch.sort(dst[a:a + step] * n + src[a:a + step]).values
+        pos = torch.searchsorted(key, rev).clamp_(max=e - 1)
+        if not torch.equal(key[pos], rev):
+            return False
+    return True
+
+
 def canonical_edges(edge_index: Tensor, num_nodes: int, source: str = "edges") -> tuple[Tensor, dict[str, int]]:
     """:func:`to_undirected` that also counts (and logs) what it changed.
 
@@ -416,8 +492,9 @@ def validate(graph: MultimodalGraph, require_splits: bool = True) -> MultimodalG
             raise GraphValidationError("edge_index", "negative node index", value=int(ei.min()), allowed=f"0..{n - 1}")
         if int(ei.max()) >= n:
             raise GraphValidationError("edge_index", "node index out of range", value=int(ei.max()), allowed=f"0..{n - 1}")
+    if ei.numel() and not is_undirected_coalesced(ei, n):  # the canonical form passes in O(E) memory
         loops = int((ei[0] == ei[1]).sum())
-        fwd = torch.sort(ei[0] * n + ei[1]).values
+        fwd = _sorted_keys(ei[0], ei[1], n)
         dups = int((fwd[1:] == fwd[:-1]).sum())
         if loops or dups:
             raise GraphValidationError(
@@ -425,8 +502,7 @@ def validate(graph: MultimodalGraph, require_splits: bool = True) -> MultimodalG
                 allowed="unique edges without self-loops; canonicalise with "
                         "magkit.data.to_undirected(edge_index, num_nodes)",
             )
-        rev = ei[1] * n + ei[0]
-        if not torch.equal(fwd, torch.sort(rev).values):
+        if not torch.equal(fwd, _sorted_keys(ei[1], ei[0], n)):
             raise GraphValidationError(
                 "edge_index", "graph is not undirected (some edge lacks its reverse)",
                 allowed="both directions of every edge; use magkit.data.to_undirected",

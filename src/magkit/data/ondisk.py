@@ -25,8 +25,10 @@ an implausible shape is a :class:`~magkit.exceptions.DatasetError`, never an all
 masks are checked for type and range; ``meta.json`` values are type-checked. :func:`save_mmap_graph` records a
 sha256 per file and one over ``meta.json``'s other fields; :func:`load_mmap_graph` checks them (``verify=True``,
 one sequential read of every file at disk/page-cache speed) so a flipped bit anywhere is reported, not trained
-on. The edge list's "undirected-coalesced" claim is checked (sorted, unique, no self-loops, symmetric); a list
-that breaks it is canonicalised and the dropped edges are logged. :func:`save_mmap_graph` writes into a
+on. The edge list's "undirected-coalesced" claim is checked exactly, in chunks
+(:func:`~magkit.data.graph.is_undirected_coalesced`: sorted, unique, no self-loops, symmetric; the answer is
+kept for the later :func:`~magkit.data.graph.validate` and neighbour sampler); a list that breaks it is
+canonicalised and the dropped edges are logged. :func:`save_mmap_graph` writes into a
 temporary folder beside the target and renames it into place only when complete, so a failed write (a full
 disk included) leaves the previous graph intact.
 """
@@ -195,7 +197,7 @@ def load_mmap_graph(folder: str | os.PathLike, split: str | None = None, seed: i
         DatasetError: a missing, truncated, mis-shaped or damaged file, or a bad ``meta.json`` value; the message
             names the file, the field and what was expected.
     """
-    from .graph import MultimodalGraph, canonical_edges, check_class_count
+    from .graph import MultimodalGraph, canonical_edges, check_class_count, is_undirected_coalesced
     from .splits import apply_split
 
     folder = Path(folder).expanduser()
@@ -269,7 +271,7 @@ def load_mmap_graph(folder: str | os.PathLike, split: str | None = None, seed: i
         _verify(folder, meta, used)
 
     edge_index = torch.from_numpy(ei.astype(np.int64, copy=False))
-    if not (meta.get("edges") == "undirected-coalesced" and _is_canonical(edge_index, n)):
+    if not (meta.get("edges") == "undirected-coalesced" and is_undirected_coalesced(edge_index, n)):
         if meta.get("edges") == "undirected-coalesced":
             log.warning("%s: the edge list is not undirected-coalesced as meta.json claims; canonicalising it", ei_path)
         edge_index, _ = canonical_edges(edge_index, n, source=str(ei_path))
@@ -285,29 +287,6 @@ def load_mmap_graph(folder: str | os.PathLike, split: str | None = None, seed: i
         graph._set_meta(split="file")
         return graph
     return apply_split(graph, split or "magb", seed)
-
-
-def _mix(a: Tensor, b: Tensor) -> Tensor:
-    """A 64-bit hash of ordered pairs (wrapping int64 arithmetic; splitmix-style constants)."""
-    return ((a * -7046029254386353131) ^ b) * -4658895280553007687
-
-
-def _is_canonical(edge_index: Tensor, n: int) -> bool:
-    """Sorted by (source, target), unique, without self-loops, and symmetric, in O(E).
-
-    Sortedness and uniqueness: strictly increasing ``src * n + dst``. Symmetry: equal in- and out-degrees and
-    equal sums of a 64-bit pair hash over ``(src, dst)`` and ``(dst, src)`` (multiset equality up to a hash
-    collision; the file's sha256 guards against tampering).
-    """
-    if edge_index.numel() == 0:
-        return True
-    src, dst = edge_index[0], edge_index[1]
-    key = src * n + dst
-    if not bool((key[1:] > key[:-1]).all()) or bool((src == dst).any()):
-        return False
-    if not torch.equal(torch.bincount(src, minlength=n), torch.bincount(dst, minlength=n)):
-        return False
-    return int(_mix(src, dst).sum()) == int(_mix(dst, src).sum())
 
 
 def _write_npy(path: Path, arr: np.ndarray) -> None:

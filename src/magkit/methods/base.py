@@ -195,7 +195,8 @@ class NodeClassifier(Estimator):
 
     def _inference_sampler(self, graph: MultimodalGraph, like: NeighborSampler | None = None) -> NeighborSampler:
         """The (cached) sampler of :meth:`_sampled_logits`; ``like``: a training sampler of this graph whose CSR it
-        shares instead of building its own (a sort of the edges and 8 bytes per edge)."""
+        shares instead of building its own (for edges not in the canonical form, a sort and 8 bytes per edge;
+        :func:`~magkit.train.sampler.incoming_csr`)."""
         p = self.params
         key = (graph.edge_index.data_ptr(), tuple(graph.edge_index.shape), graph.num_nodes, tuple(p["fanouts"]), p["batch_size"])
         cached = self.__dict__.get("_infer_sampler")

@@ -13,7 +13,33 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..data.graph import is_undirected_coalesced
 from ..exceptions import ConfigError
+
+
+def incoming_csr(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
+    """The CSR over message targets: ``col[rowptr[v]:rowptr[v + 1]]`` are the sources ``u`` of the edges
+    ``u -> v``, in increasing order.
+
+    For an edge list in the canonical undirected form (:func:`~magkit.data.graph.is_undirected_coalesced`:
+    sorted by (source, target), unique, symmetric) the incoming lists are the outgoing lists in stored order,
+    so ``col`` is the stored target row itself (a view: no copy, no sort). Any other list is sorted by
+    (target, source).
+
+    Args:
+        edge_index: int64 ``[2, E]``.
+        num_nodes: the node count ``N``.
+
+    Returns:
+        ``(rowptr, col)``: int64 ``[N + 1]`` and int64 ``[E]``.
+    """
+    src, dst = edge_index
+    rowptr = torch.zeros(num_nodes + 1, dtype=torch.long)
+    rowptr[1:] = torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0)
+    if is_undirected_coalesced(edge_index, num_nodes):
+        return rowptr, dst.contiguous()
+    order = torch.argsort(dst * num_nodes + src)
+    return rowptr, src[order].contiguous()
 
 
 @dataclass
@@ -50,12 +76,7 @@ class NeighborSampler:
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.generator = generator
-        # CSR over message targets: for node v, its incoming neighbours u (edge u -> v)
-        src, dst = edge_index
-        order = torch.argsort(dst * self.num_nodes + src)
-        self.col = src[order].contiguous()
-        self.rowptr = torch.zeros(self.num_nodes + 1, dtype=torch.long)
-        self.rowptr[1:] = torch.cumsum(torch.bincount(dst, minlength=self.num_nodes), 0)
+        self.rowptr, self.col = incoming_csr(edge_index, self.num_nodes)
 
     def _sample_hop(self, frontier: Tensor, fanout: int) -> tuple[Tensor, Tensor]:
         """For each frontier node, up to ``fanout`` incoming neighbours: returns (src, dst) global ids."""
