@@ -55,7 +55,7 @@ def main(argv=None) -> None:
     mem = mon.stop()
     inputs = est._inputs(g)
     t0 = time.perf_counter()
-    est._whole_output(est.model_, inputs, g)
+    est._whole_output(est.model_, inputs)
     pass_s = time.perf_counter() - t0
     g2, sample = sample_test_split(g, a.test_sample)
     t0 = time.perf_counter()
