@@ -20,8 +20,9 @@ Times are CPU times of the process (``time.process_time``; the fit loop's epoch 
 that a machine shared with other work slows the waiting, not the numbers; they are still noisy, so the results
 are ratios of numbers measured in the same process: ``train / bound``, ``pyg / magkit`` and ``graphmnl /
 gcn-early``. ``--compare-src`` runs the same measurements on another magkit
-source tree in a second process (e.g. the previous release) and reports both. Writes ``results.json`` and
-``results.md`` next to this script (``--out`` to change).
+source tree in a second process (e.g. another release) and reports both, each under its version (``magkit`` and
+the tree's short commit hash, or ``--label`` / ``--compare-label``). Writes ``results.json`` and ``results.md``
+next to this script (``--out`` to change).
 """
 
 from __future__ import annotations
@@ -45,6 +46,41 @@ class _CPUClock:
     """Stands in for the ``time`` module in :mod:`magkit.train.loop`: its epoch clock reads CPU time."""
 
     perf_counter = staticmethod(time.process_time)
+
+
+def version_label(src: str | Path) -> str:
+    """``magkit <short commit hash>`` of the git checkout holding ``src`` (with ``+local changes`` when its tracked
+    files differ from that commit), else ``magkit <__version__>`` of the package found there."""
+    src = Path(src).resolve()
+    git = ["git", "-C", str(src)]
+    try:
+        sha = subprocess.run(git + ["rev-parse", "--short=7", "HEAD"], check=True, capture_output=True,
+                             text=True).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no", "--", "."], check=True,
+                               capture_output=True, text=True).stdout.strip()
+        return f"magkit {sha}" + (" +local changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        init = src / "magkit" / "__init__.py"
+        for line in init.read_text(encoding="utf-8").splitlines() if init.exists() else []:
+            if line.startswith("__version__"):
+                return "magkit " + line.split("=", 1)[1].strip().strip("\"'")
+        return f"magkit at {src}"
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as recorded in ``results.md``: the ``--compare-src`` path (local to the machine that ran it)
+    is written as ``OTHER/src``."""
+    shown, hide = [], False
+    for arg in argv:
+        if hide:
+            shown.append("OTHER/src")
+            hide = False
+        elif arg.startswith("--compare-src="):
+            shown.append("--compare-src=OTHER/src")
+        else:
+            shown.append(arg)
+            hide = arg == "--compare-src"
+    return " ".join(["python", "benchmarks/speed/run.py"] + shown)
 
 
 def _median_ms(fn, repeats: int, warm: int = 1) -> float:
@@ -222,22 +258,26 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=6, help="epochs per fit (the first one is not timed)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats of the bound and PyG steps")
     p.add_argument("--compare-src", default=None, help="another magkit source tree to measure in a second process")
-    p.add_argument("--label", default="this tree")
-    p.add_argument("--compare-label", default="compared tree")
+    p.add_argument("--label", default=None, help="heading of this tree's run (default: magkit <short commit hash>)")
+    p.add_argument("--compare-label", default=None,
+                   help="heading of the --compare-src run (default: magkit <its short commit hash>)")
     p.add_argument("--out", default=str(HERE))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         print(json.dumps(measure(a.hidden, a.epochs, a.repeats)))
         return
+    argv = list(argv if argv is not None else sys.argv[1:])
+    label = a.label or version_label(REPO / "src")
     runs = {}
     if a.compare_src:
+        compare_label = a.compare_label or version_label(a.compare_src)
         env = dict(os.environ, PYTHONPATH=str(Path(a.compare_src).resolve()), OMP_NUM_THREADS="1")
         cmd = [sys.executable, __file__, "--worker", "--hidden", str(a.hidden), "--epochs", str(a.epochs),
                "--repeats", str(a.repeats)]
         res = subprocess.run(cmd, env=env, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True)
-        runs[a.compare_label] = json.loads(res.stdout.strip().splitlines()[-1])
-    runs[a.label] = measure(a.hidden, a.epochs, a.repeats)
+        runs[compare_label] = json.loads(res.stdout.strip().splitlines()[-1])
+    runs[label] = measure(a.hidden, a.epochs, a.repeats)
     import torch
     import torch_geometric
 
@@ -249,7 +289,8 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = ["# Training speed on the Grocery structure", "",
-             f"`{' '.join(['python', 'benchmarks/speed/run.py'] + (argv if argv is not None else sys.argv[1:]))}`: "
+             f"`{command_line(argv)}`"
+             + (f" (OTHER/src: {compare_label})" if a.compare_src else "") + ": "
              f"{meta['cpus']} CPUs, one thread, torch {meta['torch']}, PyG {meta['torch_geometric']}, hidden {a.hidden}, "
              "median CPU milliseconds per training step (train) and per epoch with its evaluation pass (epoch); bound = "
              "the first layer's X W and Xᵀ G, measured before and after the fits.", ""]
