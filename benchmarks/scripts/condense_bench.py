@@ -99,6 +99,16 @@ def ms(v):
     return float(t.mean()), float(t.std(unbiased=True)) if t.numel() > 1 else 0.0
 
 
+def _label(r) -> str:
+    """A row's method, with its condensation seed when it is not seed 0."""
+    return r["method"] + (f" (seed {r['seed']})" if r["seed"] else "")
+
+
+def _at(r) -> str:
+    """``method@ratio%``, with the condensation seed when it is not seed 0."""
+    return f"{r['method']}@{100 * r['ratio']:.1f}%" + (f" (seed {r['seed']})" if r["seed"] else "")
+
+
 def render(rows):
     import matplotlib
 
@@ -128,7 +138,7 @@ def render(rows):
         for r in sorted((r for r in drows if r["method"] != "whole"), key=lambda r: (r["ratio"], METHODS.index(r["method"]), r["seed"])):
             a, sd = ms(r["gcn"]["test_acc"])
             f, _ = ms(r["gcn"]["test_f1"])
-            label = r["method"] + (f" (seed {r['seed']})" if r["seed"] else "")
+            label = _label(r)
             lines.append(f"| {100 * r['ratio']:.1f}% | {label} | {r['num_nodes']} | {100 * a:.2f} ± {100 * sd:.2f} | "
                          f"{100 * f:.2f} | {100 * a / w_acc:.1f} | {r['edge_density']:.3f} | {r['weight_max']:.3f} | "
                          f"{r['condense_s']:.1f} | {r['peak_memory_mb']:.0f} |")
@@ -138,9 +148,9 @@ def render(rows):
         if cross:
             lines += ["", "Across architectures at 1% (test acc %):", "",
                       "| method | " + " | ".join(("gcn",) + CROSS) + " |", "|---" * (len(CROSS) + 2) + "|"]
-            for r in sorted(cross, key=lambda r: METHODS.index(r["method"])):
+            for r in sorted(cross, key=lambda r: (METHODS.index(r["method"]), r["seed"])):
                 cellv = [f"{100 * ms(r[b]['test_acc'])[0]:.1f}" for b in ("gcn",) + CROSS]
-                lines.append(f"| {r['method']} | " + " | ".join(cellv) + " |")
+                lines.append(f"| {_label(r)} | " + " | ".join(cellv) + " |")
         if whole:
             w_val = ms(whole["gcn"]["val_acc"])[0]
             lines += ["", "Time to reach a share of whole-graph GCN accuracy (validation accuracy of S, GCN, as recorded "
@@ -155,8 +165,10 @@ def render(rows):
                 lines.append(f"| {100 * r['ratio']:.1f}% | {r['method']} | {reach(0.86)} | {reach(0.90)} | {reach(0.95)} | "
                              f"{100 * best / w_val:.1f} |")
             lines += ["", "GCN training epoch on S vs on the whole graph: "
-                          + ", ".join(f"{r['method']}@{100 * r['ratio']:.1f}% {whole['train_epoch_s'] / r['train_epoch_s']:.0f}x"
-                                      for r in drows if r["method"] in ("srgm", "gcond") and r["ratio"] == 0.01)]
+                          + ", ".join(f"{_at(r)} {whole['train_epoch_s'] / r['train_epoch_s']:.0f}x"
+                                      for r in sorted(drows, key=lambda r: (METHODS.index(r["method"]) if r["method"]
+                                                                            in METHODS else -1, r["seed"]))
+                                      if r["method"] in ("srgm", "gcond") and r["ratio"] == 0.01)]
         lines.append("")
         # convergence plot
         curves = [r for r in drows if r["method"] in ("srgm", "gcond", "gcond-x") and r["ratio"] == 0.01 and r.get("curve")
