@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 
@@ -91,6 +92,23 @@ def test_grid_counts_and_stable_keys(tmp_path):
     assert ccells[0].key == "condense|dataset=tiny|method=whole|ratio=1.0|seed=0"
     assert "condense|dataset=tiny|method=herding|ratio=0.05|seed=1" in {c.key for c in ccells}
     assert cond["effective_params"] == {"random": {}, "herding": {}, "whole": {}}
+
+
+def test_exclude_drops_the_named_cells_and_refuses_values_outside_the_grid(tmp_path):
+    big = FIT.replace("splits: [magb]", "splits: [magb, 'rate:0.1']").replace("seeds: 0..1", "seeds: 0..2")
+    full = {c.key for c in expand_grid(load_spec(write_spec(tmp_path, big)))}
+    cut = big + "exclude:\n  - {method: sgc-early, split: [magb]}\n  - {seed: 2, split: 'rate:0.1'}\n"
+    cells = expand_grid(load_spec(write_spec(tmp_path, cut, "cut.yaml")))
+    keys = {c.key for c in cells}
+    assert keys < full and len(cells) == 12 - 3 - 2  # 3 sgc-early at magb, 2 more at rate:0.1 seed 2
+    assert "fit|dataset=synthetic|split=magb|method=sgc-early|seed=0" not in keys
+    assert "fit|dataset=synthetic|split=rate:0.1|method=mlp-early|seed=2" not in keys
+    assert "fit|dataset=synthetic|split=rate:0.1|method=sgc-early|seed=0" in keys
+    for bad, msg in (("{methd: sgc-early}", "exclude axis 'methd'; allowed: dataset, split, method, seed"),
+                     ("{method: gat-early}", "exclude method 'gat-early' is not in the grid; allowed: mlp-early"),
+                     ("{split: 'rate:0.5'}", "exclude split 'rate:0.5' is not in the grid")):
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            load_spec(write_spec(tmp_path, big + f"exclude:\n  - {bad}\n", "bad.yaml"))
 
 
 def test_shards_are_disjoint_balanced_and_cover_the_grid(fit_spec):

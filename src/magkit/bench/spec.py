@@ -14,6 +14,8 @@ seeds::
     method_params: {gcn-early: {hidden: 64}}
     reference: {method: gcn-early, baselines: [mlp-early]}   # fit: a paired table of a method against the
                                           # best baseline per setting (magkit.bench.paired)
+    exclude:                              # cells left out of the grid: every entry names values of some
+      - {method: gcn-early, split: rate:0.1}    # axes (one value or a list); a cell matching all of them is dropped
     resources: {num_cpus: 1, num_gpus: 0, memory_gb: 2}    # per cell (Ray task)
 
 ``task: condense`` crosses datasets (profiles) x ratios (budgets) x methods x seeds and evaluates each
@@ -50,7 +52,7 @@ from ..exceptions import ConfigError
 TASKS = ("fit", "condense")
 AXES = {"fit": ("dataset", "split", "method", "seed"), "condense": ("dataset", "method", "ratio", "seed")}
 COMMON_KEYS = ("name", "task", "datasets", "profiles", "data_params", "methods", "seeds", "params", "method_params",
-               "resources", "root")
+               "resources", "root", "exclude")
 TASK_KEYS = {"fit": ("splits", "reference"), "condense": ("ratios", "split", "setting", "evaluate")}
 RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory_gb")
 EVALUATE_DEFAULTS: dict[str, Any] = {"backbones": ["gcn"], "runs": 3, "epochs": 300, "hidden": 256, "lr": 0.01,
@@ -130,7 +132,52 @@ def normalize_spec(raw: dict[str, Any], where: str = "sweep spec") -> dict[str, 
         raise ConfigError(f"{where}: params {', '.join(nobody)} accepted by none of the methods "
                           f"{', '.join(spec['methods'])}; allowed: {', '.join(sorted(takes)) or 'none'}")
     spec["effective_params"] = {m: _effective_params(spec, m, *accepted[m], where) for m in spec["methods"]}
+    spec["exclude"] = _exclude(raw.get("exclude"), spec, where)
     return spec
+
+
+def _axis_values(spec: dict[str, Any], axis: str) -> list[Any]:
+    if axis == "dataset":
+        return list(spec["datasets"])
+    if axis == "split":
+        return list(spec["splits"])
+    if axis == "ratio":
+        return list(spec["ratios"])
+    return list(spec[f"{axis}s"])
+
+
+def _exclude(value: Any, spec: dict[str, Any], where: str) -> list[dict[str, list[Any]]]:
+    """``exclude`` entries as ``{axis: [values]}``, each axis one of the task's and each value one of its grid's."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(e, dict) and e for e in value):
+        raise ConfigError(f"{where}: exclude {value!r}; allowed: a list of mappings axis -> value or list of values, "
+                          "e.g. [{method: gcn-early, split: magb}]")
+    axes = AXES[spec["task"]]
+    entries = []
+    for entry in value:
+        unknown = sorted(set(entry) - set(axes))
+        if unknown:
+            raise ConfigError(f"{where}: exclude axis {unknown[0]!r}; allowed: {', '.join(axes)}")
+        norm: dict[str, list[Any]] = {}
+        for axis, vals in entry.items():
+            grid = _axis_values(spec, axis)
+            vals = vals if isinstance(vals, list) else [vals]
+            if axis == "ratio":
+                vals = [float(v) for v in vals]
+            elif axis != "seed":
+                vals = [str(v) for v in vals]
+            bad = [v for v in vals if v not in grid]
+            if bad:
+                raise ConfigError(f"{where}: exclude {axis} {bad[0]!r} is not in the grid; allowed: "
+                                  f"{', '.join(map(str, grid))}")
+            norm[axis] = vals
+        entries.append(norm)
+    return entries
+
+
+def _excluded(spec: dict[str, Any], fields: dict[str, Any]) -> bool:
+    return any(all(fields[a] in vals for a, vals in e.items()) for e in spec.get("exclude", ()))
 
 
 def _mapping(value: Any, name: str, where: str) -> dict[str, Any]:
@@ -282,8 +329,13 @@ def cell_key(task: str, fields: dict[str, Any]) -> str:
 
 
 def expand_grid(spec: dict[str, Any]) -> list[Cell]:
-    """Every cell of the sweep's grid in a fixed order (datasets, then splits or methods, ...). ``whole`` in a
-    condense sweep is one cell per dataset (ratio 1.0, the first seed)."""
+    """Every cell of the sweep's grid in a fixed order (datasets, then splits or methods, ...), less the cells
+    ``exclude`` names. ``whole`` in a condense sweep is one cell per dataset (ratio 1.0, the first seed)."""
+    cells = [c for c in _full_grid(spec) if not _excluded(spec, c.fields)]
+    return cells
+
+
+def _full_grid(spec: dict[str, Any]) -> list[Cell]:
     cells: list[Cell] = []
     if spec["task"] == "fit":
         for d in spec["datasets"]:
