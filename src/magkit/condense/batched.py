@@ -21,6 +21,12 @@ train one run at a time through :func:`~magkit.condense.evaluate.train_model`. T
   propagated once per view and only its rows F_{L-1} are multiplied by the weights; SGC reads the rows F_0 of
   its precomputed Â^K X, the MLP the rows F_0 of X. The logits equal the whole-view forward's up to float
   rounding (tested to 1e-5).
+* **precision of the selecting validations.** Where the device multiplies bfloat16 natively
+  (:func:`native_bfloat16`), the validations during training give the first layer's product, the bulk of a
+  validation, bfloat16 inputs with float32 accumulation (``val_dtype="auto"``; 2.8x faster on an AVX-512 BF16
+  CPU); the reported accuracies of the selected states are read in float32. On 5 condensed graphs x GCN, SGC,
+  GraphSAGE x 5 runs (docs/condensation.md) it selected the float32 epoch in 69 of 75 runs, validation accuracy
+  differing by 0.013 points on average, mean test accuracy +0.004 points.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from ..train.propagation import spmm
 
 #: backbones :func:`train_runs` trains (the others train one run at a time)
 BATCHED = ("gcn", "sgc", "sage", "mlp")
+#: the ``val_dtype`` values :func:`train_runs` accepts
+VAL_DTYPES = ("auto", "float32", "bfloat16")
 
 
 def _layers_of(kind: str, model: nn.Module) -> list[dict[str, Tensor | None]]:
@@ -82,8 +90,8 @@ class Readout:
     Attributes:
         x0 (Tensor): the first layer's fixed input on F_{L-1}: ``[m, d]`` (GraphSAGE: ``[m, 2d]``, the rows of
             D⁻¹A X beside those of X).
-        subs (list[Tensor]): Â[F_{L-l}, F_{L-l+1}] for layers l = 2..L, sparse CSR.
-        roots (list[Tensor]): positions of F_{L-l} within F_{L-l+1} (GraphSAGE's root term).
+        subs (list[Tensor]): Â[F_{L-l}, F_{L-l+1}] for layers l = 2..L, sparse CSR (F_{L-l} is the head of
+            F_{L-l+1}: GraphSAGE's root terms are its first rows).
     """
 
     def __init__(self, kind: str, view, num_layers: int = 2) -> None:
@@ -92,7 +100,6 @@ class Readout:
         self.kind = kind
         idx, n = view.idx, view.num_nodes
         self.subs: list[Tensor] = []
-        self.roots: list[Tensor] = []
         if kind == "mlp":
             self.x0 = view.x[idx].float()
             return
@@ -106,10 +113,24 @@ class Readout:
             fields.append(f)
             subs.append(sub)
         self.subs = subs[::-1]  # layer 2 reads the widest
-        self.roots = [torch.arange(f.numel(), device=idx.device) for f in fields[:-1]][::-1]
         first = fields[-1]
         prop = spmm(adj, view.x.float())  # Â X or D⁻¹A X over the view, once
         self.x0 = prop[first] if kind == "gcn" else torch.cat([prop[first], view.x[first].float()], dim=1)
+
+    def buffer(self, dtype: torch.dtype, runs: int, width: int) -> Tensor:
+        """An uninitialised ``[runs, m, width]`` tensor of ``dtype``, the same one on every call (first-layer
+        outputs)."""
+        store = self.__dict__.setdefault("_buffers", {})
+        key = (dtype, runs, width)
+        if key not in store:
+            store[key] = torch.empty(runs, self.x0.size(0), width, dtype=dtype, device=self.x0.device)
+        return store[key]
+
+    def low(self) -> Tensor:
+        """``x0`` in bfloat16 (made on first use, kept)."""
+        if getattr(self, "_low", None) is None:
+            self._low = self.x0.to(torch.bfloat16)
+        return self._low
 
 
 class _RunStack(nn.Module):
@@ -127,17 +148,13 @@ class _RunStack(nn.Module):
             if kind == "sage":
                 self.root.append(nn.Parameter(torch.stack([p[i]["root"].detach() for p in per_run]).contiguous()))
 
-    @property
-    def runs(self) -> int:
-        return self.w[0].size(0)
-
     def _drop(self, h: Tensor, gens: list[torch.Generator]) -> Tensor:
         """Inverted dropout with run r's mask from ``gens[r]``, drawn as :func:`magkit.functional.ops.dropout`
         draws it (8 random bytes per 64-bit word, kept where the byte >= round(256 p)); ``h`` is ``[n, k]``
         (shared by the runs) or ``[R, n, k]``."""
         threshold = int(round(self.dropout * 256))
         if not self.training or threshold <= 0:
-            return h if h.dim() == 3 else h.expand(self.runs, *h.shape)
+            return h if h.dim() == 3 else h.expand(len(gens), *h.shape)
         shape = h.shape[-2:]
         n = shape[0] * shape[1]
         masks = []
@@ -147,56 +164,79 @@ class _RunStack(nn.Module):
             masks.append(mask.mul_(256.0 / (256 - threshold)))
         return torch.stack(masks) * h
 
-    def forward(self, x: Tensor, adj: Tensor | None, gens: list[torch.Generator]) -> Tensor:
-        """Logits ``[R, n, C]`` on S: ``x [n, d]``, ``adj`` S's dense ``[n, n]`` structure (``None``: MLP, SGC)."""
+    def forward(self, x: Tensor, adj: Tensor | None, gens: list[torch.Generator], runs: Tensor | None = None) -> Tensor:
+        """Logits ``[R', n, C]`` on S of the runs ``runs`` (default: all; ``gens`` are theirs): ``x [n, d]``,
+        ``adj`` S's dense ``[n, n]`` structure (``None``: MLP, SGC)."""
+        sel = (lambda p: p) if runs is None else (lambda p: p[runs])
         h = x
         last = len(self.w) - 1
-        for i, w in enumerate(self.w):
-            h = self._drop(h, gens)  # [R, n, k]
+        for i in range(len(self.w)):
+            w, b = sel(self.w[i]), sel(self.b[i])[:, None]
+            h = self._drop(h, gens)  # [R', n, k]
             if self.kind == "gcn":
-                h = adj @ torch.bmm(h, w) + self.b[i][:, None]
+                h = adj @ torch.bmm(h, w) + b
             elif self.kind == "sage":
-                h = torch.bmm(adj @ h, w) + self.b[i][:, None] + torch.bmm(h, self.root[i])
+                h = torch.bmm(adj @ h, w) + b + torch.bmm(h, sel(self.root[i]))
             else:
-                h = torch.bmm(h, w) + self.b[i][:, None]
+                h = torch.bmm(h, w) + b
             if i < last:
                 h = F.relu(h)
         return h
 
     @staticmethod
-    def _sparse(sub: Tensor, h: Tensor) -> Tensor:
-        """``sub [m', m]`` times every run's ``h [m, R, k]`` as one sparse product at width R k: ``[m', R, k]``."""
-        m, r, k = h.shape
-        return spmm(sub, h.reshape(m, r * k)).view(-1, r, k)
-
-    @staticmethod
-    def _per_run(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
-        """Run r's ``h[:, r] w[r] + b[r]`` for ``h [m, R, k]``: ``[m, R, k']``."""
-        return torch.baddbmm(b[:, None], h.transpose(0, 1), w).transpose(0, 1)
+    def _sparse(sub: Tensor, z: Tensor) -> Tensor:
+        """``sub [m', m]`` times every run's ``z [R, m, k]`` as one sparse product at width R k: ``[R, m', k]``."""
+        r, m, k = z.shape
+        return spmm(sub, z.transpose(0, 1).reshape(m, r * k)).view(-1, r, k).transpose(0, 1)
 
     @torch.no_grad()
-    def readout(self, ro: Readout, runs: Tensor | None = None) -> Tensor:
+    def readout(self, ro: Readout, runs: Tensor | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
         """Logits ``[R', |F_0|, C]`` of the runs ``runs`` (default: all) on a :class:`Readout`'s scored nodes.
 
-        The first layer is one product ``x0 [m, d] × [d, R' h]`` (bias added in it, ReLU in place); the
-        activations stay ``[m, R', k]``, so every sparse product reads all runs at once."""
+        The first layer is run r's ``x0 [m, d] × W_1[r]`` into a kept ``[R', m, h]`` output (bias added, ReLU in
+        place); a later layer multiplies by its weights first (GCN: Â_sub (H W); GraphSAGE: Â_sub (H W_l) +
+        H_root W_r) so that its sparse product reads all runs at once at the output width. ``dtype``
+        ``torch.bfloat16``: the first products (of a network of two layers or more) take bfloat16 inputs
+        (float32 accumulation); everything else is float32."""
         sel = (lambda p: p) if runs is None else (lambda p: p[runs])
         w = sel(self.w[0])
         if self.kind == "sage":
             w = torch.cat([w, sel(self.root[0])], dim=1)
-        r, d, k = w.shape
-        h = torch.addmm(sel(self.b[0]).reshape(r * k), ro.x0, w.permute(1, 0, 2).reshape(d, r * k)).view(-1, r, k)
+        r, _, k = w.shape
+        b = sel(self.b[0])[:, None]
+        out = ro.buffer(torch.float32, r, k)  # a fresh [R, m, h] output would be page-faulted in every call
+        if dtype == torch.bfloat16 and len(self.w) > 1:
+            low, x, wl = ro.buffer(torch.bfloat16, r, k), ro.low(), w.to(torch.bfloat16)
+            for j in range(r):
+                torch.mm(x, wl[j], out=low[j])
+            h = out.copy_(low).add_(b)
+        else:
+            for j in range(r):
+                torch.addmm(b[j], ro.x0, w[j], out=out[j])
+            h = out
         for i in range(1, len(self.w)):
             h = h.relu_()
-            w, b = sel(self.w[i]), sel(self.b[i])
+            w, b = sel(self.w[i]), sel(self.b[i])[:, None]
             if self.kind == "gcn":
-                h = self._sparse(ro.subs[i - 1], torch.bmm(h.transpose(0, 1), w).transpose(0, 1)) + b
-            elif self.kind == "sage":  # the mean of the neighbours (one sparse product) and the root term
-                sub, root = ro.subs[i - 1], ro.roots[i - 1]
-                h = self._per_run(self._sparse(sub, h), w, b) + torch.bmm(h[root].transpose(0, 1), sel(self.root[i])).transpose(0, 1)
+                h = self._sparse(ro.subs[i - 1], torch.bmm(h, w)) + b
+            elif self.kind == "sage":  # F_{j} is the head of F_{j+1}: its rows are the root terms
+                sub = ro.subs[i - 1]
+                h = self._sparse(sub, torch.bmm(h, w)) + b + torch.bmm(h[:, : sub.size(0)], sel(self.root[i]))
             else:  # MLP: the scored rows only
-                h = self._per_run(h, w, b)
-        return h.transpose(0, 1)
+                h = torch.baddbmm(b, h, w)
+        return h if len(self.w) > 1 else h.clone()  # a one-layer network's logits are the kept output
+
+
+def native_bfloat16(device: torch.device | str) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively (CPU: AVX-512 BF16 or AMX; CUDA: compute
+    capability 8.0 or higher), i.e. faster than float32; elsewhere bfloat16 products are emulated."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type == "cpu":
+        checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(bool(c()) for c in checks if c is not None)
+    return False
 
 
 def _generator(device: torch.device) -> torch.Generator:
@@ -230,6 +270,7 @@ def train_runs(
     num_layers: int = 2,
     patience: int | None = None,
     readouts: dict | None = None,
+    val_dtype: str = "auto",
 ) -> list[dict[str, float]]:
     """Train ``runs`` fresh ``backbone`` networks (seeds ``seed .. seed + runs - 1``) on every row of
     ``(x, structure, y)`` (S: all synthetic nodes are training nodes) at once; select each on ``val``, score it
@@ -250,6 +291,10 @@ def train_runs(
         patience: a run stops after this many validations without improvement (default: ``None``: never).
         readouts: where the :class:`Readout` of each (view, backbone, depth) is kept across calls (default:
             ``None``, built here).
+        val_dtype: the input precision of the first layer's product in the validations that select the epochs:
+            ``"float32"``, ``"bfloat16"`` (float32 accumulation), or ``"auto"``: bfloat16 where the device
+            multiplies it natively (:func:`native_bfloat16`), else float32 (default: ``"auto"``). The reported
+            ``val_acc`` / ``test_acc`` of the selected states are always read in float32.
 
     Returns:
         One dict per run with ``val_acc``, ``val_f1``, ``best_epoch`` (1-based), ``epochs_run``,
@@ -266,8 +311,11 @@ def train_runs(
         raise ConfigError(f"runs: {runs}; allowed: >= 1")
     if patience is not None and patience < 1:
         raise ConfigError(f"patience: {patience}; allowed: >= 1 validations or None")
+    if val_dtype not in VAL_DTYPES:
+        raise ConfigError(f"val_dtype: {val_dtype!r}; allowed: {', '.join(VAL_DTYPES)}")
     dev = x.device
     readouts = {} if readouts is None else readouts
+    low = torch.bfloat16 if val_dtype == "bfloat16" or (val_dtype == "auto" and native_bfloat16(dev)) else torch.float32
 
     def readout(view) -> Readout:
         key = (id(view), backbone, num_layers)
@@ -298,8 +346,10 @@ def train_runs(
         stack.train()
         t0 = time.perf_counter()
         opt.zero_grad()
-        out = stack(inp, adj, gens)
-        loss = F.cross_entropy(out.reshape(-1, num_classes), y.repeat(runs), reduction="sum") / y.numel()
+        # a stopped run keeps its selected state: only the runs still validated are trained
+        on = None if bool(active.all()) else active.nonzero().flatten()
+        out = stack(inp, adj, gens if on is None else [gens[r] for r in on.tolist()], None if on is None else on.to(dev))
+        loss = F.cross_entropy(out.reshape(-1, num_classes), y.repeat(out.size(0)), reduction="sum") / y.numel()
         loss.backward()
         opt.step()
         train_s += time.perf_counter() - t0
@@ -307,7 +357,7 @@ def train_runs(
             continue
         stack.eval()
         on = active.nonzero().flatten()
-        pred = stack.readout(rv, on.to(dev)).argmax(-1)
+        pred = stack.readout(rv, on.to(dev), low).argmax(-1)
         accs = (pred == yv).float().mean(1).cpu()
         for j, r in enumerate(on.tolist()):
             if accs[j] > best_acc[r]:

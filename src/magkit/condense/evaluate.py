@@ -34,7 +34,7 @@ from ..models.late_fusion import LateFusion
 from ..train.loop import fit_loop
 from ..train.propagation import mean_adjacency, normalized_adjacency, propagate
 from .artifact import EDGE_THRESHOLD, CondensedGraph
-from .batched import BATCHED, train_runs
+from .batched import BATCHED, VAL_DTYPES, train_runs
 
 #: architectures ``evaluate_condensed`` trains on S
 EVAL_BACKBONES = ("gcn", "sgc", "sage", "appnp", "gat", "cheb", "mlp")
@@ -295,6 +295,7 @@ def evaluate_condensed(
     eval_every: int = 10,
     patience: int | None = EVAL_PATIENCE,
     batch_runs: bool = True,
+    val_dtype: str = "auto",
 ) -> dict[str, dict[str, Any]]:
     """Train ``runs`` fresh models per backbone on ``condensed``; select on ``graph``'s validation split.
 
@@ -309,7 +310,9 @@ def evaluate_condensed(
     that of 300 epochs without stopping to within 0.01 points, docs/condensation.md).
     ``batch_runs``: train the runs of GCN, SGC, GraphSAGE and MLP at once and read them out on the scored nodes
     only (:func:`~magkit.condense.batched.train_runs`: the same protocol, per run); ``False``: one run at a time
-    through :func:`train_model` (default: ``True``).
+    through :func:`train_model` (default: ``True``). ``val_dtype``: the precision of those runs' selecting
+    validations, ``auto`` | ``float32`` | ``bfloat16`` (default: ``auto``, bfloat16 inputs to the first layer's
+    product where the device multiplies them natively; see :func:`~magkit.condense.batched.train_runs`).
     """
     from ..eval.protocol import mean_std
 
@@ -320,6 +323,8 @@ def evaluate_condensed(
         raise ConfigError(f"backbones: {bad or names!r}; allowed: {', '.join(EVAL_BACKBONES)}")
     if runs < 1:
         raise ConfigError(f"runs: {runs}; allowed: >= 1")
+    if val_dtype not in VAL_DTYPES:
+        raise ConfigError(f"val_dtype: {val_dtype!r}; allowed: {', '.join(VAL_DTYPES)}")
     if setting is None:
         setting = ((condensed.meta.get("config") or {}).get("setting")) or "transductive"
     from ..methods.base import resolve_device
@@ -333,7 +338,7 @@ def evaluate_condensed(
         if batch_runs and b in BATCHED:
             xs, structure = _condensed_inputs(condensed, b, views["val"])
             per = train_runs(b, xs, structure, condensed.y.to(dev), views["val"], views["test"],
-                             num_classes=condensed.num_classes, runs=runs, seed=seed, **kw)
+                             num_classes=condensed.num_classes, runs=runs, seed=seed, val_dtype=val_dtype, **kw)
         else:
             per = [train_on_condensed(condensed, b, views["val"], views["test"], seed=seed + r, **kw)
                    for r in range(runs)]
