@@ -75,6 +75,33 @@ def test_bfloat16_validation_reads_close_logits_and_reports_float32_scores(graph
         assert x["test_acc"] == pytest.approx(y["test_acc"], abs=0.05)
 
 
+@pytest.mark.parametrize(("kind", "layers"), [("gcn", 2), ("gcn", 3), ("sage", 2), ("sage", 3), ("sgc", 2),
+                                               ("mlp", 2), ("mlp", 3)])
+def test_written_out_gradients_equal_autograd(graph, condensed, kind, layers):
+    views = graph_views(graph)
+    xs, structure = _condensed_inputs(condensed, kind, views["val"])
+    adj = structure.to_dense() if kind in ("gcn", "sage") else None
+    inp = structure if kind == "sgc" else xs
+    stack = _RunStack(kind, _models(kind, xs.size(1), layers, range(3)), 0.5).train()
+    for runs in (None, torch.tensor([2, 0])):
+        n_runs = 3 if runs is None else 2
+        gens = [torch.Generator().manual_seed(10 + r) for r in range(n_runs)]
+        states = [g.get_state() for g in gens]
+        stack.zero_grad()
+        out = stack(inp, adj, gens, runs)
+        loss = torch.nn.functional.cross_entropy(out.reshape(-1, 4), condensed.y.repeat(n_runs), reduction="sum")
+        (loss / condensed.y.numel()).backward()
+        want = [p.grad.clone() for p in stack.parameters()]
+        for g, st in zip(gens, states):
+            g.set_state(st)
+        stack.gradients(inp, adj, condensed.y, gens, runs)
+        for got, exp in zip([p.grad for p in stack.parameters()], want):
+            torch.testing.assert_close(got, exp, atol=1e-5, rtol=1e-4)
+        if runs is not None:  # a run left out gets no gradient
+            assert all(float(p.grad[1].abs().max()) == 0.0 for p in stack.parameters())
+        assert any(float(p.grad.abs().max()) > 0.0 for p in stack.parameters())
+
+
 def test_each_stacked_run_starts_from_its_own_seeded_initialisation(graph):
     d = graph_views(graph)["val"].x.size(1)
     stack = _RunStack("gcn", _models("gcn", d, 2, range(5, 8)), 0.5)
