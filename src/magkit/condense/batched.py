@@ -5,12 +5,13 @@
 train one run at a time through :func:`~magkit.condense.evaluate.train_model`. The protocol is the same:
 
 * **runs stacked.** Run r's weights are the slices ``[r]`` of tensors with a leading run dimension
-  ``W_l ∈ R^{R × d_in × d_out}``. Run r is initialised as a lone run with seed ``seed + r`` is (the same modules
+  ``W_l ∈ R^{R × d_in × d_out}``. Run r is initialised as a lone run with seed ``seed + r`` (the same modules
   built under ``torch.manual_seed(seed + r)``, their weights copied in), and its dropout masks are drawn from its
   own generator, which continues the global generator's state after that initialisation (on CPU the masks are
-  those of the lone run). The loss is Σ_r CE_r, so run r's gradient is its own; Adam and weight decay act
-  elementwise. Run r therefore follows a lone run's trajectory up to float rounding, and one product serves all
-  runs: X W for the R runs is one ``[m, d] × [d, R h]`` product, a sparse product one pass at width ``R h``.
+  those of the lone run). The loss is Σ_r CE_r, so run r's gradient is its own (computed by the chain rule
+  written out, :meth:`_RunStack.gradients`); Adam and weight decay act elementwise. Run r therefore follows a
+  lone run's trajectory up to float rounding (tested: the same selected epochs), one training step serves all
+  runs (batched products), and a validation's sparse products read all runs at once.
 * **selection.** After every ``eval_every``-th epoch and the last, each run still training is scored on the
   validation nodes and keeps its best state (ties keep the earlier epoch); with ``patience`` P a run stops after P
   validations without improvement (it is no longer validated; its selected state stays). The test view is read
@@ -261,34 +262,38 @@ class _RunStack(nn.Module):
         The first layer is run r's ``x0 [m, d] × W_1[r]`` into a kept ``[R', m, h]`` output (bias added, ReLU in
         place); a later layer multiplies by its weights first (GCN: Â_sub (H W); GraphSAGE: Â_sub (H W_l) +
         H_root W_r) so that its sparse product reads all runs at once at the output width. ``dtype``
-        ``torch.bfloat16``: the first products (of a network of two layers or more) take bfloat16 inputs
-        (float32 accumulation); everything else is float32."""
+        ``torch.bfloat16`` (a network of two layers or more): the first layer and the second layer's dense
+        product run in bfloat16 (float32 accumulation inside each product), whose output is float32 again before
+        the sparse product; everything else is float32."""
         sel = (lambda p: p) if runs is None else (lambda p: p[runs])
         w = sel(self.w[0])
         if self.kind == "sage":
             w = torch.cat([w, sel(self.root[0])], dim=1)
         r, _, k = w.shape
         b = sel(self.b[0])[:, None]
-        out = ro.buffer(torch.float32, r, k)  # a fresh [R, m, h] output would be page-faulted in every call
         if dtype == torch.bfloat16 and len(self.w) > 1:
             low, x, wl = ro.buffer(torch.bfloat16, r, k), ro.low(), w.to(torch.bfloat16)
             for j in range(r):
-                torch.mm(x, wl[j], out=low[j])
-            h = out.copy_(low).add_(b)
+                torch.mm(x, wl[j], out=low[j])  # a fresh [R, m, h] output would be page-faulted in every call
+            h = low.add_(b.to(torch.bfloat16))
         else:
+            h = ro.buffer(torch.float32, r, k)
             for j in range(r):
-                torch.addmm(b[j], ro.x0, w[j], out=out[j])
-            h = out
+                torch.addmm(b[j], ro.x0, w[j], out=h[j])
+
+        def mul(a: Tensor, v: Tensor) -> Tensor:  # a's precision in, float32 out
+            return torch.bmm(a, v.to(a.dtype)).float()
+
         for i in range(1, len(self.w)):
             h = h.relu_()
             w, b = sel(self.w[i]), sel(self.b[i])[:, None]
             if self.kind == "gcn":
-                h = self._sparse(ro.subs[i - 1], torch.bmm(h, w)) + b
+                h = self._sparse(ro.subs[i - 1], mul(h, w)) + b
             elif self.kind == "sage":  # F_{j} is the head of F_{j+1}: its rows are the root terms
                 sub = ro.subs[i - 1]
-                h = self._sparse(sub, torch.bmm(h, w)) + b + torch.bmm(h[:, : sub.size(0)], sel(self.root[i]))
+                h = self._sparse(sub, mul(h, w)) + b + mul(h[:, : sub.size(0)], sel(self.root[i]))
             else:  # MLP: the scored rows only
-                h = torch.baddbmm(b, h, w)
+                h = mul(h, w) + b
         return h if len(self.w) > 1 else h.clone()  # a one-layer network's logits are the kept output
 
 
