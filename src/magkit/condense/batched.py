@@ -23,11 +23,11 @@ train one run at a time through :func:`~magkit.condense.evaluate.train_model`. T
   its precomputed Â^K X, the MLP the rows F_0 of X. The logits equal the whole-view forward's up to float
   rounding (tested to 1e-5).
 * **precision of the selecting validations.** Where the device multiplies bfloat16 natively
-  (:func:`native_bfloat16`), the validations during training give the first layer's product, the bulk of a
-  validation, bfloat16 inputs with float32 accumulation (``val_dtype="auto"``; 2.8x faster on an AVX-512 BF16
-  CPU); the reported accuracies of the selected states are read in float32. On 5 condensed graphs x GCN, SGC,
-  GraphSAGE x 5 runs (docs/condensation.md) it selected the float32 epoch in 69 of 75 runs, validation accuracy
-  differing by 0.013 points on average, mean test accuracy +0.004 points.
+  (:func:`native_bfloat16`), the validations during training run the first layer and the second layer's dense
+  product, the bulk of a validation, in bfloat16 with float32 accumulation (``val_dtype="auto"``; the first
+  product 2.8x faster on an AVX-512 BF16 CPU); the reported accuracies of the selected states are read in
+  float32. On 5 condensed graphs x GCN, SGC, GraphSAGE x 5 runs (docs/condensation.md) it selected the float32
+  epoch in 74 of 75 runs, validation accuracies 0.010 points apart on average, mean test accuracy +0.003 points.
 """
 
 from __future__ import annotations
