@@ -6,9 +6,11 @@ The protocol (docs/condensation.md):
   structure: in the transductive setting the whole graph (scored on its val / test nodes), in the inductive
   setting the val-induced and the test-induced subgraphs (as MM-Graph and the SR-GM code do);
 * a fresh model is trained on S (all synthetic nodes are training nodes) for ``epochs`` epochs through the
-  one epoch loop (:func:`~magkit.train.loop.fit_loop`); after every ``eval_every``-th epoch and the last it
-  is scored on the real validation view and the best state is kept (ties keep the earlier epoch); the test
-  view is read once, with the selected state;
+  one epoch loop (:func:`~magkit.train.loop.fit_loop`; GCN, SGC, GraphSAGE and the MLP train their runs at
+  once, :mod:`magkit.condense.batched`, same protocol); after every ``eval_every``-th epoch and the last it is
+  scored on the real validation view and the best state is kept (ties keep the earlier epoch; ``evaluate_condensed``
+  stops a run after :data:`EVAL_PATIENCE` validations without improvement); the test view is read once, with
+  the selected state;
 * structures: GCN and APPNP read Â = D̃^{-1/2}(A + I)D̃^{-1/2}, GraphSAGE the weighted mean D^{-1}A, SGC the
   precomputed Â^K X, Chebyshev the weighted edges, GAT the edges with weight > ``GAT_THRESHOLD`` = 0.5 (GAT has
   no edge weights) and MLP nothing. S's dense weighted adjacency is used as is (weights included).
@@ -307,12 +309,13 @@ def evaluate_condensed(
     ``eval_every``: validate after every ``eval_every``-th epoch and the last (default: ``10``).
     ``patience``: a run stops after this many validations without improvement, :obj:`None`: never (default:
     :data:`EVAL_PATIENCE` = 10, i.e. 100 epochs at ``eval_every`` 10; the selected runs' mean test accuracy equals
-    that of 300 epochs without stopping to within 0.01 points, docs/condensation.md).
+    that of 300 epochs without stopping to within 0.02 points, docs/condensation.md).
     ``batch_runs``: train the runs of GCN, SGC, GraphSAGE and MLP at once and read them out on the scored nodes
     only (:func:`~magkit.condense.batched.train_runs`: the same protocol, per run); ``False``: one run at a time
     through :func:`train_model` (default: ``True``). ``val_dtype``: the precision of those runs' selecting
-    validations, ``auto`` | ``float32`` | ``bfloat16`` (default: ``auto``, bfloat16 inputs to the first layer's
-    product where the device multiplies them natively; see :func:`~magkit.condense.batched.train_runs`).
+    validations, ``auto`` | ``float32`` | ``bfloat16`` (default: ``auto``: the first layer and the second
+    layer's dense product in bfloat16 where the device multiplies it natively; the reported accuracies are read
+    in float32; see :func:`~magkit.condense.batched.train_runs`).
     """
     from ..eval.protocol import mean_std
 
