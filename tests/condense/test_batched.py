@@ -191,3 +191,61 @@ def test_train_runs_refuses_bad_arguments(graph, condensed):
         train_runs("gat", xs, structure, condensed.y, views["val"], num_classes=4)
     with pytest.raises(ConfigError, match="val_dtype: 'half'; allowed: auto, float32, bfloat16"):
         evaluate_condensed(condensed, graph, "gcn", runs=1, val_dtype="half")
+
+
+@pytest.mark.parametrize("kind", ["gcn", "sage"])
+def test_inductive_runs_with_patience_follow_the_lone_runs(graph, condensed, kind):
+    views = graph_views(graph, "inductive")  # val and test are different subgraphs: one readout each
+    res = evaluate_condensed(condensed, graph, kind, runs=3, seed=2, epochs=120, views=views, eval_every=5,
+                             patience=3, val_dtype="float32")[kind]["runs"]
+    assert len({r["epochs_run"] for r in res} | {120}) > 1  # some run stopped early while others trained on
+    for r, got in enumerate(res):
+        lone = train_on_condensed(condensed, kind, views["val"], views["test"], epochs=120, eval_every=5,
+                                  patience=3, seed=2 + r)
+        assert (got["best_epoch"], got["epochs_run"]) == (lone["best_epoch"], lone["epochs_run"])
+        assert got["val_acc"] == pytest.approx(lone["val_acc"], abs=0.011)
+        assert got["test_acc"] == pytest.approx(lone["test_acc"], abs=0.011)
+
+
+def test_auto_precision_is_float32_without_native_bfloat16(graph, condensed, monkeypatch):
+    import magkit.condense.batched as batched
+
+    views = graph_views(graph)
+    keys = ("val_acc", "test_acc", "best_epoch", "epochs_run")
+
+    def run(val_dtype: str) -> list[tuple]:
+        res = evaluate_condensed(condensed, graph, "gcn", runs=2, epochs=60, views=views, val_dtype=val_dtype)
+        return [tuple(r[k] for k in keys) for r in res["gcn"]["runs"]]
+
+    calls = []
+    monkeypatch.setattr(batched, "native_bfloat16", lambda device: calls.append(device) or False)
+    auto_plain = run("auto")
+    assert calls  # "auto" asked the device
+    monkeypatch.setattr(batched, "native_bfloat16", lambda device: True)
+    auto_native = run("auto")
+    assert auto_plain == run("float32")
+    assert auto_native == run("bfloat16")
+
+
+def test_readout_of_fewer_runs_reuses_the_kept_output(graph):
+    view = graph_views(graph)["val"]
+    stack = _RunStack("gcn", _models("gcn", view.x.size(1), 2, range(4)), 0.5).eval()
+    ro = Readout("gcn", view)
+    full = stack.readout(ro)
+    for on in ([3, 1, 0], [2], [0, 1]):
+        torch.testing.assert_close(stack.readout(ro, torch.tensor(on)), full[on])
+    assert len(ro._buffers) == 1 and ro._buffers[(torch.float32, 16)].size(0) == 4
+
+
+def test_evaluation_refuses_bad_eval_every_patience_and_dropout(graph, condensed):
+    for kw, msg in (({"eval_every": 0}, "eval_every: 0; allowed: an integer >= 1"),
+                    ({"patience": 0}, "patience: 0; allowed: an integer >= 1"),
+                    ({"patience": 2.5}, "patience: 2.5; allowed: an integer >= 1")):
+        with pytest.raises(ConfigError, match=msg):
+            evaluate_condensed(condensed, graph, "gat", runs=1, **kw)  # refused before any training
+    views = graph_views(graph)
+    xs, structure = _condensed_inputs(condensed, "gcn", views["val"])
+    for kw, msg in (({"eval_every": 0}, "eval_every: 0; allowed: >= 1"), ({"epochs": 0}, "epochs: 0; allowed"),
+                    ({"dropout_p": 1.0}, "dropout_p: 1.0; allowed: 0 <= dropout_p < 1")):
+        with pytest.raises(ConfigError, match=msg):
+            train_runs("gcn", xs, structure, condensed.y, views["val"], num_classes=4, **kw)

@@ -7,15 +7,17 @@ train one run at a time through :func:`~magkit.condense.evaluate.train_model`. T
 * **runs stacked.** Run r's weights are the slices ``[r]`` of tensors with a leading run dimension
   ``W_l ∈ R^{R × d_in × d_out}``. Run r is initialised as a lone run with seed ``seed + r`` (the same modules
   built under ``torch.manual_seed(seed + r)``, their weights copied in), and its dropout masks are drawn from its
-  own generator, which continues the global generator's state after that initialisation (on CPU the masks are
-  those of the lone run). The loss is Σ_r CE_r, so run r's gradient is its own (computed by the chain rule
+  own generator, which continues the global generator's state after that initialisation (on CPU the weights and
+  masks are those of the lone run; on CUDA a lone run initialises and draws on the device's generator, so the
+  draws differ there, with the same distributions). The loss is Σ_r CE_r, so run r's gradient is its own (computed by the chain rule
   written out, :meth:`_RunStack.gradients`); Adam and weight decay act elementwise. Run r therefore follows a
   lone run's trajectory up to float rounding (tested: the same selected epochs), one training step serves all
   runs (batched products), and a validation's sparse products read all runs at once.
 * **selection.** After every ``eval_every``-th epoch and the last, each run still training is scored on the
   validation nodes and keeps its best state (ties keep the earlier epoch); with ``patience`` P a run stops after P
-  validations without improvement (it is no longer validated; its selected state stays). The test view is read
-  once per run, with its selected state.
+  validations without improvement: it is no longer validated and gets no gradient (Adam's step still moves
+  its slice through momentum and weight decay; that slice is never read, and its selected state is restored at
+  the end). The test view is read once per run, with its selected state.
 * **readout on the scored nodes only** (:class:`Readout`). With fields F_0 = the scored nodes and F_{j+1} = F_j ∪
   the in-neighbours of F_j, an L-layer network's outputs on F_0 need layer l on F_{L-l} alone. The first layer
   of GCN and GraphSAGE is linear in a fixed input: (Â X) W_1 = Â (X W_1) and (D⁻¹A X) W_l, so Â X (D⁻¹A X) is
@@ -24,10 +26,13 @@ train one run at a time through :func:`~magkit.condense.evaluate.train_model`. T
   rounding (tested to 1e-5).
 * **precision of the selecting validations.** Where the device multiplies bfloat16 natively
   (:func:`native_bfloat16`), the validations during training run the first layer and the second layer's dense
-  product, the bulk of a validation, in bfloat16 with float32 accumulation (``val_dtype="auto"``; the first
-  product 2.8x faster on an AVX-512 BF16 CPU); the reported accuracies of the selected states are read in
-  float32. On 5 condensed graphs x GCN, SGC, GraphSAGE x 5 runs (docs/condensation.md) it selected the float32
-  epoch in 74 of 75 runs, validation accuracies 0.010 points apart on average, mean test accuracy +0.003 points.
+  product, the bulk of a validation, in bfloat16 with float32 accumulation on CPU (``val_dtype="auto"``; the
+  first product 2.8x faster on an AVX-512 BF16 CPU); the reported accuracies of the selected states are read in
+  float32. SGC, one linear layer, always validates in float32. On 5 condensed graphs x GCN, SGC, GraphSAGE x 5
+  runs (docs/condensation.md) it selected the float32 epoch in 74 of 75 runs (the 25 SGC runs equal by
+  construction), validation accuracies 0.010 points apart on average, mean test accuracy +0.003 points. The
+  selected epochs, hence the reported accuracies, can therefore differ between machines with and without native
+  bfloat16; ``val_dtype="float32"`` makes them independent of the hardware.
 """
 
 from __future__ import annotations
@@ -119,13 +124,13 @@ class Readout:
         self.x0 = prop[first] if kind == "gcn" else torch.cat([prop[first], view.x[first].float()], dim=1)
 
     def buffer(self, dtype: torch.dtype, runs: int, width: int) -> Tensor:
-        """An uninitialised ``[runs, m, width]`` tensor of ``dtype``, the same one on every call (first-layer
-        outputs)."""
+        """An uninitialised ``[runs, m, width]`` tensor of ``dtype`` for the first-layer outputs: the leading
+        ``runs`` slices of one kept tensor per (dtype, width), so fewer runs (some stopped) allocate nothing."""
         store = self.__dict__.setdefault("_buffers", {})
-        key = (dtype, runs, width)
-        if key not in store:
+        key = (dtype, width)
+        if key not in store or store[key].size(0) < runs:
             store[key] = torch.empty(runs, self.x0.size(0), width, dtype=dtype, device=self.x0.device)
-        return store[key]
+        return store[key][:runs]
 
     def low(self) -> Tensor:
         """``x0`` in bfloat16 (made on first use, kept)."""
@@ -361,10 +366,13 @@ def train_runs(
         patience: a run stops after this many validations without improvement (default: ``None``: never).
         readouts: where the :class:`Readout` of each (view, backbone, depth) is kept across calls (default:
             ``None``, built here).
-        val_dtype: the input precision of the first layer's product in the validations that select the epochs:
-            ``"float32"``, ``"bfloat16"`` (float32 accumulation), or ``"auto"``: bfloat16 where the device
-            multiplies it natively (:func:`native_bfloat16`), else float32 (default: ``"auto"``). The reported
-            ``val_acc`` / ``test_acc`` of the selected states are always read in float32.
+        val_dtype: the input precision of the first layer and the second layer's dense product in the
+            validations that select the epochs (networks of two layers or more): ``"float32"``, ``"bfloat16"``
+            (float32 accumulation on CPU), or ``"auto"``: bfloat16 where the device multiplies it natively
+            (:func:`native_bfloat16`), else float32 (default: ``"auto"``). The reported ``val_acc`` /
+            ``test_acc`` of the selected states are always read in float32; the selected epochs may differ
+            between ``"bfloat16"`` and ``"float32"``, so ``"auto"`` can select differently on different
+            hardware.
 
     Returns:
         One dict per run with ``val_acc``, ``val_f1``, ``best_epoch`` (1-based), ``epochs_run``,
@@ -375,8 +383,12 @@ def train_runs(
 
     if backbone not in BATCHED:
         raise ConfigError(f"backbone: {backbone!r}; allowed: {', '.join(BATCHED)}")
-    if epochs < 1 or eval_every < 1:
-        raise ConfigError(f"epochs and eval_every must be >= 1, got {epochs} and {eval_every}")
+    if epochs < 1:
+        raise ConfigError(f"epochs: {epochs}; allowed: >= 1")
+    if eval_every < 1:
+        raise ConfigError(f"eval_every: {eval_every}; allowed: >= 1")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ConfigError(f"dropout_p: {dropout_p}; allowed: 0 <= dropout_p < 1")
     if runs < 1:
         raise ConfigError(f"runs: {runs}; allowed: >= 1")
     if patience is not None and patience < 1:

@@ -19,6 +19,7 @@ The protocol (docs/condensation.md):
 from __future__ import annotations
 
 import contextlib
+import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -315,7 +316,8 @@ def evaluate_condensed(
     through :func:`train_model` (default: ``True``). ``val_dtype``: the precision of those runs' selecting
     validations, ``auto`` | ``float32`` | ``bfloat16`` (default: ``auto``: the first layer and the second
     layer's dense product in bfloat16 where the device multiplies it natively; the reported accuracies are read
-    in float32; see :func:`~magkit.condense.batched.train_runs`).
+    in float32, but the selected epochs can differ between machines with and without native bfloat16: ``float32``
+    for numbers that do not depend on the hardware; see :func:`~magkit.condense.batched.train_runs`).
     """
     from ..eval.protocol import mean_std
 
@@ -328,6 +330,10 @@ def evaluate_condensed(
         raise ConfigError(f"runs: {runs}; allowed: >= 1")
     if val_dtype not in VAL_DTYPES:
         raise ConfigError(f"val_dtype: {val_dtype!r}; allowed: {', '.join(VAL_DTYPES)}")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, numbers.Integral) or eval_every < 1:
+        raise ConfigError(f"eval_every: {eval_every!r}; allowed: an integer >= 1")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1):
+        raise ConfigError(f"patience: {patience!r}; allowed: an integer >= 1 (validations) or None")
     if setting is None:
         setting = ((condensed.meta.get("config") or {}).get("setting")) or "transductive"
     from ..methods.base import resolve_device
