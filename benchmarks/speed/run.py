@@ -21,7 +21,8 @@ and GraphSAGE x 3 runs on S, selected on the real validation split): ``--eval-gr
 ratio 0.01, 50 epochs, seeds 0, 1, ...) of ``grocery-semi:balanced`` at 128 + 128 are made once by this tree, then
 each is evaluated by this tree and by ``--compare-src`` in alternating worker processes (the order flips from one
 graph to the next); it reports CPU seconds per call and per backbone, both trees' mean test accuracy and selected
-epochs, and the ratio compared / this tree, into ``evaluation.json`` and ``evaluation.md``.
+epochs, and the ratio compared / this tree, into ``evaluation.json`` and ``evaluation.md``. ``--eval-val-dtype``
+sets this tree's ``val_dtype`` (e.g. ``auto``: bfloat16 selecting validations where the CPU has it natively).
 
 Times are CPU times of the process (``time.process_time``; the fit loop's epoch clock is pointed at it too), so
 that a machine shared with other work slows the waiting, not the numbers; they are still noisy, so the results
@@ -228,9 +229,9 @@ EVAL_DATA = "grocery-semi:balanced"
 EVAL_WIDTH = 128
 
 
-def eval_worker(path: str, runs: int) -> dict:
+def eval_worker(path: str, runs: int, val_dtype: str | None = None) -> dict:
     """CPU seconds, mean test accuracy and selected epochs of one ``evaluate_condensed`` call per backbone on the
-    condensed graph at ``path`` (with the ``magkit`` this process imports)."""
+    condensed graph at ``path`` (with the ``magkit`` this process imports; ``val_dtype`` given to it if set)."""
     import torch
 
     torch.set_num_threads(1)
@@ -243,7 +244,8 @@ def eval_worker(path: str, runs: int) -> dict:
     out = {}
     for b in EVAL_BACKBONES:
         t0 = time.process_time()
-        res = evaluate_condensed(condensed, graph, [b], runs=runs, seed=0, views=views)[b]
+        kw = {} if val_dtype is None else {"val_dtype": val_dtype}
+        res = evaluate_condensed(condensed, graph, [b], runs=runs, seed=0, views=views, **kw)[b]
         out[b] = {"s": time.process_time() - t0, "test_acc": res["test_acc"][0],
                   "runs_test_acc": [r["test_acc"] for r in res["runs"]],
                   "best_epochs": [r["best_epoch"] for r in res["runs"]]}
@@ -273,6 +275,8 @@ def evaluation(a, argv) -> None:
             for label in order:
                 env = dict(os.environ, PYTHONPATH=trees[label], OMP_NUM_THREADS="1")
                 cmd = [sys.executable, __file__, "--eval-worker", str(path), "--eval-runs", str(a.eval_runs)]
+                if a.eval_val_dtype and label == a.label:
+                    cmd += ["--eval-val-dtype", a.eval_val_dtype]
                 res = subprocess.run(cmd, env=env, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True)
                 per[label].append(json.loads(res.stdout.strip().splitlines()[-1]))
                 print(label, f"S{i}", json.dumps(per[label][-1]), file=sys.stderr, flush=True)
@@ -287,7 +291,7 @@ def evaluation(a, argv) -> None:
     new, old = summary[a.label], summary[a.compare_label]
     ratio = old["s_per_call"] / new["s_per_call"]
     result = {"meta": {"dataset": EVAL_DATA, "width": EVAL_WIDTH, "graphs": a.eval_graphs, "runs": a.eval_runs,
-                       "backbones": EVAL_BACKBONES, "threads": 1}, "trees": summary, "per_graph": per,
+                       "backbones": EVAL_BACKBONES, "threads": 1, "val_dtype": a.eval_val_dtype}, "trees": summary, "per_graph": per,
                        "ratio": ratio}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -321,10 +325,12 @@ def main(argv=None) -> None:
     p.add_argument("--evaluation", action="store_true", help="measure condensed-graph evaluation (needs --compare-src)")
     p.add_argument("--eval-graphs", type=int, default=3, help="condensed graphs evaluated (--evaluation)")
     p.add_argument("--eval-runs", type=int, default=3, help="runs per backbone (--evaluation)")
+    p.add_argument("--eval-val-dtype", default=None, choices=("float32", "auto", "bfloat16"),
+                   help="val_dtype of this tree's evaluate_condensed calls (--evaluation; default: its default)")
     p.add_argument("--eval-worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.eval_worker:
-        print(json.dumps(eval_worker(a.eval_worker, a.eval_runs)))
+        print(json.dumps(eval_worker(a.eval_worker, a.eval_runs, a.eval_val_dtype)))
         return
     if a.evaluation:
         evaluation(a, argv)

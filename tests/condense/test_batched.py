@@ -249,3 +249,27 @@ def test_evaluation_refuses_bad_eval_every_patience_and_dropout(graph, condensed
                     ({"dropout_p": 1.0}, "dropout_p: 1.0; allowed: 0 <= dropout_p < 1")):
         with pytest.raises(ConfigError, match=msg):
             train_runs("gcn", xs, structure, condensed.y, views["val"], num_classes=4, **kw)
+
+
+def test_selecting_validations_are_float32_by_default_even_with_native_bfloat16(graph, condensed, monkeypatch):
+    import magkit.condense.batched as batched
+
+    asked, dtypes = [], []
+    monkeypatch.setattr(batched, "native_bfloat16", lambda device: asked.append(device) or True)
+    real = batched._RunStack.readout
+
+    def spy(self, ro, on=None, dtype=torch.float32):
+        dtypes.append(dtype)
+        return real(self, ro, on, dtype)
+
+    monkeypatch.setattr(batched._RunStack, "readout", spy)
+    views = graph_views(graph)
+    evaluate_condensed(condensed, graph, "gcn", runs=2, epochs=30, views=views)
+    assert asked == [] and set(dtypes) == {torch.float32}  # the default never asks the device
+    dtypes.clear()
+    evaluate_condensed(condensed, graph, "gcn", runs=2, epochs=30, views=views, val_dtype="auto")
+    assert asked and torch.bfloat16 in dtypes  # opt-in: bfloat16 where the device has it natively
+    import inspect
+
+    for fn in (evaluate_condensed, train_runs):
+        assert inspect.signature(fn).parameters["val_dtype"].default == "float32"

@@ -24,15 +24,16 @@ train one run at a time through :func:`~magkit.condense.evaluate.train_model`. T
   propagated once per view and only its rows F_{L-1} are multiplied by the weights; SGC reads the rows F_0 of
   its precomputed Â^K X, the MLP the rows F_0 of X. The logits equal the whole-view forward's up to float
   rounding (tested to 1e-5).
-* **precision of the selecting validations.** Where the device multiplies bfloat16 natively
-  (:func:`native_bfloat16`), the validations during training run the first layer and the second layer's dense
-  product, the bulk of a validation, in bfloat16 with float32 accumulation on CPU (``val_dtype="auto"``; the
-  first product 2.8x faster on an AVX-512 BF16 CPU); the reported accuracies of the selected states are read in
-  float32. SGC, one linear layer, always validates in float32. On 5 condensed graphs x GCN, SGC, GraphSAGE x 5
-  runs (docs/condensation.md) it selected the float32 epoch in 74 of 75 runs (the 25 SGC runs equal by
+* **precision of the selecting validations.** By default (``val_dtype="float32"``) they are float32: exact, the
+  same selected epochs on every machine. Opt-in, ``val_dtype="bfloat16"``, or ``"auto"`` where the device
+  multiplies bfloat16 natively (:func:`native_bfloat16`), runs the first layer and the second layer's dense
+  product, the bulk of a validation, in bfloat16 with float32 accumulation on CPU (the first product 2.8x
+  faster on an AVX-512 BF16 CPU); the reported accuracies of the selected states are read in float32. SGC, one
+  linear layer, always validates in float32. On 5 condensed graphs x GCN, SGC, GraphSAGE x 5 runs
+  (docs/condensation.md) bfloat16 selected the float32 epoch in 74 of 75 runs (the 25 SGC runs equal by
   construction), validation accuracies 0.010 points apart on average, mean test accuracy +0.003 points. The
-  selected epochs, hence the reported accuracies, can therefore differ between machines with and without native
-  bfloat16; ``val_dtype="float32"`` makes them independent of the hardware.
+  selected epochs, hence the reported accuracies, then depend on the hardware (with ``"auto"``: on whether it
+  has native bfloat16).
 """
 
 from __future__ import annotations
@@ -345,7 +346,7 @@ def train_runs(
     num_layers: int = 2,
     patience: int | None = None,
     readouts: dict | None = None,
-    val_dtype: str = "auto",
+    val_dtype: str = "float32",
 ) -> list[dict[str, float]]:
     """Train ``runs`` fresh ``backbone`` networks (seeds ``seed .. seed + runs - 1``) on every row of
     ``(x, structure, y)`` (S: all synthetic nodes are training nodes) at once; select each on ``val``, score it
@@ -367,12 +368,12 @@ def train_runs(
         readouts: where the :class:`Readout` of each (view, backbone, depth) is kept across calls (default:
             ``None``, built here).
         val_dtype: the input precision of the first layer and the second layer's dense product in the
-            validations that select the epochs (networks of two layers or more): ``"float32"``, ``"bfloat16"``
-            (float32 accumulation on CPU), or ``"auto"``: bfloat16 where the device multiplies it natively
-            (:func:`native_bfloat16`), else float32 (default: ``"auto"``). The reported ``val_acc`` /
-            ``test_acc`` of the selected states are always read in float32; the selected epochs may differ
-            between ``"bfloat16"`` and ``"float32"``, so ``"auto"`` can select differently on different
-            hardware.
+            validations that select the epochs (networks of two layers or more): ``"float32"`` (exact, machine
+            independent), ``"bfloat16"`` (float32 accumulation on CPU), or ``"auto"``: bfloat16 where the device
+            multiplies it natively (:func:`native_bfloat16`), else float32 (default: ``"float32"``). The
+            reported ``val_acc`` / ``test_acc`` of the selected states are always read in float32; the selected
+            epochs may differ between ``"bfloat16"`` and ``"float32"``, so with ``"auto"`` or ``"bfloat16"`` the
+            results depend on the hardware.
 
     Returns:
         One dict per run with ``val_acc``, ``val_f1``, ``best_epoch`` (1-based), ``epochs_run``,

@@ -9,8 +9,9 @@ The protocol (docs/condensation.md):
   one epoch loop (:func:`~magkit.train.loop.fit_loop`; GCN, SGC, GraphSAGE and the MLP train their runs at
   once, :mod:`magkit.condense.batched`, same protocol); after every ``eval_every``-th epoch and the last it is
   scored on the real validation view and the best state is kept (ties keep the earlier epoch; ``evaluate_condensed``
-  stops a run after :data:`EVAL_PATIENCE` validations without improvement); the test view is read once, with
-  the selected state;
+  and the whole-graph bar ``train_whole`` stop a run after :data:`EVAL_PATIENCE` validations without improvement;
+  the selecting validations are float32 unless ``val_dtype`` opts in to bfloat16); the test view is read once,
+  with the selected state;
 * structures: GCN and APPNP read Â = D̃^{-1/2}(A + I)D̃^{-1/2}, GraphSAGE the weighted mean D^{-1}A, SGC the
   precomputed Â^K X, Chebyshev the weighted edges, GAT the edges with weight > ``GAT_THRESHOLD`` = 0.5 (GAT has
   no edge weights) and MLP nothing. S's dense weighted adjacency is used as is (weights included).
@@ -195,13 +196,39 @@ def train_on_condensed(
                        num_classes=condensed.num_classes, **kwargs)
 
 
-def train_whole(graph_or_views, backbone: str, setting: str = "transductive", **kwargs: Any) -> dict[str, float]:
-    """The upper bound: one fresh ``backbone`` trained on the real training graph (same protocol as on S)."""
+def train_whole(
+    graph_or_views,
+    backbone: str,
+    setting: str = "transductive",
+    *,
+    eval_every: int = 10,
+    patience: int | None = EVAL_PATIENCE,
+    val_dtype: str = "float32",
+    **kwargs: Any,
+) -> dict[str, float]:
+    """The upper bound: one fresh ``backbone`` trained on the real training graph under the protocol of
+    :func:`evaluate_condensed`: validated after every ``eval_every``-th epoch and the last (default: ``10``),
+    stopped after ``patience`` validations without improvement (default: :data:`EVAL_PATIENCE` = 10;
+    :obj:`None`: never), the best state selected. ``val_dtype`` is checked as in :func:`evaluate_condensed`
+    (default: ``"float32"``); the whole graph trains one run at a time through :func:`train_model`, whose
+    validations are float32 at every value, so the bar's selection is exact. Other keyword arguments as
+    :func:`train_model`."""
+    _check_protocol(eval_every, patience, val_dtype)
     views = graph_or_views if isinstance(graph_or_views, dict) else graph_views(graph_or_views, setting)
     tr = views["train"]
     num_classes = int(tr.y.max()) + 1 if "num_classes" not in kwargs else kwargs.pop("num_classes")
     return train_model(backbone, tr.x, tr.structure(backbone), tr.y, tr.idx, views["val"], views["test"],
-                       num_classes=num_classes, **kwargs)
+                       num_classes=num_classes, eval_every=eval_every, patience=patience, **kwargs)
+
+
+def _check_protocol(eval_every: Any, patience: Any, val_dtype: Any) -> None:
+    """One-line :class:`ConfigError` for a bad ``eval_every``, ``patience`` or ``val_dtype``."""
+    if val_dtype not in VAL_DTYPES:
+        raise ConfigError(f"val_dtype: {val_dtype!r}; allowed: {', '.join(VAL_DTYPES)}")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, numbers.Integral) or eval_every < 1:
+        raise ConfigError(f"eval_every: {eval_every!r}; allowed: an integer >= 1")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1):
+        raise ConfigError(f"patience: {patience!r}; allowed: an integer >= 1 (validations) or None")
 
 
 def train_model(
@@ -298,7 +325,7 @@ def evaluate_condensed(
     eval_every: int = 10,
     patience: int | None = EVAL_PATIENCE,
     batch_runs: bool = True,
-    val_dtype: str = "auto",
+    val_dtype: str = "float32",
 ) -> dict[str, dict[str, Any]]:
     """Train ``runs`` fresh models per backbone on ``condensed``; select on ``graph``'s validation split.
 
@@ -314,10 +341,12 @@ def evaluate_condensed(
     ``batch_runs``: train the runs of GCN, SGC, GraphSAGE and MLP at once and read them out on the scored nodes
     only (:func:`~magkit.condense.batched.train_runs`: the same protocol, per run); ``False``: one run at a time
     through :func:`train_model` (default: ``True``). ``val_dtype``: the precision of those runs' selecting
-    validations, ``auto`` | ``float32`` | ``bfloat16`` (default: ``auto``: the first layer and the second
-    layer's dense product in bfloat16 where the device multiplies it natively; the reported accuracies are read
-    in float32, but the selected epochs can differ between machines with and without native bfloat16: ``float32``
-    for numbers that do not depend on the hardware; see :func:`~magkit.condense.batched.train_runs`).
+    validations, ``float32`` | ``auto`` | ``bfloat16`` (default: ``float32``: exact, the same selected epochs on
+    every machine). ``auto`` (bfloat16 where the device multiplies it natively, else float32) and ``bfloat16``
+    run the first layer and the second layer's dense product of those validations in bfloat16, opt-in: faster
+    selection (docs/condensation.md), the reported accuracies still read in float32, but the selected epochs,
+    hence the results, then depend on the hardware (:func:`~magkit.condense.batched.train_runs`).
+    ``train_time_s`` of a stacked run is its share of the batch (the batch's time / ``runs``).
     """
     from ..eval.protocol import mean_std
 
@@ -328,12 +357,7 @@ def evaluate_condensed(
         raise ConfigError(f"backbones: {bad or names!r}; allowed: {', '.join(EVAL_BACKBONES)}")
     if runs < 1:
         raise ConfigError(f"runs: {runs}; allowed: >= 1")
-    if val_dtype not in VAL_DTYPES:
-        raise ConfigError(f"val_dtype: {val_dtype!r}; allowed: {', '.join(VAL_DTYPES)}")
-    if isinstance(eval_every, bool) or not isinstance(eval_every, numbers.Integral) or eval_every < 1:
-        raise ConfigError(f"eval_every: {eval_every!r}; allowed: an integer >= 1")
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1):
-        raise ConfigError(f"patience: {patience!r}; allowed: an integer >= 1 (validations) or None")
+    _check_protocol(eval_every, patience, val_dtype)
     if setting is None:
         setting = ((condensed.meta.get("config") or {}).get("setting")) or "transductive"
     from ..methods.base import resolve_device
