@@ -269,6 +269,11 @@ def test_report_reads_condense_sweeps_and_suite_rows(tmp_path):
     ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nratios: [2]", "ratios [2]; allowed: a list of shares"),
     ("task: condense\ndatasets: [synthetic]\nmethods: [gcond-xx]", "unknown condenser 'gcond-xx'; allowed: gcond,"),
     ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {backbones: [gin]}", "evaluate.backbones ['gin']; allowed: gcn"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {patience: 0}", "evaluate.patience 0; allowed: an integer >= 1 (validations) or null"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {patience: true}", "evaluate.patience True; allowed"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {val_dtype: half}", "evaluate.val_dtype 'half'; allowed: auto, float32, bfloat16"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {eval_every: 0}", "evaluate.eval_every 0; allowed: an integer >= 1"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {patiense: 3}", "unknown evaluate option(s) patiense; allowed: backbones"),
     ("task: condense\ndatasets: [synthetic]\nmethods: [random]\nmethod_params: {random: {epochs: 3}}", "method_params.random: unknown parameter(s) epochs"),
 ])
 def test_spec_errors_are_one_line(tmp_path, text, message):
@@ -417,3 +422,45 @@ def test_a_second_live_run_of_a_shard_is_refused_and_stale_locks_are_taken_over(
     assert lock_path.read_text().strip() == str(holder.pid)  # the dead holder's lock file is still there
     res = run_sweep(fit_spec, out, shard=(0, 2))  # ... and taken over: the kernel released its flock
     assert len(res.rows) == 2 and len(calls) == 4
+
+
+# ---------------------------------------------------------------------------------------------- evaluation protocol
+def test_condense_cells_carry_the_evaluation_protocol(tmp_path, monkeypatch, caplog):
+    import magkit.condense as condense_mod
+    from magkit.bench.spec import EVALUATE_DEFAULTS, cell_config
+    from magkit.condense.evaluate import EVAL_PATIENCE
+
+    spec = load_spec(write_spec(tmp_path, CONDENSE))
+    # the defaults are written into the spec, hence into each row's `evaluate`
+    assert {k: spec["evaluate"][k] for k in ("eval_every", "patience", "val_dtype")} == {
+        "eval_every": 10, "patience": EVAL_PATIENCE, "val_dtype": "float32"}
+    assert EVALUATE_DEFAULTS["patience"] == EVAL_PATIENCE
+    nulled = load_spec(write_spec(tmp_path, CONDENSE.replace("hidden: 16}", "hidden: 16, patience: null, "
+                                                             "val_dtype: auto, eval_every: 5}"), "b.yaml"))
+    assert (nulled["evaluate"]["patience"], nulled["evaluate"]["val_dtype"], nulled["evaluate"]["eval_every"]) == (None, "auto", 5)
+
+    # the whole-graph bar and the condensed graphs are evaluated under the same protocol
+    seen = {}
+    real_whole, real_eval = condense_mod.train_whole, condense_mod.evaluate_condensed
+    monkeypatch.setattr(condense_mod, "train_whole", lambda *a, **kw: seen.setdefault("whole", kw) and real_whole(*a, **kw))
+    monkeypatch.setattr(condense_mod, "evaluate_condensed", lambda *a, **kw: seen.setdefault("S", kw) and real_eval(*a, **kw))
+    one = dict(nulled, methods=["random", "whole"], ratios=[0.05], seeds=[0])
+    res = run_sweep(one, tmp_path / "p")
+    assert not res.failed and len(res.rows) == 2
+    protocol = {"eval_every": 5, "patience": None, "val_dtype": "auto"}
+    for who in ("whole", "S"):
+        assert {k: seen[who][k] for k in protocol} == protocol, who
+    assert res.rows[0]["evaluate"]["val_dtype"] == "auto"
+
+    # rows recorded under another protocol (an older folder, without these options) are reported, not mixed silently
+    out = tmp_path / "old"
+    out.mkdir()
+    rows = []
+    for c in expand_grid(spec):
+        cfg = cell_config(spec, c)
+        cfg["evaluate"] = {k: v for k, v in cfg["evaluate"].items() if k not in ("eval_every", "patience", "val_dtype")}
+        rows.append(json.dumps({"key": c.key, "task": c.task, **c.fields, "status": "ok", **cfg}))
+    (out / "rows.jsonl").write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="magkit.bench.sweep"):
+        assert plan(spec, out).todo == []
+    assert f"{len(rows)} recorded cell(s) ran with other parameters" in caplog.text

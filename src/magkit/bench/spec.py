@@ -28,7 +28,9 @@ condensed graph with :func:`~magkit.condense.evaluate_condensed`::
     methods: [random, herding, gcond, srgm, whole]   # whole: train on the full graph (one cell per dataset)
     seeds: 0
     params: {epochs: 200}                 # condenser parameters (given to the condensers that accept them)
-    evaluate: {backbones: [gcn, sgc], runs: 3, epochs: 300, hidden: 256}
+    evaluate: {backbones: [gcn, sgc], runs: 3, epochs: 300, hidden: 256}   # also lr, weight_decay, seed,
+                                          # eval_every (10), patience (10 validations; null: no early stop),
+                                          # val_dtype (float32 | auto | bfloat16)
 
 :func:`load_spec` returns the normalised spec: every dataset as ``{label: {"data", "options"}}``, the seeds
 as a list, and per method the ``effective_params`` it is built with (checked against its signature).
@@ -53,8 +55,12 @@ COMMON_KEYS = ("name", "task", "datasets", "profiles", "data_params", "methods",
                "resources", "root")
 TASK_KEYS = {"fit": ("splits", "reference"), "condense": ("ratios", "split", "setting", "evaluate")}
 RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory_gb")
+#: a condense sweep's ``evaluate`` options and their defaults (the protocol of
+#: :func:`~magkit.condense.evaluate_condensed`); every one is written into the normalised spec, hence into each
+#: row's ``evaluate``, so rows recorded under another protocol are told apart on resuming
 EVALUATE_DEFAULTS: dict[str, Any] = {"backbones": ["gcn"], "runs": 3, "epochs": 300, "hidden": 256, "lr": 0.01,
-                                     "weight_decay": 5e-4, "seed": 0}
+                                     "weight_decay": 5e-4, "seed": 0, "eval_every": 10, "patience": 10,
+                                     "val_dtype": "float32"}
 WHOLE = "whole"
 
 
@@ -179,6 +185,7 @@ def _resources(value: Any, where: str) -> dict[str, float]:
 
 
 def _evaluate(value: Any, where: str) -> dict[str, Any]:
+    from ..condense.batched import VAL_DTYPES
     from ..condense.evaluate import EVAL_BACKBONES
 
     value = _mapping(value, "evaluate", where)
@@ -191,8 +198,15 @@ def _evaluate(value: Any, where: str) -> dict[str, Any]:
     bad = [b for b in ev["backbones"] if b not in EVAL_BACKBONES]
     if bad or not ev["backbones"]:
         raise ConfigError(f"{where}: evaluate.backbones {bad or ev['backbones']!r}; allowed: {', '.join(EVAL_BACKBONES)}")
-    if not isinstance(ev["runs"], int) or ev["runs"] < 1:
-        raise ConfigError(f"{where}: evaluate.runs {ev['runs']!r}; allowed: an integer >= 1")
+    for k in ("runs", "epochs", "eval_every"):
+        if isinstance(ev[k], bool) or not isinstance(ev[k], int) or ev[k] < 1:
+            raise ConfigError(f"{where}: evaluate.{k} {ev[k]!r}; allowed: an integer >= 1")
+    if ev["patience"] is not None and (isinstance(ev["patience"], bool) or not isinstance(ev["patience"], int)
+                                       or ev["patience"] < 1):
+        raise ConfigError(f"{where}: evaluate.patience {ev['patience']!r}; allowed: an integer >= 1 (validations) "
+                          "or null (no early stop)")
+    if ev["val_dtype"] not in VAL_DTYPES:
+        raise ConfigError(f"{where}: evaluate.val_dtype {ev['val_dtype']!r}; allowed: {', '.join(VAL_DTYPES)}")
     return ev
 
 

@@ -135,11 +135,14 @@ def evaluate_cmd(
     data_set: Annotated[list[str] | None, typer.Option("--data-set", help="Dataset/generator option, as given to condense (repeatable).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "cpu",
+    patience: Annotated[int, typer.Option("--patience", help="Stop a run after this many validations without improvement (0: never).")] = 10,
+    val_dtype: Annotated[str, typer.Option("--val-dtype", help="Precision of the selecting validations: float32 (exact, any machine) | auto (bfloat16 where native: faster, hardware-dependent) | bfloat16.")] = "float32",
     root: RootOpt = None,
 ):
     """Train fresh GNNs on a condensed graph, select on the real validation split, test on the real graph."""
     from ..base import did_you_mean
     from ..condense import CondensedGraph, evaluate_condensed
+    from ..condense.batched import VAL_DTYPES
     from ..condense.evaluate import EVAL_BACKBONES
     from ..data.datasets import load_dataset
     from ..eval.results import atomic_write_json
@@ -150,6 +153,10 @@ def evaluate_cmd(
     if bad or not names:
         hint = did_you_mean(bad[0], EVAL_BACKBONES) if bad else ""
         raise ConfigError(f"--backbones: {backbones!r}{hint}; allowed: comma-separated names from {', '.join(EVAL_BACKBONES)}")
+    if patience < 0:
+        raise ConfigError(f"--patience: {patience}; allowed: an integer >= 1 (validations) or 0 (no early stop)")
+    if val_dtype not in VAL_DTYPES:
+        raise ConfigError(f"--val-dtype: {val_dtype!r}; allowed: {' | '.join(VAL_DTYPES)}")
     check_device(device)
     check_split(split)
     condensed = CondensedGraph.load(path)
@@ -176,7 +183,8 @@ def evaluate_cmd(
         task = progress.add_task(f"{path.name}", total=len(names), info="")
         for i, b in enumerate(names):
             progress.update(task, info=f"{b}: {runs} runs")
-            res.update(evaluate_condensed(condensed, graph, [b], runs=runs, seed=seed, device=device))
+            res.update(evaluate_condensed(condensed, graph, [b], runs=runs, seed=seed, device=device,
+                                          patience=patience or None, val_dtype=val_dtype))
             progress.update(task, completed=i + 1)
     table = Table(title=f"{path.name} on {graph.name} · {runs} runs · mean ± std")
     for col in ("backbone", "test acc", "test macro-F1", "val acc"):
@@ -186,5 +194,6 @@ def evaluate_cmd(
     console.print(table)
     if json_out is not None:
         atomic_write_json(json_out, {"condensed": str(path), "dataset": graph.name, "runs": runs, "seed": seed,
-                                     "meta": condensed.meta, "results": res})
+                                     "patience": patience or None, "val_dtype": val_dtype, "meta": condensed.meta,
+                                     "results": res})
         console.print(f"wrote {json_out}")
