@@ -1,18 +1,23 @@
-"""Stacked runs and scored-node readouts of the condensed-graph evaluator (magkit.condense.batched)."""
+"""Stacked runs and scored-node readouts of the condensed-graph evaluator's fast protocol (magkit.condense.batched),
+and the default standard protocol's runs, equal to the lone runs bit for bit."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import pytest
 import torch
 
 from magkit.condense import Coreset, evaluate_condensed, graph_views, train_on_condensed
 from magkit.condense.batched import BATCHED, Readout, _RunStack, train_runs
-from magkit.condense.evaluate import View, _build, _condensed_inputs, _forward
+from magkit.condense.evaluate import FAST_OPTIONS, View, _build, _condensed_inputs, _forward
 from magkit.data.datasets import load_dataset
 from magkit.exceptions import ConfigError
 from magkit.functional.ops import dropout
 
 NOT_TIMES = ("val_acc", "val_f1", "best_epoch", "epochs_run", "test_acc", "test_f1")
+#: the opt-in fast protocol (stacked runs, scored-node readout)
+fast_eval = partial(evaluate_condensed, protocol="fast")
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +71,8 @@ def test_bfloat16_validation_reads_close_logits_and_reports_float32_scores(graph
     torch.testing.assert_close(low, exact, atol=0.05 * float(exact.abs().max()), rtol=0.05)
     assert (low.argmax(-1) == exact.argmax(-1)).float().mean() > 0.95
     views = graph_views(graph)
-    a = evaluate_condensed(condensed, graph, kind, runs=2, epochs=60, views=views, val_dtype="bfloat16")[kind]["runs"]
-    b = evaluate_condensed(condensed, graph, kind, runs=2, epochs=60, views=views, val_dtype="float32")[kind]["runs"]
+    a = fast_eval(condensed, graph, kind, runs=2, epochs=60, views=views, val_dtype="bfloat16")[kind]["runs"]
+    b = fast_eval(condensed, graph, kind, runs=2, epochs=60, views=views, val_dtype="float32")[kind]["runs"]
     for x, y in zip(a, b):
         # the selected state is scored in float32: with the same selection, the same reported accuracies
         if x["best_epoch"] == y["best_epoch"]:
@@ -128,7 +133,7 @@ def test_stacked_dropout_masks_are_the_lone_runs_masks():
 @pytest.mark.parametrize("kind", BATCHED)
 def test_stacked_runs_follow_the_lone_runs(graph, condensed, kind):
     views = graph_views(graph)
-    res = evaluate_condensed(condensed, graph, kind, runs=2, seed=4, epochs=60, views=views, patience=None,
+    res = fast_eval(condensed, graph, kind, runs=2, seed=4, epochs=60, views=views, patience=0,
                              val_dtype="float32")[kind]
     for r, got in enumerate(res["runs"]):
         lone = train_on_condensed(condensed, kind, views["val"], views["test"], epochs=60, seed=4 + r)
@@ -138,8 +143,8 @@ def test_stacked_runs_follow_the_lone_runs(graph, condensed, kind):
 
 
 def test_same_seed_same_runs_and_runs_differ(graph, condensed):
-    a = evaluate_condensed(condensed, graph, ["gcn", "sage"], runs=3, seed=0, epochs=60)
-    b = evaluate_condensed(condensed, graph, ["gcn", "sage"], runs=3, seed=0, epochs=60)
+    a = fast_eval(condensed, graph, ["gcn", "sage"], runs=3, seed=0, epochs=60)
+    b = fast_eval(condensed, graph, ["gcn", "sage"], runs=3, seed=0, epochs=60)
     for k in ("gcn", "sage"):
         assert [{m: r[m] for m in NOT_TIMES} for r in a[k]["runs"]] == [{m: r[m] for m in NOT_TIMES} for r in b[k]["runs"]]
         outcomes = {(r["best_epoch"], r["val_acc"], r["test_acc"]) for r in a[k]["runs"]}
@@ -153,8 +158,8 @@ def test_selection_reads_only_the_validation_labels(graph, condensed):
     y[t.idx] = y[t.idx][torch.randperm(t.idx.numel(), generator=torch.Generator().manual_seed(0))]
     permuted = {**views, "test": View(t.x, t.edge_index, y, t.idx)}
     for kind in BATCHED:
-        a = evaluate_condensed(condensed, graph, kind, runs=2, epochs=60, views=views)[kind]["runs"]
-        b = evaluate_condensed(condensed, graph, kind, runs=2, epochs=60, views=permuted)[kind]["runs"]
+        a = fast_eval(condensed, graph, kind, runs=2, epochs=60, views=views)[kind]["runs"]
+        b = fast_eval(condensed, graph, kind, runs=2, epochs=60, views=permuted)[kind]["runs"]
         assert [(r["best_epoch"], r["val_acc"]) for r in a] == [(r["best_epoch"], r["val_acc"]) for r in b]
         assert [r["test_acc"] for r in a] != [r["test_acc"] for r in b]
 
@@ -190,13 +195,13 @@ def test_train_runs_refuses_bad_arguments(graph, condensed):
     with pytest.raises(ConfigError, match="backbone: 'gat'; allowed: gcn, sgc, sage, mlp"):
         train_runs("gat", xs, structure, condensed.y, views["val"], num_classes=4)
     with pytest.raises(ConfigError, match="val_dtype: 'half'; allowed: auto, float32, bfloat16"):
-        evaluate_condensed(condensed, graph, "gcn", runs=1, val_dtype="half")
+        fast_eval(condensed, graph, "gcn", runs=1, val_dtype="half")
 
 
 @pytest.mark.parametrize("kind", ["gcn", "sage"])
 def test_inductive_runs_with_patience_follow_the_lone_runs(graph, condensed, kind):
     views = graph_views(graph, "inductive")  # val and test are different subgraphs: one readout each
-    res = evaluate_condensed(condensed, graph, kind, runs=3, seed=2, epochs=120, views=views, eval_every=5,
+    res = fast_eval(condensed, graph, kind, runs=3, seed=2, epochs=120, views=views, eval_every=5,
                              patience=3, val_dtype="float32")[kind]["runs"]
     assert len({r["epochs_run"] for r in res} | {120}) > 1  # some run stopped early while others trained on
     for r, got in enumerate(res):
@@ -214,7 +219,7 @@ def test_auto_precision_is_float32_without_native_bfloat16(graph, condensed, mon
     keys = ("val_acc", "test_acc", "best_epoch", "epochs_run")
 
     def run(val_dtype: str) -> list[tuple]:
-        res = evaluate_condensed(condensed, graph, "gcn", runs=2, epochs=60, views=views, val_dtype=val_dtype)
+        res = fast_eval(condensed, graph, "gcn", runs=2, epochs=60, views=views, val_dtype=val_dtype)
         return [tuple(r[k] for k in keys) for r in res["gcn"]["runs"]]
 
     calls = []
@@ -239,10 +244,11 @@ def test_readout_of_fewer_runs_reuses_the_kept_output(graph):
 
 def test_evaluation_refuses_bad_eval_every_patience_and_dropout(graph, condensed):
     for kw, msg in (({"eval_every": 0}, "eval_every: 0; allowed: an integer >= 1"),
-                    ({"patience": 0}, "patience: 0; allowed: an integer >= 1"),
-                    ({"patience": 2.5}, "patience: 2.5; allowed: an integer >= 1")):
+                    ({"patience": -1}, r"patience: -1; allowed: an integer >= 1 \(validations\) or 0 \(no early stop\)"),
+                    ({"patience": 2.5}, "patience: 2.5; allowed: an integer >= 1"),
+                    ({"patience": True}, "patience: True; allowed: an integer >= 1")):
         with pytest.raises(ConfigError, match=msg):
-            evaluate_condensed(condensed, graph, "gat", runs=1, **kw)  # refused before any training
+            fast_eval(condensed, graph, "gat", runs=1, **kw)  # refused before any training
     views = graph_views(graph)
     xs, structure = _condensed_inputs(condensed, "gcn", views["val"])
     for kw, msg in (({"eval_every": 0}, "eval_every: 0; allowed: >= 1"), ({"epochs": 0}, "epochs: 0; allowed"),
@@ -264,12 +270,52 @@ def test_selecting_validations_are_float32_by_default_even_with_native_bfloat16(
 
     monkeypatch.setattr(batched._RunStack, "readout", spy)
     views = graph_views(graph)
-    evaluate_condensed(condensed, graph, "gcn", runs=2, epochs=30, views=views)
+    fast_eval(condensed, graph, "gcn", runs=2, epochs=30, views=views)
     assert asked == [] and set(dtypes) == {torch.float32}  # the default never asks the device
     dtypes.clear()
-    evaluate_condensed(condensed, graph, "gcn", runs=2, epochs=30, views=views, val_dtype="auto")
+    fast_eval(condensed, graph, "gcn", runs=2, epochs=30, views=views, val_dtype="auto")
     assert asked and torch.bfloat16 in dtypes  # opt-in: bfloat16 where the device has it natively
     import inspect
 
-    for fn in (evaluate_condensed, train_runs):
-        assert inspect.signature(fn).parameters["val_dtype"].default == "float32"
+    assert inspect.signature(train_runs).parameters["val_dtype"].default == "float32"
+    assert FAST_OPTIONS["val_dtype"] == "float32"
+
+
+# ------------------------------------------------------------------------------------------- the default protocol
+def test_default_protocol_is_the_lone_runs_bit_for_bit(graph, condensed, monkeypatch):
+    import magkit.condense.evaluate as ev
+
+    views = graph_views(graph)
+    calls = []
+    real = ev.train_model
+    monkeypatch.setattr(ev, "train_model", lambda *a, **kw: calls.append(sorted(kw)) or real(*a, **kw))
+    monkeypatch.setattr(ev, "train_runs", lambda *a, **kw: pytest.fail("the default protocol stacked runs"))
+    kinds = ["gcn", "sgc", "sage"]
+    got = evaluate_condensed(condensed, graph, kinds, runs=3, seed=1, epochs=60, views=views)
+    # each run alone through train_model, given no validation interval, patience or precision: its defaults
+    assert calls == [["epochs", "hidden", "lr", "num_classes", "seed", "weight_decay"]] * 9
+    monkeypatch.setattr(ev, "train_model", real)
+    for kind in kinds:
+        for r, run in enumerate(got[kind]["runs"]):
+            lone = train_on_condensed(condensed, kind, views["val"], views["test"], epochs=60, hidden=256, lr=0.01,
+                                      weight_decay=5e-4, seed=1 + r)
+            assert torch.equal(torch.tensor([run[k] for k in NOT_TIMES]), torch.tensor([lone[k] for k in NOT_TIMES]))
+            assert run["epochs_run"] == 60  # no early stop
+            assert run["best_epoch"] % 10 == 0  # validated after every 10th epoch (and the last: 60)
+        assert got[kind]["test_acc"][0] == pytest.approx(sum(r["test_acc"] for r in got[kind]["runs"]) / 3, abs=1e-12)
+
+
+def test_fast_protocol_options_are_refused_without_it(graph, condensed):
+    from magkit.condense import train_whole
+
+    for kw, msg in (({"patience": 10}, "patience: 10 applies to the fast protocol only; allowed: protocol='fast' with it"),
+                    ({"eval_every": 5}, "eval_every: 5 applies to the fast protocol only; allowed: protocol='fast'"),
+                    ({"val_dtype": "auto"}, "val_dtype: 'auto' applies to the fast protocol only"),
+                    ({"protocol": "quick"}, "protocol: 'quick'; allowed: standard, fast")):
+        for fn in (lambda **k: evaluate_condensed(condensed, graph, "gcn", runs=1, **k),
+                   lambda **k: train_whole(graph, "gcn", epochs=5, **k)):
+            with pytest.raises(ConfigError, match=msg) as err:
+                fn(**kw)
+            assert "\n" not in str(err.value)
+    # the fast protocol's defaults: validated every 10th epoch, 10 validations' patience, float32
+    assert FAST_OPTIONS == {"eval_every": 10, "patience": 10, "val_dtype": "float32"}

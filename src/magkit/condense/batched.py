@@ -1,8 +1,10 @@
 """R fresh runs of one backbone trained at once on a condensed graph S and read out on the real scored nodes only.
 
-:func:`train_runs` is what :func:`~magkit.condense.evaluate.evaluate_condensed` runs for the backbones in
-:data:`BATCHED` (GCN, Kipf & Welling 2017; SGC, Wu et al. 2019; GraphSAGE, Hamilton et al. 2017; MLP); the others
-train one run at a time through :func:`~magkit.condense.evaluate.train_model`. The protocol is the same:
+:func:`train_runs` is what :func:`~magkit.condense.evaluate.evaluate_condensed` runs under its opt-in ``fast``
+protocol for the backbones in :data:`BATCHED` (GCN, Kipf & Welling 2017; SGC, Wu et al. 2019; GraphSAGE, Hamilton
+et al. 2017; MLP); the others, and every backbone under the default ``standard`` protocol, train one run at a
+time through :func:`~magkit.condense.evaluate.train_model`. The protocol is the same, run per run, up to float
+rounding (stacking reorders the sums, so a run can select another epoch than its lone run):
 
 * **runs stacked.** Run r's weights are the slices ``[r]`` of tensors with a leading run dimension
   ``W_l ∈ R^{R × d_in × d_out}``. Run r is initialised as a lone run with seed ``seed + r`` (the same modules
