@@ -353,9 +353,19 @@ def test_condense_then_evaluate_end_to_end(tmp_path):
     assert res.exit_code == 0, res.output
     payload = json.loads(js.read_text())
     assert payload["meta"]["method"] == "srgm" and payload["meta"]["ratio"] == 0.05
+    assert "protocol" not in payload and "patience" not in payload  # the standard protocol: the keys of its JSON
     for b in ("gcn", "mlp"):
         mean, std = payload["results"][b]["test_acc"]
         assert 0.3 < mean <= 1.0 and std >= 0.0 and len(payload["results"][b]["runs"]) == 2
+    res = invoke("evaluate", str(out), "--data", "synthetic:balanced", "--data-set", "space=aligned",
+                 "--data-set", "num_nodes=600", "--backbones", "gcn", "--runs", "1", "--fast", "--patience", "0",
+                 "--val-dtype", "auto", "--json", str(js))
+    assert res.exit_code == 0, res.output
+    assert "fast protocol" in " ".join(res.output.split())  # rich wraps the title
+    payload = json.loads(js.read_text())  # the fast protocol's options are recorded, defaults included
+    assert {k: payload[k] for k in ("protocol", "eval_every", "patience", "val_dtype")} == {
+        "protocol": "fast", "eval_every": 10, "patience": 0, "val_dtype": "auto"}
+    assert payload["results"]["gcn"]["runs"][0]["epochs_run"] == 300  # --patience 0: no early stop
     # evaluating on other data is refused in one line
     res = invoke("evaluate", str(out), "--data", "synthetic:text-dominant", "--backbones", "gcn", "--runs", "1")
     assert res.exit_code == 2 and "error:" in res.output and "checksum" in res.output

@@ -287,6 +287,15 @@ def test_report_reads_condense_sweeps_and_suite_rows(tmp_path):
     ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nratios: [2]", "ratios [2]; allowed: a list of shares"),
     ("task: condense\ndatasets: [synthetic]\nmethods: [gcond-xx]", "unknown condenser 'gcond-xx'; allowed: gcond,"),
     ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {backbones: [gin]}", "evaluate.backbones ['gin']; allowed: gcn"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {protocol: fast, patience: -1}", "evaluate.patience -1; allowed: an integer >= 1 (validations) or 0 (no early stop)"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {protocol: fast, patience: null}", "evaluate.patience null; allowed: an integer >= 1"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {protocol: fast, patience: true}", "evaluate.patience True; allowed"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {protocol: fast, val_dtype: half}", "evaluate.val_dtype 'half'; allowed: auto, float32, bfloat16"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {protocol: fast, eval_every: 0}", "evaluate.eval_every 0; allowed: an integer >= 1"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {patience: 10}", "evaluate.patience 10 applies to the fast protocol only; allowed: protocol: fast with it"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {protocol: standard, val_dtype: auto}", "evaluate.val_dtype 'auto' applies to the fast protocol only"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {protocol: quick}", "evaluate.protocol 'quick'; allowed: standard, fast"),
+    ("task: condense\ndatasets: [synthetic]\nmethods: [srgm]\nevaluate: {patiense: 3}", "unknown evaluate option(s) patiense; allowed: backbones"),
     ("task: condense\ndatasets: [synthetic]\nmethods: [random]\nmethod_params: {random: {epochs: 3}}", "method_params.random: unknown parameter(s) epochs"),
 ])
 def test_spec_errors_are_one_line(tmp_path, text, message):
@@ -435,3 +444,55 @@ def test_a_second_live_run_of_a_shard_is_refused_and_stale_locks_are_taken_over(
     assert lock_path.read_text().strip() == str(holder.pid)  # the dead holder's lock file is still there
     res = run_sweep(fit_spec, out, shard=(0, 2))  # ... and taken over: the kernel released its flock
     assert len(res.rows) == 2 and len(calls) == 4
+
+
+# ---------------------------------------------------------------------------------------------- evaluation protocol
+def test_condense_cells_carry_the_evaluation_protocol(tmp_path, monkeypatch, caplog):
+    import magkit.condense as condense_mod
+    from magkit.bench.spec import EVALUATE_DEFAULTS, cell_config
+    from magkit.condense.evaluate import EVAL_PATIENCE
+
+    # the default (standard) protocol normalises to the recorded benchmarks' keys alone, so their rows still match
+    spec = load_spec(write_spec(tmp_path, CONDENSE))
+    assert set(spec["evaluate"]) == set(EVALUATE_DEFAULTS) == {"backbones", "runs", "epochs", "hidden", "lr",
+                                                               "weight_decay", "seed"}
+    explicit = load_spec(write_spec(tmp_path, CONDENSE.replace("hidden: 16}", "hidden: 16, protocol: standard}"), "s.yaml"))
+    assert explicit["evaluate"] == spec["evaluate"]
+    # the fast protocol writes its options, defaults included, into the spec, hence into each row's `evaluate`
+    fast = load_spec(write_spec(tmp_path, CONDENSE.replace("hidden: 16}", "hidden: 16, protocol: fast}"), "f.yaml"))
+    assert {k: fast["evaluate"][k] for k in ("protocol", "eval_every", "patience", "val_dtype")} == {
+        "protocol": "fast", "eval_every": 10, "patience": EVAL_PATIENCE, "val_dtype": "float32"}
+    tuned = load_spec(write_spec(tmp_path, CONDENSE.replace("hidden: 16}", "hidden: 16, protocol: fast, patience: 0, "
+                                                            "val_dtype: auto, eval_every: 5}"), "b.yaml"))
+    assert (tuned["evaluate"]["patience"], tuned["evaluate"]["val_dtype"], tuned["evaluate"]["eval_every"]) == (0, "auto", 5)
+
+    # the whole-graph bar and the condensed graphs are evaluated under the same protocol
+    seen: dict[str, list] = {"whole": [], "S": []}
+    real_whole, real_eval = condense_mod.train_whole, condense_mod.evaluate_condensed
+    monkeypatch.setattr(condense_mod, "train_whole", lambda *a, **kw: seen["whole"].append(kw) or real_whole(*a, **kw))
+    monkeypatch.setattr(condense_mod, "evaluate_condensed", lambda *a, **kw: seen["S"].append(kw) or real_eval(*a, **kw))
+    protocol = {"protocol": "fast", "eval_every": 5, "patience": 0, "val_dtype": "auto"}
+    res = run_sweep(dict(tuned, methods=["random", "whole"], ratios=[0.05], seeds=[0]), tmp_path / "p")
+    assert not res.failed and len(res.rows) == 2
+    for who in ("whole", "S"):
+        assert {k: seen[who][-1][k] for k in protocol} == protocol, who
+    assert res.rows[0]["evaluate"]["val_dtype"] == "auto"
+    res = run_sweep(dict(spec, methods=["random", "whole"], ratios=[0.05], seeds=[0]), tmp_path / "d")
+    assert not res.failed and len(res.rows) == 2
+    for who in ("whole", "S"):  # the standard protocol passes none of the fast protocol's options
+        assert not set(seen[who][-1]) & set(protocol), who
+    assert "protocol" not in res.rows[0]["evaluate"]
+
+    # rows recorded under the standard protocol are reported when the spec asks for the fast one, not mixed silently
+    out = tmp_path / "old"
+    out.mkdir()
+    rows = []
+    for c in expand_grid(fast):
+        cfg = cell_config(spec, c)
+        rows.append(json.dumps({"key": c.key, "task": c.task, **c.fields, "status": "ok", **cfg}))
+    (out / "rows.jsonl").write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="magkit.bench.sweep"):
+        assert plan(spec, out).todo == []
+        assert "recorded cell(s) ran with other parameters" not in caplog.text
+        assert plan(fast, out).todo == []
+    assert f"{len(rows)} recorded cell(s) ran with other parameters" in caplog.text

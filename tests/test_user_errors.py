@@ -52,6 +52,10 @@ CASES = [
     # devices
     (["fit", "-m", "gcn-early", "--device", "tpu"], "--device: 'tpu'; allowed: auto, cpu, cuda", False),
     (["evaluate", "{tmp}/none.safetensors", "-d", "synthetic", "--device", "tpu"], "--device: 'tpu'; allowed: auto, cpu, cuda", False),
+    (["evaluate", "{tmp}/none.safetensors", "-d", "synthetic", "--fast", "--patience", "-1"], "--patience: -1; allowed: an integer >= 1 (validations) or 0 (no early stop)", False),
+    (["evaluate", "{tmp}/none.safetensors", "-d", "synthetic", "--fast", "--val-dtype", "half"], "--val-dtype: 'half'; allowed: auto, float32, bfloat16", False),
+    (["evaluate", "{tmp}/none.safetensors", "-d", "synthetic", "--patience", "10"], "--patience: 10 applies to the fast protocol only; allowed: --fast with it, or no patience", False),
+    (["evaluate", "{tmp}/none.safetensors", "-d", "synthetic", "--eval-every", "5"], "--eval-every: 5 applies to the fast protocol only; allowed: --fast with it", False),
     # output paths: a file where a folder is meant, a folder where a file is meant, unwritable places
     (["fit", "-m", "gcn-early", "--out", "{tmp}/file.txt"], "--out: '{tmp}/file.txt' is an existing file; allowed: a folder (existing or new)", False),
     (["fit", "-m", "gcn-early", "--out", "{tmp}/file.txt/run"], "--out: '{tmp}/file.txt/run' cannot be created: '{tmp}/file.txt' is a file", False),

@@ -16,6 +16,16 @@ encoder widths (768 + 768) and at 128 + 128, hidden 256, one thread, it measures
 * ``gcn-early``, ``sage-early``, ``graphmnl`` (default settings, hidden 256; GraphMNL's epochs after the
   warm-up, i.e. guided): one training step (``train``) and the whole epoch with its evaluation pass (``epoch``).
 
+``--evaluation`` measures condensed-graph evaluation instead (:func:`magkit.condense.evaluate_condensed`: GCN, SGC
+and GraphSAGE x 3 runs on S, selected on the real validation split) under its two protocols, the default
+``standard`` one and the opt-in ``fast`` one: ``--eval-graphs`` condensed graphs (GCond-X, ratio 0.01, 50 epochs,
+seeds 0, 1, ...) of ``grocery-semi:balanced`` at 128 + 128 are made once, then each is evaluated under each
+protocol in alternating worker processes (the order flips from one graph to the next); it reports CPU seconds per
+call and per backbone, each protocol's mean test accuracy and selected epochs, the runs whose selected epoch is
+the same under both, and the ratio standard / fast, into ``evaluation.json`` and ``evaluation.md``.
+``--eval-val-dtype`` sets the fast protocol's ``val_dtype`` (e.g. ``auto``: bfloat16 selecting validations where
+the CPU has it natively).
+
 Times are CPU times of the process (``time.process_time``; the fit loop's epoch clock is pointed at it too), so
 that a machine shared with other work slows the waiting, not the numbers; they are still noisy, so the results
 are ratios of numbers measured in the same process: ``train / bound``, ``pyg / magkit`` and ``graphmnl /
@@ -252,6 +262,101 @@ def _table(name: str, m: dict, r: dict) -> list[str]:
     return lines + [""]
 
 
+EVAL_BACKBONES = ("gcn", "sgc", "sage")
+EVAL_DATA = "grocery-semi:balanced"
+EVAL_WIDTH = 128
+
+
+EVAL_PROTOCOLS = ("standard", "fast")
+
+
+def eval_worker(path: str, runs: int, protocol: str, val_dtype: str | None = None) -> dict:
+    """CPU seconds, mean test accuracy and selected epochs of one ``evaluate_condensed`` call per backbone on the
+    condensed graph at ``path`` under ``protocol`` (``val_dtype`` given to the fast protocol if set)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from magkit.condense import CondensedGraph, evaluate_condensed, graph_views
+    from magkit.data import load_dataset
+
+    condensed = CondensedGraph.load(path)
+    graph = load_dataset(EVAL_DATA, dims=EVAL_WIDTH)
+    views = graph_views(graph)
+    kw: dict = {} if protocol == "standard" else {"protocol": protocol}
+    if val_dtype is not None and protocol == "fast":
+        kw["val_dtype"] = val_dtype
+    out = {}
+    for b in EVAL_BACKBONES:
+        t0 = time.process_time()
+        res = evaluate_condensed(condensed, graph, [b], runs=runs, seed=0, views=views, **kw)[b]
+        out[b] = {"s": time.process_time() - t0, "test_acc": res["test_acc"][0],
+                  "runs_test_acc": [r["test_acc"] for r in res["runs"]],
+                  "best_epochs": [r["best_epoch"] for r in res["runs"]]}
+    return out
+
+
+def evaluation(a, argv) -> None:
+    """The ``--evaluation`` measurement (see the module docstring)."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    from magkit.condense import make_condenser
+    from magkit.data import load_dataset
+
+    graph = load_dataset(EVAL_DATA, dims=EVAL_WIDTH)
+    per: dict[str, list[dict]] = {k: [] for k in EVAL_PROTOCOLS}
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(a.eval_graphs):
+            cond = make_condenser("gcond-x", ratio=0.01, epochs=50, seed=i)
+            path = cond.condense(graph).save(Path(tmp) / f"s{i}.safetensors")
+            order = list(EVAL_PROTOCOLS) if i % 2 == 0 else list(EVAL_PROTOCOLS)[::-1]
+            for protocol in order:
+                cmd = [sys.executable, __file__, "--eval-worker", str(path), "--eval-runs", str(a.eval_runs),
+                       "--eval-protocol", protocol]
+                if a.eval_val_dtype:
+                    cmd += ["--eval-val-dtype", a.eval_val_dtype]
+                res = subprocess.run(cmd, env=env, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True)
+                per[protocol].append(json.loads(res.stdout.strip().splitlines()[-1]))
+                print(protocol, f"S{i}", json.dumps(per[protocol][-1]), file=sys.stderr, flush=True)
+    summary = {}
+    for protocol, rows in per.items():
+        summary[protocol] = {"s_per_call": statistics.mean(sum(r[b]["s"] for b in EVAL_BACKBONES) for r in rows)}
+        for b in EVAL_BACKBONES:
+            accs = [x for r in rows for x in r[b]["runs_test_acc"]]
+            summary[protocol][b] = {"s": statistics.mean(r[b]["s"] for r in rows), "test_acc": statistics.mean(accs),
+                                    "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                                    "best_epochs": [e for r in rows for e in r[b]["best_epochs"]]}
+    std, fast = summary["standard"], summary["fast"]
+    ratio = std["s_per_call"] / fast["s_per_call"]
+    same = {b: sum(x == y for x, y in zip(std[b]["best_epochs"], fast[b]["best_epochs"])) for b in EVAL_BACKBONES}
+    n_runs = a.eval_graphs * a.eval_runs
+    result = {"meta": {"dataset": EVAL_DATA, "width": EVAL_WIDTH, "graphs": a.eval_graphs, "runs": a.eval_runs,
+                       "backbones": EVAL_BACKBONES, "threads": 1, "fast_val_dtype": a.eval_val_dtype or "float32"},
+              "protocols": summary, "per_graph": per, "same_selected_epoch": same, "ratio": ratio}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = ["# Condensed-graph evaluation speed: standard and fast protocols", "",
+             f"`{' '.join(['python', 'benchmarks/speed/run.py'] + (argv if argv is not None else sys.argv[1:]))}`: "
+             f"{EVAL_DATA} at {EVAL_WIDTH} + {EVAL_WIDTH}, {a.eval_graphs} condensed graphs (GCond-X, ratio 0.01, "
+             f"50 epochs), {', '.join(EVAL_BACKBONES)} x {a.eval_runs} runs per call, one thread, mean CPU seconds "
+             "per call; test accuracy: mean ± std over graphs x runs (percent); the fast protocol with its defaults "
+             f"(eval_every 10, patience 10) and val_dtype {a.eval_val_dtype or 'float32'}.", "",
+             "| protocol | s / call | " + " | ".join(f"{b} s | {b} test acc" for b in EVAL_BACKBONES) + " |",
+             "|---|---|" + "---|---|" * len(EVAL_BACKBONES)]
+    for protocol, row in summary.items():
+        lines.append(f"| {protocol} | {row['s_per_call']:.2f} | " + " | ".join(
+            f"{row[b]['s']:.2f} | {100 * row[b]['test_acc']:.2f} ± {100 * row[b]['test_acc_std']:.2f}"
+            for b in EVAL_BACKBONES) + " |")
+    lines += ["", f"standard / fast: **{ratio:.2f}x**; the same selected epoch under both: "
+              + ", ".join(f"{b} {same[b]} of {n_runs} runs" for b in EVAL_BACKBONES), ""]
+    (out / "evaluation.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hidden", type=int, default=256)
@@ -263,7 +368,21 @@ def main(argv=None) -> None:
                    help="heading of the --compare-src run (default: magkit <its short commit hash>)")
     p.add_argument("--out", default=str(HERE))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--evaluation", action="store_true",
+                   help="measure condensed-graph evaluation, standard against fast protocol")
+    p.add_argument("--eval-graphs", type=int, default=3, help="condensed graphs evaluated (--evaluation)")
+    p.add_argument("--eval-runs", type=int, default=3, help="runs per backbone (--evaluation)")
+    p.add_argument("--eval-val-dtype", default=None, choices=("float32", "auto", "bfloat16"),
+                   help="val_dtype of the fast protocol's evaluate_condensed calls (--evaluation; default: float32)")
+    p.add_argument("--eval-protocol", default="standard", choices=EVAL_PROTOCOLS, help=argparse.SUPPRESS)
+    p.add_argument("--eval-worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.eval_worker:
+        print(json.dumps(eval_worker(a.eval_worker, a.eval_runs, a.eval_protocol, a.eval_val_dtype)))
+        return
+    if a.evaluation:
+        evaluation(a, argv)
+        return
     if a.worker:
         print(json.dumps(measure(a.hidden, a.epochs, a.repeats)))
         return

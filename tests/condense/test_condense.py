@@ -549,3 +549,24 @@ def test_srgm_x_bad_options_are_one_line_errors(aligned, params, message):
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="damping_graph='learned' needs a learned structure"):
         GCond(structure="none", damping="proximal").condense(aligned)
+
+
+def test_whole_graph_bar_runs_the_condensed_runs_protocol(graph, monkeypatch):
+    import magkit.condense.evaluate as ev
+
+    seen = []
+    real = ev.train_model
+    monkeypatch.setattr(ev, "train_model", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    train_whole(graph, "gcn", epochs=20)
+    assert "eval_every" not in seen[-1] and "patience" not in seen[-1]  # standard: train_model's defaults
+    train_whole(graph, "gcn", epochs=20, protocol="fast")
+    assert (seen[-1]["eval_every"], seen[-1]["patience"]) == (10, ev.EVAL_PATIENCE)
+    # patience counts validations: patience 1 at eval_every 5 stops at a validation, well before 200 epochs
+    short = train_whole(graph, "gcn", epochs=200, protocol="fast", eval_every=5, patience=1, lr=0.05)
+    assert short["epochs_run"] < 200 and short["epochs_run"] % 5 == 0
+    assert train_whole(graph, "gcn", epochs=30, protocol="fast", patience=0)["epochs_run"] == 30
+    for kw, msg in (({"val_dtype": "half"}, "val_dtype: 'half'; allowed: auto, float32, bfloat16"),
+                    ({"patience": -1}, "patience: -1; allowed: an integer >= 1"),
+                    ({"eval_every": 0}, "eval_every: 0; allowed: an integer >= 1")):
+        with pytest.raises(ConfigError, match=msg):
+            train_whole(graph, "gcn", epochs=5, protocol="fast", **kw)

@@ -97,6 +97,8 @@ def _condense_metrics(spec: dict[str, Any], f: dict[str, Any]) -> tuple[dict[str
     ev = spec["evaluate"]
     views = graph_views(graph, spec["setting"])
     train_kw = {k: ev[k] for k in ("epochs", "hidden", "lr", "weight_decay")}
+    if ev.get("protocol") == "fast":  # the condensed-graph runs and the whole-graph bar share the opt-in protocol
+        train_kw.update({k: ev[k] for k in ("protocol", "eval_every", "patience", "val_dtype")})
     metrics: dict[str, Any] = {}
     per_run: dict[str, dict[str, list[float]]] = {}
     if f["method"] == WHOLE:

@@ -30,7 +30,9 @@ condensed graph with :func:`~magkit.condense.evaluate_condensed`::
     methods: [random, herding, gcond, srgm, whole]   # whole: train on the full graph (one cell per dataset)
     seeds: 0
     params: {epochs: 200}                 # condenser parameters (given to the condensers that accept them)
-    evaluate: {backbones: [gcn, sgc], runs: 3, epochs: 300, hidden: 256}
+    evaluate: {backbones: [gcn, sgc], runs: 3, epochs: 300, hidden: 256}   # also lr, weight_decay, seed;
+                                          # protocol: fast (opt-in) with eval_every (10), patience (10
+                                          # validations; 0: no early stop), val_dtype (float32 | auto | bfloat16)
 
 :func:`load_spec` returns the normalised spec: every dataset as ``{label: {"data", "options"}}``, the seeds
 as a list, and per method the ``effective_params`` it is built with (checked against its signature).
@@ -55,6 +57,11 @@ COMMON_KEYS = ("name", "task", "datasets", "profiles", "data_params", "methods",
                "resources", "root", "exclude")
 TASK_KEYS = {"fit": ("splits", "reference"), "condense": ("ratios", "split", "setting", "evaluate")}
 RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory_gb")
+#: a condense sweep's ``evaluate`` options and their defaults: the ``standard`` protocol of
+#: :func:`~magkit.condense.evaluate_condensed`. ``protocol: fast`` opts in to the fast protocol and its options
+#: (:data:`~magkit.condense.evaluate.FAST_OPTIONS`); those are written, defaults included, into the normalised
+#: spec, hence into each row's ``evaluate``, so rows recorded under another protocol are told apart on resuming.
+#: A standard spec normalises to these keys alone (``protocol: standard`` is dropped).
 EVALUATE_DEFAULTS: dict[str, Any] = {"backbones": ["gcn"], "runs": 3, "epochs": 300, "hidden": 256, "lr": 0.01,
                                      "weight_decay": 5e-4, "seed": 0}
 WHOLE = "whole"
@@ -225,21 +232,35 @@ def _resources(value: Any, where: str) -> dict[str, float]:
     return res
 
 
+class _Null:
+    """A YAML ``null`` given to a fast-protocol option (named ``null`` in the error)."""
+
+    def __repr__(self) -> str:
+        return "null"
+
+
 def _evaluate(value: Any, where: str) -> dict[str, Any]:
-    from ..condense.evaluate import EVAL_BACKBONES
+    from ..condense.evaluate import EVAL_BACKBONES, FAST_OPTIONS, protocol_options
 
     value = _mapping(value, "evaluate", where)
-    unknown = sorted(set(value) - set(EVALUATE_DEFAULTS))
+    allowed = (*EVALUATE_DEFAULTS, "protocol", *FAST_OPTIONS)
+    unknown = sorted(set(value) - set(allowed))
     if unknown:
-        raise ConfigError(f"{where}: unknown evaluate option(s) {', '.join(unknown)}; allowed: {', '.join(EVALUATE_DEFAULTS)}")
-    ev = {**EVALUATE_DEFAULTS, **value}
+        raise ConfigError(f"{where}: unknown evaluate option(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    ev = {**EVALUATE_DEFAULTS, **{k: v for k, v in value.items() if k in EVALUATE_DEFAULTS}}
     if isinstance(ev["backbones"], str):
         ev["backbones"] = [b.strip() for b in ev["backbones"].split(",") if b.strip()]
     bad = [b for b in ev["backbones"] if b not in EVAL_BACKBONES]
     if bad or not ev["backbones"]:
         raise ConfigError(f"{where}: evaluate.backbones {bad or ev['backbones']!r}; allowed: {', '.join(EVAL_BACKBONES)}")
-    if not isinstance(ev["runs"], int) or ev["runs"] < 1:
-        raise ConfigError(f"{where}: evaluate.runs {ev['runs']!r}; allowed: an integer >= 1")
+    for k in ("runs", "epochs"):
+        if isinstance(ev[k], bool) or not isinstance(ev[k], int) or ev[k] < 1:
+            raise ConfigError(f"{where}: evaluate.{k} {ev[k]!r}; allowed: an integer >= 1")
+    given = {k: _Null() if value[k] is None else value[k] for k in FAST_OPTIONS if k in value}
+    fast = protocol_options(value.get("protocol", "standard"), given, arg=lambda k: f"{where}: evaluate.{k}",
+                            fast_flag="protocol: fast")
+    if fast is not None:
+        ev.update(protocol="fast", **fast)
     return ev
 
 
