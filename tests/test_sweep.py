@@ -461,7 +461,7 @@ def test_condense_cells_carry_the_evaluation_protocol(tmp_path, monkeypatch, cap
     # the fast protocol writes its options, defaults included, into the spec, hence into each row's `evaluate`
     fast = load_spec(write_spec(tmp_path, CONDENSE.replace("hidden: 16}", "hidden: 16, protocol: fast}"), "f.yaml"))
     assert {k: fast["evaluate"][k] for k in ("protocol", "eval_every", "patience", "val_dtype")} == {
-        "protocol": "fast", "eval_every": 10, "patience": EVAL_PATIENCE, "val_dtype": "float32"}
+        "protocol": "fast", "eval_every": 10, "patience": EVAL_PATIENCE, "val_dtype": "auto"}
     tuned = load_spec(write_spec(tmp_path, CONDENSE.replace("hidden: 16}", "hidden: 16, protocol: fast, patience: 0, "
                                                             "val_dtype: auto, eval_every: 5}"), "b.yaml"))
     assert (tuned["evaluate"]["patience"], tuned["evaluate"]["val_dtype"], tuned["evaluate"]["eval_every"]) == (0, "auto", 5)

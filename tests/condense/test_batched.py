@@ -257,11 +257,12 @@ def test_evaluation_refuses_bad_eval_every_patience_and_dropout(graph, condensed
             train_runs("gcn", xs, structure, condensed.y, views["val"], num_classes=4, **kw)
 
 
-def test_selecting_validations_are_float32_by_default_even_with_native_bfloat16(graph, condensed, monkeypatch):
+def test_fast_protocol_selects_in_bfloat16_only_where_native_and_float32_on_request(graph, condensed, monkeypatch):
     import magkit.condense.batched as batched
 
+    native = {"value": True}
     asked, dtypes = [], []
-    monkeypatch.setattr(batched, "native_bfloat16", lambda device: asked.append(device) or True)
+    monkeypatch.setattr(batched, "native_bfloat16", lambda device: asked.append(device) or native["value"])
     real = batched._RunStack.readout
 
     def spy(self, ro, on=None, dtype=torch.float32):
@@ -270,15 +271,16 @@ def test_selecting_validations_are_float32_by_default_even_with_native_bfloat16(
 
     monkeypatch.setattr(batched._RunStack, "readout", spy)
     views = graph_views(graph)
-    fast_eval(condensed, graph, "gcn", runs=2, epochs=30, views=views)
-    assert asked == [] and set(dtypes) == {torch.float32}  # the default never asks the device
-    dtypes.clear()
+    assert FAST_OPTIONS["val_dtype"] == "auto"
+    fast_eval(condensed, graph, "gcn", runs=2, epochs=30, views=views, val_dtype=FAST_OPTIONS["val_dtype"])
+    assert asked and torch.bfloat16 in dtypes  # the fast protocol's default: bfloat16 where the device has it
+    asked.clear(), dtypes.clear()
+    native["value"] = False
     fast_eval(condensed, graph, "gcn", runs=2, epochs=30, views=views, val_dtype="auto")
-    assert asked and torch.bfloat16 in dtypes  # opt-in: bfloat16 where the device has it natively
-    import inspect
-
-    assert inspect.signature(train_runs).parameters["val_dtype"].default == "float32"
-    assert FAST_OPTIONS["val_dtype"] == "float32"
+    assert asked and set(dtypes) == {torch.float32}  # no native bfloat16: float32
+    asked.clear(), dtypes.clear()
+    fast_eval(condensed, graph, "gcn", runs=2, epochs=30, views=views, val_dtype="float32")
+    assert asked == [] and set(dtypes) == {torch.float32}  # float32 never asks the device
 
 
 # ------------------------------------------------------------------------------------------- the default protocol
@@ -318,4 +320,4 @@ def test_fast_protocol_options_are_refused_without_it(graph, condensed):
                 fn(**kw)
             assert "\n" not in str(err.value)
     # the fast protocol's defaults: validated every 10th epoch, 10 validations' patience, float32
-    assert FAST_OPTIONS == {"eval_every": 10, "patience": 10, "val_dtype": "float32"}
+    assert FAST_OPTIONS == {"eval_every": 10, "patience": 10, "val_dtype": "auto"}

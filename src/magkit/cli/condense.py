@@ -138,7 +138,7 @@ def evaluate_cmd(
     fast: Annotated[bool, typer.Option("--fast", help="The fast protocol (opt-in): runs stacked, scored-node readout, early stop; matches the default within seed noise, not bit for bit.")] = False,
     eval_every: Annotated[int | None, typer.Option("--eval-every", help="With --fast: validate after every N-th epoch and the last. [default: 10]")] = None,
     patience: Annotated[int | None, typer.Option("--patience", help="With --fast: stop a run after this many validations without improvement (0: never). [default: 10]")] = None,
-    val_dtype: Annotated[str | None, typer.Option("--val-dtype", help="With --fast: precision of the selecting validations: float32 (exact, any machine) | auto (bfloat16 where native: faster, hardware-dependent) | bfloat16. [default: float32]")] = None,
+    val_dtype: Annotated[str | None, typer.Option("--val-dtype", help="With --fast: precision of the selecting validations: float32 (exact, any machine) | auto (bfloat16 where native: faster, hardware-dependent) | bfloat16. [default: auto]")] = None,
     root: RootOpt = None,
 ):
     """Train fresh GNNs on a condensed graph, select on the real validation split, test on the real graph."""

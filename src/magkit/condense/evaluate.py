@@ -54,7 +54,7 @@ EVAL_PROTOCOLS = ("standard", "fast")
 EVAL_PATIENCE = 10
 #: the options of the ``fast`` protocol and their defaults; the ``standard`` protocol takes none of them
 #: (``patience`` 0: no early stop)
-FAST_OPTIONS: dict[str, Any] = {"eval_every": 10, "patience": EVAL_PATIENCE, "val_dtype": "float32"}
+FAST_OPTIONS: dict[str, Any] = {"eval_every": 10, "patience": EVAL_PATIENCE, "val_dtype": "auto"}
 #: GAT has no edge weights: on S it sees the pairs with weight above this (the PGE's sigmoid midpoint)
 GAT_THRESHOLD = 0.5
 
@@ -384,8 +384,9 @@ def evaluate_condensed(
     validated after every 10th epoch and the last, without early stop, in float32; it takes none of the three
     options below (a :class:`ConfigError` names the one given). ``fast`` (opt-in) trains the runs of GCN, SGC,
     GraphSAGE and the MLP at once and reads them out on the scored nodes only
-    (:func:`~magkit.condense.batched.train_runs`; the other backbones one run at a time), 3.5x faster on
-    GCN + SGC + GraphSAGE x 3 runs (docs/condensation.md); each stacked run follows its lone run up to float
+    (:func:`~magkit.condense.batched.train_runs`; the other backbones one run at a time), about 5x faster on
+    GCN + SGC + GraphSAGE x 3 runs with its defaults on a CPU with native bfloat16, 3.4x with float32
+    selection (docs/condensation.md); each stacked run follows its lone run up to float
     rounding, so its accuracies match the standard protocol's within seed noise, not bit for bit. Its options
     (:obj:`None`: the default of :data:`FAST_OPTIONS`):
 
@@ -393,10 +394,10 @@ def evaluate_condensed(
     * ``patience``: a run stops after this many validations without improvement, ``0``: never (default:
       :data:`EVAL_PATIENCE` = 10);
     * ``val_dtype``: the precision of the stacked runs' selecting validations, ``float32`` | ``auto`` |
-      ``bfloat16`` (default: ``float32``: the same selected epochs on every machine). ``auto`` (bfloat16 where
-      the device multiplies it natively, else float32) and ``bfloat16`` run the first layer and the second
-      layer's dense product of those validations in bfloat16: faster selection, the reported accuracies still
-      read in float32, but the selected epochs, hence the results, then depend on the hardware.
+      ``bfloat16`` (default: ``auto``). ``auto`` (bfloat16 where the device multiplies it natively, else
+      float32) and ``bfloat16`` run the first layer and the second layer's dense product of those validations
+      in bfloat16: faster selection, the reported accuracies still read in float32, but the selected epochs,
+      hence the results, then depend on the hardware; ``float32`` selects the same epochs on every machine.
 
     ``train_time_s`` of a stacked run is its share of the batch (the batch's time / ``runs``).
     """
