@@ -270,6 +270,7 @@ class GradientMatching(Condenser):
             onehot = F.one_hot(y_syn, graph.num_classes).float()
             a_per, b_per = self.structure_epochs
             lam = float(self.damping_weight)
+            a_now = None  # PGE(X') at the end of the last epoch: X' and Φ are unchanged until the next step
             for epoch in range(state["epoch"], self.epochs):
                 t0 = time.perf_counter()
                 gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 1)
@@ -278,8 +279,10 @@ class GradientMatching(Condenser):
                 update_a = pge is not None and (epoch % b_per) < a_per
                 a_fixed = None
                 if pge is not None and not update_a and not self.feature_through_pge:
-                    with torch.no_grad():
-                        a_fixed = pge(x_syn)
+                    if a_now is None:
+                        with torch.no_grad():
+                            a_now = pge(x_syn)
+                    a_fixed = a_now
                 a_knn = knn_graph(x_syn.detach(), self.damping_k, y_syn) \
                     if self.damping is not None and self.damping_graph == "knn" else None
                 sums = {"loss": 0.0, "damping": 0.0, "conflict_rate": 0.0}

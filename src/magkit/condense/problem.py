@@ -119,11 +119,14 @@ class MatchingProblem:
         self.class_local = {k: D.shard(v, self.rank, self.world, pad=False) for k, v in self.class_idx.items()}
         self.prop: Tensor | None = None
         self.ax: Tensor | None = None
+        self._class_rows: dict[int, Tensor] = {}
         if p["backbone"] == "sgc":
             x = tr.x
             for _ in range(p["k"]):
                 x = adj @ x
             self.prop = x
+            # each class's rows of Â^K X, gathered once: they depend neither on θ nor on S
+            self._class_rows = {k: x[v] for k, v in self.class_local.items()}
         else:
             self.ax = adj @ tr.x
         self.y_syn = torch.cat([torch.full((int(per[k]),), k, dtype=torch.long) for k in self.classes])
@@ -224,7 +227,7 @@ class MatchingProblem:
             out = []
             with torch.no_grad():
                 for k in self.classes:
-                    h = self.prop[self.class_local[k]]
+                    h = self._class_rows[k]
                     e = torch.softmax(h @ w.T + b, dim=1)
                     e[:, k] -= 1.0
                     out.append((e.T @ h) / self.class_idx[k].numel())  # this rank's share of the class mean
