@@ -74,6 +74,8 @@ def test_pge_second_order_gradients_equal_plain_autograd(trained_pge):
     assert all(g.abs().sum() > 0 for g in want[:3])
     for g, w in zip(got, want):
         assert torch.allclose(g, w, rtol=1e-5, atol=1e-7)
+    pge.lean_backward = False  # plain autograd: what GradientMatching uses on a third-order path
+    assert all(torch.equal(g, w) for g, w in zip(field_norm(pge), want))
 
 
 def test_sgc_real_side_gathers_each_class_once_and_equals_the_indexed_gradients():
@@ -92,14 +94,16 @@ def test_sgc_real_side_gathers_each_class_once_and_equals_the_indexed_gradients(
     assert torch.equal(got, torch.stack(want))
 
 
-@pytest.mark.parametrize("method", ["srgm", "gcond", "gcond-x"])
-def test_condensation_equals_the_run_on_plain_autograd_bit_for_bit(method, monkeypatch):
+@pytest.mark.parametrize("method, extra", [("srgm", {}), ("gcond", {}), ("gcond-x", {}),
+                                           ("srgm", {"feature_through_pge": True, "damping": "field"})])
+def test_condensation_equals_the_run_on_plain_autograd_bit_for_bit(method, extra, monkeypatch):
     """Structure AND feature epochs (structure_epochs=(2, 4) over 6 epochs), validations included: the
-    condensed graph and every logged number equal those of a run whose PGE is the plain autograd form."""
+    condensed graph and every logged number equal those of a run whose PGE is the plain autograd form
+    (also on the third-order path, where the condenser keeps plain autograd)."""
     graph = load_dataset("synthetic:balanced", num_nodes=600, num_classes=4, split="magb", space="aligned",
                          misaligned=0.3)
     params = dict(ratio=0.05, seed=0, epochs=6, outer_steps=3, structure_epochs=(2, 4), eval_every=3,
-                  eval_epochs=20, setting="inductive")
+                  eval_epochs=20, setting="inductive", **extra)
 
     def run():
         cond = make_condenser(method, **params)

@@ -250,7 +250,11 @@ class GradientMatching(Condenser):
                              [float(int(graph.checksum()[:12], 16)), float(self.seed)])
             gen0 = torch.Generator().manual_seed(self.seed)
             x_syn = prob.init_features(gen0).requires_grad_()
-            pge = PGE(prob.d, self.pge_hidden, self.pge_init_bias, generator=gen0) if self.structure == "pge" else None
+            # a third-order path through the PGE (field damping differentiated through A' = PGE(X')) keeps plain
+            # autograd, whose higher-order rounding the lean backward does not reproduce
+            lean = not (self.feature_through_pge and self.damping == "field")
+            pge = PGE(prob.d, self.pge_hidden, self.pge_init_bias, generator=gen0, lean_backward=lean) \
+                if self.structure == "pge" else None
             feat_scale = float(x_syn.detach().pow(2).mean().sqrt().clamp_min(1e-12))
             opt_x = torch.optim.Adam([x_syn], lr=self.lr_feat * feat_scale)
             opt_a = torch.optim.Adam(pge.parameters(), lr=self.lr_adj) if pge is not None else None

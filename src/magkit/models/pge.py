@@ -38,6 +38,10 @@ class PGE(nn.Module):
             empty graph), 0 at 0.5. (default: :obj:`0.0`)
         generator (torch.Generator, optional): the generator of the initial weights (Glorot uniform,
             drawn in the order W_a, W_b, W_2, w_3). (default: :obj:`None`, a fresh unseeded one)
+        lean_backward (bool, optional): on the CPU, differentiate the pair layers with a hand-written backward
+            that runs autograd's kernels with fewer n²-sized buffers: first-order gradients bit-for-bit those
+            of autograd; higher-order ones (``create_graph``) equal up to float rounding. ``False``: plain
+            autograd. (default: :obj:`True`)
 
     Shapes:
         - **input:** synthetic features ``[n, in_dim]``
@@ -45,9 +49,10 @@ class PGE(nn.Module):
     """
 
     def __init__(self, in_dim: int, hidden: int = 128, init_bias: float = 0.0, *,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, lean_backward: bool = True):
         super().__init__()
         self.in_dim, self.hidden, self.init_bias = in_dim, hidden, init_bias
+        self.lean_backward = lean_backward
         self.wa = nn.Parameter(torch.empty(hidden, in_dim))
         self.wb = nn.Parameter(torch.empty(hidden, in_dim))
         self.b1 = nn.Parameter(torch.empty(hidden))
@@ -78,7 +83,7 @@ class PGE(nn.Module):
         n = x.size(0)
         h = (x @ self.wa.T)[:, None, :] + (x @ self.wb.T)[None, :, :] + self.b1
         h = h.reshape(n * n, -1)
-        if h.device.type == "cpu":  # the same kernels as below, with a leaner backward (see _PairTrunk)
+        if self.lean_backward and h.device.type == "cpu":  # the kernels of _trunk, a leaner backward
             t = _PairTrunk.apply(h, self.g1, self.w2, self.b2, self.g2, self.w3)
         else:
             t = self._trunk(h, self.g1, self.w2, self.b2, self.g2, self.w3)
@@ -110,7 +115,7 @@ class _PairTrunk(torch.autograd.Function):
       entry, computed as a broadcast multiplication instead of a matrix product (the same single rounding);
     * the bias gradients are the sums the autograd engine reduces a broadcast gradient with.
 
-    The two hidden layers hold n² x ``hidden`` values each; this backward allocates three such buffers
+    The two hidden layers hold n² x ``hidden`` values each; this backward allocates two such buffers
     instead of six. Under ``create_graph`` (a higher-order derivative) the backward rebuilds the trunk with
     autograd from the saved inputs and differentiates that.
     """
@@ -147,7 +152,7 @@ class _PairTrunk(torch.autograd.Function):
         gw2 = gu2.t().mm(r1) if need[2] else None
         if not (need[0] or need[1]):
             return None, None, gw2, gb2, gg2, gw3
-        gr1 = gu2.mm(w2)
+        gr1 = torch.mm(gu2, w2, out=gr2)  # gr2 is spent: its buffer takes the next layer's gradient
         relu_bwd(gr1, r1, 0, grad_input=gr1)
         gh1, gg1, _ = bwd(gr1, h1, g1, None, None, m1, v1, True, _EPS, [need[0], need[1], False])
         return gh1, gg1, gw2, gb2, gg2, gw3
