@@ -119,6 +119,7 @@ class MatchingProblem:
         self.class_local = {k: D.shard(v, self.rank, self.world, pad=False) for k, v in self.class_idx.items()}
         self.prop: Tensor | None = None
         self.ax: Tensor | None = None
+        self._class_rows: dict[int, tuple[Tensor, Tensor]] = {}
         if p["backbone"] == "sgc":
             x = tr.x
             for _ in range(p["k"]):
@@ -214,6 +215,15 @@ class MatchingProblem:
                                         check_invariants=False).coalesce()
         return self.ax[cols], block.to_sparse_csr()
 
+    def _rows(self, k: int) -> Tensor:
+        """Class ``k``'s rows of Â^K X on this rank, gathered once (they depend neither on θ nor on S; gathered
+        again if :attr:`class_local` is replaced)."""
+        idx = self.class_local[k]
+        hit = self._class_rows.get(k)
+        if hit is None or hit[0] is not idx:
+            hit = self._class_rows[k] = (idx, self.prop[idx])
+        return hit[1]
+
     def real_grads(self, net: FunctionalNet, gen: torch.Generator) -> Tensor | dict[int, list[Tensor]]:
         """The real class gradients of θ's weights: SGC ``[len(classes), C, d]`` in closed form
         ∇W_c = (1/n_c) Σ_{i∈c} (softmax_i − e_c) h_iᵀ; GCN ``{class: [∇W1, ∇W2]}`` by autograd over the
@@ -224,7 +234,7 @@ class MatchingProblem:
             out = []
             with torch.no_grad():
                 for k in self.classes:
-                    h = self.prop[self.class_local[k]]
+                    h = self._rows(k)
                     e = torch.softmax(h @ w.T + b, dim=1)
                     e[:, k] -= 1.0
                     out.append((e.T @ h) / self.class_idx[k].numel())  # this rank's share of the class mean
