@@ -1,6 +1,7 @@
 """Training speed on the Grocery structure: magkit's epochs against a dense-product bound and plain PyG, in one run.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speed/run.py [--compare-src OTHER/src]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speed/run.py --condensation [--compare-src OTHER/src]
 
 On ``grocery-semi:balanced`` (MAGB Grocery's structure and labels, generated text and image features) at the real
 encoder widths (768 + 768) and at 128 + 128, hidden 256, one thread, it measures (median over a few epochs):
@@ -25,6 +26,17 @@ call and per backbone, each protocol's mean test accuracy and selected epochs, t
 the same under both, and the ratio standard / fast, into ``evaluation.json`` and ``evaluation.md``.
 ``--eval-val-dtype`` sets the fast protocol's ``val_dtype`` (e.g. ``auto``: bfloat16 selecting validations where
 the CPU has it natively).
+
+``--condensation`` measures the gradient-matching condensers instead, on the inductive 1% cell of
+``grocery-semi:balanced`` with ``{space: aligned, misaligned: 0.3}`` (``split="magb"``; condensation seed 0): for
+``srgm``, ``gcond`` and ``gcond-x`` (each ``--cond-epochs`` epochs, validated every 10), the median CPU seconds of a
+feature epoch and of a structure epoch (from the condenser's ``progress`` callback: the CPU time between two
+epochs' records; each kind's first epoch and the epochs that ran a validation are left out), their ratio, and the
+CPU time from just before :meth:`condense` to the record of the first validation whose accuracy reaches 86% of the
+whole-graph GCN validation accuracy. That bar is measured in the run: :func:`magkit.condense.train_whole` (GCN, the
+standard protocol, seeds 0 .. ``--whole-runs`` - 1, mean validation accuracy) on the current tree, as
+``benchmarks/scripts/condense_bench.py``'s ``whole`` row. Each tree's condensers run in a worker process of their
+own; writes ``condensation.json`` and ``condensation.md``.
 
 Times are CPU times of the process (``time.process_time``; the fit loop's epoch clock is pointed at it too), so
 that a machine shared with other work slows the waiting, not the numbers; they are still noisy, so the results
@@ -357,6 +369,169 @@ def evaluation(a, argv) -> None:
     print("\n".join(lines))
 
 
+COND_DATA = "grocery-semi:balanced"
+COND_DATA_KW = {"split": "magb", "space": "aligned", "misaligned": 0.3}
+COND_SETTING = "inductive"
+COND_RATIO = 0.01
+COND_METHODS = ("srgm", "gcond", "gcond-x")
+COND_SHARE = 0.86
+
+
+def epoch_medians(trace: list[dict]) -> dict[str, float | None]:
+    """Median CPU seconds of a feature epoch and of a structure epoch in a condensation ``trace`` (one dict per
+    epoch: ``s``, its CPU seconds; ``structure_step``; ``val_acc`` when it ran a validation). Each kind's first
+    epoch (warm-up) and the epochs that validated are left out; :obj:`None` for a kind with no epoch left."""
+    out: dict[str, float | None] = {}
+    for kind, flag in (("feature", False), ("structure", True)):
+        kept = [r["s"] for r in [r for r in trace if bool(r["structure_step"]) == flag][1:] if "val_acc" not in r]
+        out[kind] = statistics.median(kept) if kept else None
+    return out
+
+
+def time_to_threshold(trace: list[dict], threshold: float) -> tuple[float, int] | None:
+    """``(CPU seconds, epoch)`` at the first validated epoch of ``trace`` whose ``val_acc`` reaches ``threshold``
+    (``cpu``: CPU seconds since the condensation started, at that epoch's record; ``epoch``: 1-based), or
+    :obj:`None` when no validation reaches it."""
+    for r in trace:
+        if "val_acc" in r and r["val_acc"] >= threshold:
+            return r["cpu"], r["epoch"]
+    return None
+
+
+def cond_worker(epochs: int) -> dict:
+    """Every condenser of :data:`COND_METHODS` on the inductive 1% cell, in this process: each one's per-epoch
+    trace (CPU seconds of the epoch, CPU seconds since :meth:`condense` was called, structure or feature epoch,
+    validation accuracy when validated) and its best validation accuracy."""
+    import torch
+
+    torch.set_num_threads(1)
+    from magkit.condense import make_condenser
+    from magkit.data import load_dataset
+
+    graph = load_dataset(COND_DATA, **COND_DATA_KW)
+    out = {}
+    for method in COND_METHODS:
+        trace: list[dict] = []
+        last = [0.0]
+
+        def record(rec: dict, trace: list[dict] = trace, last: list[float] = last) -> None:
+            now = time.process_time()
+            row = {"epoch": int(rec["epoch"]), "structure_step": bool(rec["structure_step"]),
+                   "s": now - last[0], "cpu": now - last[1]}
+            if "val_acc" in rec:
+                row["val_acc"] = float(rec["val_acc"])
+            trace.append(row)
+            last[0] = now
+
+        cond = make_condenser(method, ratio=COND_RATIO, seed=0, setting=COND_SETTING, epochs=epochs, eval_every=10)
+        last[0] = time.process_time()
+        last.append(last[0])
+        condensed = cond.condense(graph, progress=record)
+        out[method] = {"trace": trace, "n_syn": int(condensed.num_nodes)}
+        print(method, json.dumps(epoch_medians(trace)), file=sys.stderr, flush=True)
+    return out
+
+
+def whole_bar(runs: int) -> dict:
+    """The whole-graph GCN bar of the condensation cell: :func:`magkit.condense.train_whole` (standard protocol)
+    at seeds 0 .. ``runs`` - 1 on the real training graph; mean validation accuracy and CPU seconds."""
+    import torch
+
+    torch.set_num_threads(1)
+    from magkit.condense import graph_views, train_whole
+    from magkit.data import load_dataset
+
+    graph = load_dataset(COND_DATA, **COND_DATA_KW)
+    views = graph_views(graph, COND_SETTING)
+    t0 = time.process_time()
+    vals = [float(train_whole(views, "gcn", num_classes=graph.num_classes, seed=r)["val_acc"]) for r in range(runs)]
+    return {"val_acc": statistics.mean(vals), "runs_val_acc": vals, "s": time.process_time() - t0}
+
+
+def cond_summary(res: dict, threshold: float) -> dict:
+    """Per condenser of a worker's result: epoch medians, structure / feature, time to ``threshold``, best val."""
+    rows = {}
+    for method, r in res.items():
+        med = epoch_medians(r["trace"])
+        hit = time_to_threshold(r["trace"], threshold)
+        vals = [t["val_acc"] for t in r["trace"] if "val_acc" in t]
+        rows[method] = {"n_syn": r["n_syn"], "feature_s": med["feature"], "structure_s": med["structure"],
+                        "structure_over_feature": (med["structure"] / med["feature"]
+                                                   if med["structure"] and med["feature"] else None),
+                        "to_threshold_s": hit[0] if hit else None, "to_threshold_epoch": hit[1] if hit else None,
+                        "best_val_acc": max(vals) if vals else None, "total_s": r["trace"][-1]["cpu"]}
+    return rows
+
+
+def _cond_table(name: str, rows: dict) -> list[str]:
+    def f(x, fmt: str) -> str:
+        return "–" if x is None else format(x, fmt)
+
+    lines = [f"### {name}", "", f"| condenser | n' | feature epoch s | structure epoch s | structure / feature "
+             f"| to {100 * COND_SHARE:.0f}% of whole s (epoch) | best val acc | condense s |", "|---|---|---|---|---|---|---|---|"]
+    for method, r in rows.items():
+        hit = "not reached" if r["to_threshold_s"] is None else f"{r['to_threshold_s']:.1f} ({r['to_threshold_epoch']})"
+        lines.append(f"| {method} | {r['n_syn']} | {f(r['feature_s'], '.3f')} | {f(r['structure_s'], '.3f')} | "
+                     f"{f(r['structure_over_feature'], '.1f')} | {hit} | {f(r['best_val_acc'] and 100 * r['best_val_acc'], '.2f')} "
+                     f"| {r['total_s']:.1f} |")
+    return lines + [""]
+
+
+def condensation(a, argv: list[str]) -> None:
+    """The ``--condensation`` measurement (see the module docstring)."""
+    import torch
+    import torch_geometric
+
+    trees = []
+    if a.compare_src:
+        trees.append((a.compare_label or version_label(a.compare_src), Path(a.compare_src).resolve()))
+    trees.append((a.label or version_label(REPO / "src"), REPO / "src"))
+    raw = {}
+    for label, src in trees:
+        env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
+        cmd = [sys.executable, __file__, "--cond-worker", "--cond-epochs", str(a.cond_epochs)]
+        res = subprocess.run(cmd, env=env, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True)
+        raw[label] = json.loads(res.stdout.strip().splitlines()[-1])
+        print(label, "done", file=sys.stderr, flush=True)
+    bar = whole_bar(a.whole_runs)
+    threshold = COND_SHARE * bar["val_acc"]
+    rows = {label: cond_summary(r, threshold) for label, r in raw.items()}
+    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": 1,
+            "torch": torch.__version__, "torch_geometric": torch_geometric.__version__, "dataset": COND_DATA,
+            "dataset_kwargs": COND_DATA_KW, "setting": COND_SETTING, "ratio": COND_RATIO, "seed": 0,
+            "epochs": a.cond_epochs, "eval_every": 10, "whole": bar, "share": COND_SHARE, "threshold": threshold,
+            "command": command_line(argv)}
+    result = {"meta": meta, "runs": {k: {"summary": rows[k], "raw": raw[k]} for k in raw}}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "condensation.json").write_text(json.dumps(result, indent=1) + "\n")
+    runs_val = ", ".join(f"{100 * v:.2f}" for v in bar["runs_val_acc"])
+    lines = ["# Condensation speed: gradient-matching epochs and time to accuracy", "",
+             f"`{command_line(argv)}`" + (f" (OTHER/src: {trees[0][0]})" if a.compare_src else "") + ": "
+             f"{meta['machine']}, {meta['cpus']} CPUs, one thread, torch {meta['torch']}, PyG {meta['torch_geometric']}; "
+             f"{COND_DATA} with space aligned, misaligned 0.3, inductive, ratio {COND_RATIO}, seed 0, "
+             f"{a.cond_epochs} epochs validated every 10. Process CPU seconds: median feature and structure epoch "
+             "(each kind's first epoch and the validated epochs left out), and the time from the start of "
+             f"`condense` to the first validation reaching {100 * COND_SHARE:.0f}% of the whole-graph GCN "
+             f"validation accuracy (`train_whole`, GCN, seeds 0 to {a.whole_runs - 1}: {runs_val}, mean "
+             f"{100 * bar['val_acc']:.2f}; bar {100 * threshold:.2f}), validation included. Each tree ran in a "
+             "process of its own, one after the other.", ""]
+    for label, r in rows.items():
+        lines += _cond_table(label, r)
+    if len(rows) == 2:
+        (old, ro), (new, rn) = rows.items()
+        parts = []
+        for method in COND_METHODS:
+            for key, what in (("feature_s", "feature epoch"), ("structure_s", "structure epoch"),
+                              ("to_threshold_s", f"to {100 * COND_SHARE:.0f}%")):
+                x, y = ro[method][key], rn[method][key]
+                if x and y:
+                    parts.append(f"{method} {what} {x / y:.2f}x")
+        lines += [f"CPU time of {old} over {new}: " + ", ".join(parts) + ".", ""]
+    (out / "condensation.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hidden", type=int, default=256)
@@ -374,6 +549,12 @@ def main(argv=None) -> None:
     p.add_argument("--eval-runs", type=int, default=3, help="runs per backbone (--evaluation)")
     p.add_argument("--eval-val-dtype", default=None, choices=("float32", "auto", "bfloat16"),
                    help="val_dtype of the fast protocol's evaluate_condensed calls (--evaluation; default: float32)")
+    p.add_argument("--condensation", action="store_true",
+                   help="measure the gradient-matching condensers' epochs and time to accuracy")
+    p.add_argument("--cond-epochs", type=int, default=60, help="epochs of each condensation (--condensation)")
+    p.add_argument("--whole-runs", type=int, default=3,
+                   help="whole-graph GCN runs averaged into the accuracy bar (--condensation)")
+    p.add_argument("--cond-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--eval-protocol", default="standard", choices=EVAL_PROTOCOLS, help=argparse.SUPPRESS)
     p.add_argument("--eval-worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -382,6 +563,12 @@ def main(argv=None) -> None:
         return
     if a.evaluation:
         evaluation(a, argv)
+        return
+    if a.cond_worker:
+        print(json.dumps(cond_worker(a.cond_epochs)))
+        return
+    if a.condensation:
+        condensation(a, list(argv if argv is not None else sys.argv[1:]))
         return
     if a.worker:
         print(json.dumps(measure(a.hidden, a.epochs, a.repeats)))

@@ -39,3 +39,33 @@ def test_recorded_command_hides_the_compare_path():
         "python benchmarks/speed/run.py --compare-src OTHER/src --hidden 64")
     assert run.command_line(["--compare-src=/tmp/x/src"]) == "python benchmarks/speed/run.py --compare-src=OTHER/src"
     assert run.command_line([]) == "python benchmarks/speed/run.py"
+
+
+def _trace():
+    # epochs 1-3 structure, 4-6 feature; epochs 3 and 6 validated (their times include the validation)
+    return [
+        {"epoch": 1, "structure_step": True, "s": 5.0, "cpu": 5.0},
+        {"epoch": 2, "structure_step": True, "s": 1.0, "cpu": 6.0},
+        {"epoch": 3, "structure_step": True, "s": 9.0, "cpu": 15.0, "val_acc": 0.5},
+        {"epoch": 4, "structure_step": False, "s": 3.0, "cpu": 18.0},
+        {"epoch": 5, "structure_step": False, "s": 0.2, "cpu": 18.2},
+        {"epoch": 6, "structure_step": False, "s": 0.4, "cpu": 18.6},
+        {"epoch": 7, "structure_step": False, "s": 2.0, "cpu": 20.6, "val_acc": 0.7},
+        {"epoch": 8, "structure_step": False, "s": 2.0, "cpu": 22.6, "val_acc": 0.9},
+    ]
+
+
+def test_epoch_medians_skip_the_first_epoch_and_validations():
+    run = _script()
+    med = run.epoch_medians(_trace())
+    assert med["structure"] == 1.0  # epoch 1 (first) and 3 (validated) left out
+    assert abs(med["feature"] - 0.3) < 1e-12  # epochs 5, 6; not 4 (first), 7, 8 (validated)
+    assert run.epoch_medians([r for r in _trace() if not r["structure_step"]])["structure"] is None
+
+
+def test_time_to_threshold_is_the_first_validation_reaching_it():
+    run = _script()
+    assert run.time_to_threshold(_trace(), 0.6) == (20.6, 7)
+    assert run.time_to_threshold(_trace(), 0.7) == (20.6, 7)  # reaching counts
+    assert run.time_to_threshold(_trace(), 0.5) == (15.0, 3)
+    assert run.time_to_threshold(_trace(), 0.95) is None
