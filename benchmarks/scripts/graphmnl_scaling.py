@@ -47,6 +47,7 @@ def main(argv=None) -> None:
     est = create("graphmnl", batch_size=a.batch_size, fanouts=fan, seed=0, epochs=a.epochs, patience=None,
                  warmup=a.warmup)
     epochs = []
+    load_before = os.getloadavg()[0]
     mon = MemoryMonitor().start()
     t0 = time.perf_counter()
     est.fit(g, progress=lambda rec: epochs.append({k: rec.get(k) for k in ("epoch", "time", "loss", "guide",
@@ -67,7 +68,7 @@ def main(argv=None) -> None:
         "generate_or_open_s": gen_s, **setup, "batch_size": a.batch_size, "fanouts": list(fan), "epochs": epochs,
         "fit_wall_s": fit_s, "whole_graph_pass_s": pass_s, "val_acc_best": est.history_.best_score,
         "test_acc_sample": sc["acc"], "test_f1_sample": sc["f1"], "test_sample_nodes": int(sample.numel()),
-        "score_s": score_s, **mem,
+        "score_s": score_s, "load_avg_before": load_before, "load_avg_after": os.getloadavg()[0], **mem,
     }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,9 @@ def main(argv=None) -> None:
     lines = [
         f"# Mini-batch GraphMNL out of core: a {res['nodes']:,}-node graph with memory-mapped features", "",
         f"Command: `{res['command']}` ({res['date']}). Machine: {res['machine']['cpu']}, {res['machine']['cores']} "
-        f"cores, {res['machine']['ram_gib']:.1f} GiB RAM, torch {res['machine']['torch']}, one thread.", "",
+        f"cores, {res['machine']['ram_gib']:.1f} GiB RAM, torch {res['machine']['torch']}, one thread; 1-minute load "
+        f"average {res['load_avg_before']:.1f} before the fit, {res['load_avg_after']:.1f} after (above 1: other "
+        "processes shared the cores, and the times are longer than on an idle machine).", "",
         f"Graph: the scaling benchmark's ({res['nodes']:,} nodes, {res['edges_directed']:,} directed edges, "
         f"{res['train_nodes']:,} training nodes). graphmnl with its defaults, batch size {a.batch_size}, fan-outs "
         f"{a.fanouts}, {a.epochs} epochs, guidance from epoch {a.warmup}.", "",
