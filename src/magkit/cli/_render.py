@@ -47,6 +47,12 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _count(value: float) -> str:
+    """A step count as written in a log line: whole counts in full (1500000, not 1.5e+06), a run's share of
+    epochs to two decimals (2.33)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.2f}".rstrip("0").rstrip(".")
+
+
 class LineProgress:
     """The progress bar's interface (``add_task``, ``update``, ``reset``, ``console``) written as log lines:
     ``description done/total status elapsed H:MM:SS ETA H:MM:SS``, one when a task's whole count moves (at most one
@@ -106,9 +112,9 @@ class LineProgress:
         done, total = t["completed"], t["total"]
         elapsed = now - t["start"]
         if total:
-            shown = f"{done:g}/{total:g}" if self.count else f"{100 * done / total:.0f}%"
+            shown = f"{_count(done)}/{_count(total)}" if self.count else f"{100 * done / total:.0f}%"
         else:
-            shown = f"{done:g}"
+            shown = _count(done)
         parts = [escape(str(t["description"])), shown]
         info = t["fields"].get("info")
         if info:
