@@ -72,3 +72,12 @@ def test_large_and_fractional_counts_are_written_in_full():
     other = prog.add_task("gcn", total=3, info="")
     prog.update(other, completed=1 + 1 / 3)
     assert lines(buf) == ["encoding 1500000/2000000 elapsed 0:00:00", "gcn 1.33/3 elapsed 0:00:00"]
+
+
+def test_reset_without_a_total_keeps_the_tasks_as_the_bar_does():
+    buf, clock = io.StringIO(), Clock()
+    prog = LineProgress(console=Console(file=buf, width=200), clock=clock)
+    task = prog.add_task("search", total=8, info="")
+    prog.reset(task, description="refit")
+    prog.update(task, completed=2)
+    assert lines(buf) == ["refit 2/8 elapsed 0:00:00"]

@@ -81,7 +81,9 @@ class LineProgress:
     def reset(self, task: int, total: float | None = None, completed: float = 0, description: str | None = None,
               **fields) -> None:
         t = self.tasks[task]
-        t.update(total=total, completed=completed, start=self.clock(), start_done=completed, last=None, last_line=-1.0)
+        t.update(completed=completed, start=self.clock(), start_done=completed, last=None, last_line=-1.0)
+        if total is not None:  # as rich's Progress.reset: no total keeps the task's
+            t["total"] = total
         if description is not None:
             t["description"] = description
         t["fields"].update(fields)
