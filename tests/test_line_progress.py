@@ -62,3 +62,22 @@ def test_percent_form_and_reset():
     clock.t = 40.0
     prog.update(task, completed=1, info="trial 1")
     assert lines(buf) == ["demo 25% elapsed 0:00:20 ETA 0:01:00", "search [x] 20% trial 1 elapsed 0:00:20 ETA 0:01:20"]
+
+
+def test_large_and_fractional_counts_are_written_in_full():
+    buf, clock = io.StringIO(), Clock()
+    prog = LineProgress(console=Console(file=buf, width=200), clock=clock)
+    task = prog.add_task("encoding", total=2_000_000, info="")
+    prog.update(task, completed=1_500_000)
+    other = prog.add_task("gcn", total=3, info="")
+    prog.update(other, completed=1 + 1 / 3)
+    assert lines(buf) == ["encoding 1500000/2000000 elapsed 0:00:00", "gcn 1.33/3 elapsed 0:00:00"]
+
+
+def test_reset_without_a_total_keeps_the_tasks_as_the_bar_does():
+    buf, clock = io.StringIO(), Clock()
+    prog = LineProgress(console=Console(file=buf, width=200), clock=clock)
+    task = prog.add_task("search", total=8, info="")
+    prog.reset(task, description="refit")
+    prog.update(task, completed=2)
+    assert lines(buf) == ["refit 2/8 elapsed 0:00:00"]

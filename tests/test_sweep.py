@@ -111,6 +111,25 @@ def test_exclude_drops_the_named_cells_and_refuses_values_outside_the_grid(tmp_p
             load_spec(write_spec(tmp_path, big + f"exclude:\n  - {bad}\n", "bad.yaml"))
 
 
+def test_exclude_in_a_condense_sweep_reads_ratios_as_floats_and_seeds_as_the_seeds_key_does(tmp_path):
+    full = {c.key for c in expand_grid(load_spec(write_spec(tmp_path, CONDENSE)))}
+    cut = CONDENSE + "exclude:\n  - {method: herding, ratio: '5e-2', seed: '0..1'}\n  - {method: random, seed: ['1']}\n"
+    keys = {c.key for c in expand_grid(load_spec(write_spec(tmp_path, cut, "cut.yaml")))}
+    assert full - keys == {"condense|dataset=tiny|method=herding|ratio=0.05|seed=0",
+                           "condense|dataset=tiny|method=herding|ratio=0.05|seed=1",
+                           "condense|dataset=tiny|method=random|ratio=0.02|seed=1",
+                           "condense|dataset=tiny|method=random|ratio=0.05|seed=1"}
+    assert "condense|dataset=tiny|method=whole|ratio=1.0|seed=0" in keys
+    for bad, msg in (("{ratio: abc}", "exclude ratio 'abc'; allowed: 0.02, 0.05"),
+                     ("{ratio: [0.02, null]}", "exclude ratio None; allowed: 0.02, 0.05"),
+                     ("{seed: '0-1'}", "exclude seed '0-1'; allowed: 0, 1 (one, a list or a range like 0..2)"),
+                     ("{seed: [true]}", "exclude seed True; allowed: 0, 1"),
+                     ("{seed: 0..3}", "exclude seed 2 is not in the grid; allowed: 0, 1"),
+                     ("{method: []}", "exclude method []; allowed: random, herding, whole")):
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            load_spec(write_spec(tmp_path, CONDENSE + f"exclude:\n  - {bad}\n", "bad.yaml"))
+
+
 def test_shards_are_disjoint_balanced_and_cover_the_grid(fit_spec):
     cells = expand_grid(dict(fit_spec, seeds=list(range(11))))  # 22 cells
     for n in range(1, 8):

@@ -89,6 +89,20 @@ def version_label(src: str | Path) -> str:
         return f"magkit at {src}"
 
 
+def fast_val_dtype(given: str | None) -> str:
+    """The ``val_dtype`` a fast-protocol ``evaluate_condensed`` call runs with: ``given``, else the protocol's
+    default (:data:`magkit.condense.evaluate.FAST_OPTIONS`)."""
+    from magkit.condense.evaluate import FAST_OPTIONS
+
+    return given if given is not None else FAST_OPTIONS["val_dtype"]
+
+
+def distinct_label(compare: str, this: str) -> str:
+    """The compared tree's heading, told apart from this tree's when both name the same version (two clean
+    checkouts of one commit): results are keyed by heading, so one would replace the other."""
+    return compare if compare != this else f"{compare} (--compare-src)"
+
+
 def command_line(argv: list[str]) -> str:
     """The command as recorded in ``results.md``: the ``--compare-src`` path (local to the machine that ran it)
     is written as ``OTHER/src``."""
@@ -345,8 +359,12 @@ def evaluation(a, argv) -> None:
     ratio = std["s_per_call"] / fast["s_per_call"]
     same = {b: sum(x == y for x, y in zip(std[b]["best_epochs"], fast[b]["best_epochs"])) for b in EVAL_BACKBONES}
     n_runs = a.eval_graphs * a.eval_runs
+    from magkit.condense.batched import native_bfloat16
+
+    native_bf16 = native_bfloat16(torch.device("cpu"))
     result = {"meta": {"dataset": EVAL_DATA, "width": EVAL_WIDTH, "graphs": a.eval_graphs, "runs": a.eval_runs,
-                       "backbones": EVAL_BACKBONES, "threads": 1, "fast_val_dtype": a.eval_val_dtype or "float32"},
+                       "backbones": EVAL_BACKBONES, "threads": 1, "fast_val_dtype": fast_val_dtype(a.eval_val_dtype),
+                       "native_bfloat16": native_bf16},
               "protocols": summary, "per_graph": per, "same_selected_epoch": same, "ratio": ratio}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -356,7 +374,8 @@ def evaluation(a, argv) -> None:
              f"{EVAL_DATA} at {EVAL_WIDTH} + {EVAL_WIDTH}, {a.eval_graphs} condensed graphs (GCond-X, ratio 0.01, "
              f"50 epochs), {', '.join(EVAL_BACKBONES)} x {a.eval_runs} runs per call, one thread, mean CPU seconds "
              "per call; test accuracy: mean ± std over graphs x runs (percent); the fast protocol with its defaults "
-             f"(eval_every 10, patience 10) and val_dtype {a.eval_val_dtype or 'float32'}.", "",
+             f"(eval_every 10, patience 10) and val_dtype {fast_val_dtype(a.eval_val_dtype)} (this CPU "
+             f"{'has' if native_bf16 else 'has no'} native bfloat16).", "",
              "| protocol | s / call | " + " | ".join(f"{b} s | {b} test acc" for b in EVAL_BACKBONES) + " |",
              "|---|---|" + "---|---|" * len(EVAL_BACKBONES)]
     for protocol, row in summary.items():
@@ -486,6 +505,8 @@ def condensation(a, argv: list[str]) -> None:
     if a.compare_src:
         trees.append((a.compare_label or version_label(a.compare_src), Path(a.compare_src).resolve()))
     trees.append((a.label or version_label(REPO / "src"), REPO / "src"))
+    if len(trees) == 2:
+        trees[0] = (distinct_label(trees[0][0], trees[1][0]), trees[0][1])
     raw = {}
     for label, src in trees:
         env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
@@ -548,7 +569,8 @@ def main(argv=None) -> None:
     p.add_argument("--eval-graphs", type=int, default=3, help="condensed graphs evaluated (--evaluation)")
     p.add_argument("--eval-runs", type=int, default=3, help="runs per backbone (--evaluation)")
     p.add_argument("--eval-val-dtype", default=None, choices=("float32", "auto", "bfloat16"),
-                   help="val_dtype of the fast protocol's evaluate_condensed calls (--evaluation; default: float32)")
+                   help="val_dtype of the fast protocol's evaluate_condensed calls (--evaluation; default: the "
+                        "fast protocol's, auto)")
     p.add_argument("--condensation", action="store_true",
                    help="measure the gradient-matching condensers' epochs and time to accuracy")
     p.add_argument("--cond-epochs", type=int, default=60, help="epochs of each condensation (--condensation)")
@@ -577,7 +599,7 @@ def main(argv=None) -> None:
     label = a.label or version_label(REPO / "src")
     runs = {}
     if a.compare_src:
-        compare_label = a.compare_label or version_label(a.compare_src)
+        compare_label = distinct_label(a.compare_label or version_label(a.compare_src), label)
         env = dict(os.environ, PYTHONPATH=str(Path(a.compare_src).resolve()), OMP_NUM_THREADS="1")
         cmd = [sys.executable, __file__, "--worker", "--hidden", str(a.hidden), "--epochs", str(a.epochs),
                "--repeats", str(a.repeats)]

@@ -69,3 +69,17 @@ def test_time_to_threshold_is_the_first_validation_reaching_it():
     assert run.time_to_threshold(_trace(), 0.7) == (20.6, 7)  # reaching counts
     assert run.time_to_threshold(_trace(), 0.5) == (15.0, 3)
     assert run.time_to_threshold(_trace(), 0.95) is None
+
+
+def test_evaluation_names_the_fast_protocols_own_val_dtype_default():
+    from magkit.condense.evaluate import FAST_OPTIONS
+
+    run = _script()
+    assert run.fast_val_dtype(None) == FAST_OPTIONS["val_dtype"] == "auto"
+    assert run.fast_val_dtype("float32") == "float32"
+
+
+def test_two_trees_at_one_version_keep_separate_headings():
+    run = _script()
+    assert run.distinct_label("magkit abc1234", "magkit abc1234") == "magkit abc1234 (--compare-src)"
+    assert run.distinct_label("magkit 0.1.0", "magkit abc1234") == "magkit 0.1.0"

@@ -169,11 +169,7 @@ def _exclude(value: Any, spec: dict[str, Any], where: str) -> list[dict[str, lis
         norm: dict[str, list[Any]] = {}
         for axis, vals in entry.items():
             grid = _axis_values(spec, axis)
-            vals = vals if isinstance(vals, list) else [vals]
-            if axis == "ratio":
-                vals = [float(v) for v in vals]
-            elif axis != "seed":
-                vals = [str(v) for v in vals]
+            vals = _exclude_values(axis, vals, grid, where)
             bad = [v for v in vals if v not in grid]
             if bad:
                 raise ConfigError(f"{where}: exclude {axis} {bad[0]!r} is not in the grid; allowed: "
@@ -181,6 +177,37 @@ def _exclude(value: Any, spec: dict[str, Any], where: str) -> list[dict[str, lis
             norm[axis] = vals
         entries.append(norm)
     return entries
+
+
+def _exclude_values(axis: str, vals: Any, grid: list[Any], where: str) -> list[Any]:
+    """One ``exclude`` axis's values in the grid's types: ratios as floats, seeds as integers (a single seed, a
+    list or a range like ``0..2``, as ``seeds`` takes them), the other axes as strings."""
+    from ..eval.experiment import parse_seeds
+
+    allowed = f"allowed: {', '.join(map(str, grid))}"
+    if axis == "seed" and isinstance(vals, str):
+        try:
+            return parse_seeds(vals)
+        except ConfigError:
+            raise ConfigError(f"{where}: exclude seed {vals!r}; {allowed} (one, a list or a range like 0..2)") from None
+    vals = vals if isinstance(vals, list) else [vals]
+    if not vals:
+        raise ConfigError(f"{where}: exclude {axis} []; {allowed} (one value or a non-empty list)")
+    out = []
+    for v in vals:
+        if axis == "ratio":
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}: exclude ratio {v!r}; {allowed}") from None
+        elif axis == "seed":
+            if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, str) and not v.strip().isdigit()):
+                raise ConfigError(f"{where}: exclude seed {v!r}; {allowed} (one, a list or a range like 0..2)")
+            v = int(v)
+        else:
+            v = str(v)
+        out.append(v)
+    return out
 
 
 def _excluded(spec: dict[str, Any], fields: dict[str, Any]) -> bool:

@@ -47,6 +47,12 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _count(value: float) -> str:
+    """A step count as written in a log line: whole counts in full (1500000, not 1.5e+06), a run's share of
+    epochs to two decimals (2.33)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.2f}".rstrip("0").rstrip(".")
+
+
 class LineProgress:
     """The progress bar's interface (``add_task``, ``update``, ``reset``, ``console``) written as log lines:
     ``description done/total status elapsed H:MM:SS ETA H:MM:SS``, one when a task's whole count moves (at most one
@@ -75,7 +81,9 @@ class LineProgress:
     def reset(self, task: int, total: float | None = None, completed: float = 0, description: str | None = None,
               **fields) -> None:
         t = self.tasks[task]
-        t.update(total=total, completed=completed, start=self.clock(), start_done=completed, last=None, last_line=-1.0)
+        t.update(completed=completed, start=self.clock(), start_done=completed, last=None, last_line=-1.0)
+        if total is not None:  # as rich's Progress.reset: no total keeps the task's
+            t["total"] = total
         if description is not None:
             t["description"] = description
         t["fields"].update(fields)
@@ -106,9 +114,9 @@ class LineProgress:
         done, total = t["completed"], t["total"]
         elapsed = now - t["start"]
         if total:
-            shown = f"{done:g}/{total:g}" if self.count else f"{100 * done / total:.0f}%"
+            shown = f"{_count(done)}/{_count(total)}" if self.count else f"{100 * done / total:.0f}%"
         else:
-            shown = f"{done:g}"
+            shown = _count(done)
         parts = [escape(str(t["description"])), shown]
         info = t["fields"].get("info")
         if info:
