@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speed/run.py [--compare-src OTHER/src]
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speed/run.py --condensation [--compare-src OTHER/src]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/speed/run.py --all [--compare-src OTHER/src]   # all three
 
 On ``grocery-semi:balanced`` (MAGB Grocery's structure and labels, generated text and image features) at the real
 encoder widths (768 + 768) and at 128 + 128, hidden 256, one thread, it measures (median over a few epochs):
@@ -564,6 +565,8 @@ def main(argv=None) -> None:
                    help="heading of the --compare-src run (default: magkit <its short commit hash>)")
     p.add_argument("--out", default=str(HERE))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--all", action="store_true",
+                   help="the whole suite: training (results.md), --evaluation and --condensation, one after another")
     p.add_argument("--evaluation", action="store_true",
                    help="measure condensed-graph evaluation, standard against fast protocol")
     p.add_argument("--eval-graphs", type=int, default=3, help="condensed graphs evaluated (--evaluation)")
@@ -596,6 +599,14 @@ def main(argv=None) -> None:
         print(json.dumps(measure(a.hidden, a.epochs, a.repeats)))
         return
     argv = list(argv if argv is not None else sys.argv[1:])
+    training(a, argv)
+    if a.all:
+        evaluation(a, argv)
+        condensation(a, argv)
+
+
+def training(a, argv: list[str]) -> None:
+    """The training measurement (the default mode; see the module docstring)."""
     label = a.label or version_label(REPO / "src")
     runs = {}
     if a.compare_src:

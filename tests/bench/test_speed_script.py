@@ -83,3 +83,15 @@ def test_two_trees_at_one_version_keep_separate_headings():
     run = _script()
     assert run.distinct_label("magkit abc1234", "magkit abc1234") == "magkit abc1234 (--compare-src)"
     assert run.distinct_label("magkit 0.1.0", "magkit abc1234") == "magkit 0.1.0"
+
+
+def test_all_runs_training_then_evaluation_then_condensation(monkeypatch):
+    run = _script()
+    calls = []
+    for name in ("training", "evaluation", "condensation"):
+        monkeypatch.setattr(run, name, lambda a, argv, name=name: calls.append((name, list(argv))))
+    run.main(["--all", "--compare-src", "OTHER/src"])
+    assert calls == [(n, ["--all", "--compare-src", "OTHER/src"]) for n in ("training", "evaluation", "condensation")]
+    calls.clear()
+    run.main([])
+    assert calls == [("training", [])]
