@@ -71,6 +71,20 @@ def test_time_to_threshold_is_the_first_validation_reaching_it():
     assert run.time_to_threshold(_trace(), 0.95) is None
 
 
+def test_wall_seconds_to_the_bar_are_read_and_shown_on_more_than_one_thread():
+    run = _script()
+    trace = [{**r, "wall": r["cpu"] / 2} for r in _trace()]  # two busy threads: half the CPU seconds
+    assert run.time_to_threshold(trace, 0.6, "wall") == (10.3, 7)
+    rows = run.cond_summary({"srgm": {"trace": trace, "n_syn": 102}}, 0.6)
+    assert rows["srgm"]["to_threshold_wall_s"] == 10.3 and rows["srgm"]["to_threshold_s"] == 20.6
+    one, two = run._cond_table("t", rows), run._cond_table("t", rows, wall=True)
+    assert "wall s" not in one[2] and one[3].count("---") == 8
+    assert "| to 86% of whole, wall s |" in two[2] and two[3].count("---") == 9
+    assert two[4].startswith("| srgm | 102 | 0.300 | 1.000 | 3.3 | 20.6 (7) | 10.3 | 90.00 | 22.6 |")
+    # a trace without wall seconds (one thread) has none
+    assert run.cond_summary({"srgm": {"trace": _trace(), "n_syn": 102}}, 0.6)["srgm"]["to_threshold_wall_s"] is None
+
+
 def test_evaluation_names_the_fast_protocols_own_val_dtype_default():
     from magkit.condense.evaluate import FAST_OPTIONS
 
