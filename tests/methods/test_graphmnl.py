@@ -39,10 +39,10 @@ def fitted(graph):
 
 
 def test_signature_lists_the_options():
-    """GraphMNL's options are its signature (the node-classifier ones, then its own fifteen), typed, with defaults."""
+    """GraphMNL's options are its signature (the node-classifier ones, then its own sixteen), typed, with defaults."""
     params = inspect.signature(magkit.GraphMNL).parameters
     own = ["branches", "prop_k", "struct_backbone", "struct_layers", "temperature", "beta", "smooth_steps", "delta",
-           "warmup", "lam", "rho", "guidance", "teacher", "gate", "fixed_dominant"]
+           "warmup", "warmup_patience", "lam", "rho", "guidance", "teacher", "gate", "fixed_dominant"]
     assert list(params)[-len(own):] == own and len(params) == 13 + len(own)
     assert all(p.kind is p.KEYWORD_ONLY and p.annotation is not p.empty for p in params.values())
     est = GraphMNL(lam=0.5)
@@ -85,6 +85,29 @@ def test_guidance_starts_after_warmup_and_is_gated(graph):
     assert all(v == 0.0 for v in ungated.history_.series("guide")[:10])
     assert min(ungated.history_.series("gate_rate")[10:]) > 0.99
     assert max(gate[10:]) < 0.99
+
+
+def test_guidance_starts_at_the_validation_plateau_when_it_comes_before_warmup(graph):
+    """``warmup_patience``: the guidance starts the epoch after ``warmup_patience`` validations without
+    improvement, if that is before ``warmup``; without it, at ``warmup``."""
+    kw = {**FAST, "warmup": 40, "epochs": 45, "patience": 45}
+    plain = create("graphmnl", seed=0, **kw).fit(graph)
+    assert plain.guidance_start_ == 40 and all(v == 0.0 for v in plain.history_.series("guide")[:40])
+    early = create("graphmnl", seed=0, warmup_patience=3, **kw).fit(graph)
+    val = early.history_.series("val_acc")
+    best, waited, expected = float("-inf"), 0, None
+    for e, v in enumerate(val):  # the rule, replayed on the recorded validation curve
+        best, waited = (v, 0) if v > best else (best, waited + 1)
+        if waited >= 3:
+            expected = e + 1
+            break
+    assert expected is not None and expected < 40 and early.guidance_start_ == expected
+    guide = early.history_.series("guide")
+    assert all(v == 0.0 for v in guide[:expected]) and any(v > 0 for v in guide[expected:])
+    # up to the start both fits are the same fit
+    assert plain.history_.series("loss")[:expected] == early.history_.series("loss")[:expected]
+    with pytest.raises(ConfigError, match=re.escape("warmup_patience=0; allowed: None or >= 1")):
+        create("graphmnl", warmup_patience=0, **kw).fit(graph)
 
 
 def test_no_guidance_means_no_guidance_loss(graph):

@@ -117,7 +117,7 @@ def explain_report(est, graph) -> dict:
         "final_gate_rate": gate[best] if 0 <= best < len(gate) else float("nan"),
         "reliability_auc": d.get("reliability_auc", {}),
         "gate": bool(est.gate),
-        "warmup": int(est.warmup),
+        "warmup": int(getattr(est, "guidance_start_", est.warmup)),  # the epoch the guidance started at
         "best_epoch": int(best),
         "loss_terms": {k: est.history_.series(k) for k in ("ce", "guide")},
         "alpha_range": [0.0, hi],

@@ -78,6 +78,9 @@ class GraphMNL(NodeClassifier):
         delta (float, optional): δ: a branch is inferior when its r̃ is at least δ below its kind's best.
             (default: :obj:`0.05`)
         warmup (int, optional): epochs before the guidance starts. (default: :obj:`20`)
+        warmup_patience (int, optional): the guidance also starts after this many validations without
+            improvement of ``monitor``, if that comes before ``warmup`` (a teacher at its validation plateau);
+            :obj:`None`: after ``warmup`` epochs only. (default: :obj:`None`)
         lam (float, optional): λ, the guidance weight. (default: :obj:`1.0`)
         rho (float, optional): ρ of the negative-set rule t_c(i) < ρ C π_c (``teacher="fused"``) or
             t_c(i) < ρ (``teacher="dominant"``). (default: :obj:`0.05`)
@@ -114,7 +117,7 @@ class GraphMNL(NodeClassifier):
                  branches: list[str] | tuple[str, ...] | None = None, prop_k: int = 2,
                  struct_backbone: Literal["sage", "gcn", "appnp", "gat", "sgc"] = "sage", struct_layers: int = 2,
                  temperature: float = 0.3, beta: float = 0.5, smooth_steps: int = 2, delta: float = 0.05,
-                 warmup: int = 20, lam: float = 1.0, rho: float = 0.05,
+                 warmup: int = 20, warmup_patience: int | None = None, lam: float = 1.0, rho: float = 0.05,
                  guidance: Literal["nl", "ntkd", "kd", "mnl", "none"] = "nl",
                  teacher: Literal["fused", "dominant"] = "fused", gate: bool = False,
                  fixed_dominant: str | None = None):
@@ -132,6 +135,8 @@ class GraphMNL(NodeClassifier):
             ("smooth_steps", self.smooth_steps, 0 <= self.smooth_steps <= 64, "0 <= smooth_steps <= 64"),
             ("delta", self.delta, self.delta >= 0, ">= 0"),
             ("warmup", self.warmup, self.warmup >= 0, ">= 0"),
+            ("warmup_patience", self.warmup_patience, self.warmup_patience is None or self.warmup_patience >= 1,
+             "None or >= 1"),
             ("lam", self.lam, self.lam >= 0, ">= 0"),
             ("rho", self.rho, 0 < self.rho < 1, "0 < rho < 1"),
         ):
@@ -230,11 +235,37 @@ class GraphMNL(NodeClassifier):
         # the topo branch's node count)
         self.__dict__.pop("model_", None)
         try:
-            super().fit(graph, progress)
+            super().fit(graph, self._plateau_watch(progress))
+            self.guidance_start_ = self._state.start if self._state.start is not None else self.warmup
         finally:
             self.__dict__.pop("_state", None)  # training-time state: not part of the fitted estimator
         self.diagnostics_ = diagnose(self, graph)
         return self
+
+    def _plateau_watch(self, progress):
+        """``progress`` wrapped so that, with ``warmup_patience``, the guidance starts at the epoch after the
+        validation ``monitor`` has not improved for that many validations (when that is before ``warmup``)."""
+        if self.warmup_patience is None:
+            return progress
+        from ...train.loop import MONITORS
+
+        sign = MONITORS[self.monitor]
+        seen = {"best": float("-inf"), "waited": 0}
+
+        def watch(record: dict) -> None:
+            if self.monitor in record:
+                score = sign * float(record[self.monitor])
+                if score > seen["best"]:
+                    seen["best"], seen["waited"] = score, 0
+                else:
+                    seen["waited"] += 1
+                state = self._state
+                if state.start is None and seen["waited"] >= self.warmup_patience and record["epoch"] + 1 < self.warmup:
+                    state.start = record["epoch"] + 1
+            if progress is not None:
+                progress(record)
+
+        return watch
 
     # ------------------------------------------------------------------ reliability at inference
     def _reliability_fixed_point(self, graph, inp: GraphInputs, iterations: int = 2) -> Tensor:

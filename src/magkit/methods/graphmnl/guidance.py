@@ -98,6 +98,7 @@ class GuidanceState:
     fixed_index: Tensor | None = None  # fixed_dominant: [B] bool, the global dominant modality's branches
     next_reliability: Tensor | None = None  # full batch: the reliability the next epoch's fusion reads
     eval_pass: dict | None = None  # mini-batch: the evaluation's whole-graph pass, reused as the next state pass
+    start: int | None = None  # the epoch the guidance starts at, when a validation plateau came before ``warmup``
     epoch: dict | None = None  # mini-batch: this epoch's state (see :meth:`step`)
     minibatch: Any = None  # mini-batch training: its GuidedMiniBatch (draws of guided seeds, their sampler)
 
@@ -121,7 +122,8 @@ class GuidanceState:
         present = out["present"]
         n = present.shape[0]
         r, probs = self.scores(out)
-        active = epoch >= p["warmup"] and p["guidance"] != "none" and p["lam"] > 0
+        start = p["warmup"] if self.start is None else min(self.start, p["warmup"])
+        active = epoch >= start and p["guidance"] != "none" and p["lam"] > 0
         fixed = p["fixed_dominant"] is not None and (active or p["fixed_dominant"] != "auto")
         # ``auto`` picks the global dominant from the warmed-up branches when the transfer starts (at epoch 0 the
         # reliability of untrained branches would make the pick arbitrary); until then nothing reads the arbitration
