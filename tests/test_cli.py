@@ -465,6 +465,30 @@ def test_report_renders_the_committed_bench_rows(name, dataset, tmp_path):
     assert "| gcn-early |" in md and dataset in md
 
 
+def test_render_only_shows_the_recorded_throughput_without_measuring(tmp_path, monkeypatch):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(SUITE)
+    assert invoke("bench", "run", str(suite), "--no-throughput").exit_code == 0
+    out = tmp_path / "tiny"
+    md = (out / "results.md").read_text()
+    assert f"`magkit bench run {suite} --no-throughput`" in md and "Engine throughput" not in md
+    tp = {"nodes": 1000, "nnz": 5000, "d_in": 64, "hidden": 8, "classes": 4, "threads": 1, "step_time_ms": 2.5,
+          "achieved_gflops": 10.0, "dense_matmul_gflops": 40.0, "ratio_to_dense": 0.25, "data": "synthetic"}
+    (out / "throughput.json").write_text(json.dumps(tp))
+    import magkit.bench.throughput as thr
+
+    def no_measuring(*a, **k):
+        raise AssertionError("--render-only measured the throughput")
+
+    monkeypatch.setattr(thr, "gcn_throughput", no_measuring)
+    res = invoke("bench", "run", str(suite), "--render-only")
+    assert res.exit_code == 0, res.output
+    md = (out / "results.md").read_text()
+    assert f"`magkit bench run {suite}`" in md
+    assert ("on `synthetic` (1,000 nodes, 5,000 non-zeros in Â, widths 64 -> 8 -> 4), 1 thread: 2.5 ms per step = "
+            "10.0 GFLOP/s, against 40.0 GFLOP/s") in md and "**25% of the dense rate**" in md
+
+
 def test_render_only_without_rows_is_one_line(tmp_path):
     suite = tmp_path / "s.yaml"
     suite.write_text("name: s\ndatasets: [synthetic]\nsplits: [magb]\nseeds: 0\nmethods: [mlp-early]\n")

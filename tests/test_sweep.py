@@ -270,6 +270,16 @@ def test_report_lists_errors_apart_and_the_last_row_wins(fit_spec, tmp_path):
         render([tmp_path / "nope.jsonl"], tmp_path / "rep3")
 
 
+def test_report_states_when_its_rows_were_recorded(fit_spec, tmp_path):
+    """The report says from when to when its ok rows were recorded (their ``finished_at``, UTC, to the minute)."""
+    res = run_sweep(fit_spec, tmp_path / "a")
+    rows = [dict(r, finished_at=t) for r, t in zip(res.rows, ["2026-01-02T03:04:59+00:00", "2026-01-01T23:59:00+00:00",
+                                                             "2026-01-03T10:00:00+00:00"])]
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    md = render([tmp_path / "b.jsonl"], tmp_path / "rep")["markdown"].read_text()
+    assert "Rows recorded from 2026-01-01 23:59 to 2026-01-03 10:00 UTC." in md
+
+
 def test_report_reads_condense_sweeps_and_suite_rows(tmp_path):
     spec = load_spec(write_spec(tmp_path, CONDENSE))
     res = run_sweep(spec, tmp_path / "c")

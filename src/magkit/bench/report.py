@@ -176,6 +176,9 @@ def render(paths: list[str | Path], out: str | Path, command: str | None = None,
     lines += _auc_table(groups)
     if extra_md:
         lines += [extra_md, ""]
+    stamps = sorted(str(r["finished_at"]) for r in ok if r.get("finished_at"))
+    if stamps:
+        lines += [f"Rows recorded from {_stamp(stamps[0])} to {_stamp(stamps[-1])} UTC.", ""]
     envs = {json.dumps(r.get("environment"), sort_keys=True) for r in ok if r.get("environment")}
     if envs:
         lines += ["Environments of the rows: " + "; ".join(f"`{e}`" for e in sorted(envs)), ""]
@@ -231,6 +234,11 @@ def _search_table(dataset: str, on: str, gs: list[dict]) -> list[str]:
         lines += [f"| {g['method']} | {acc(g, 'val_acc')} | {acc(g, 'test_acc')} | {acc(g, 'test_f1')} | {secs(g)} |"
                   for g in sorted(retrained, key=lambda g: -g["metrics"].get("val_acc", {"mean": -1.0})["mean"])]
     return lines + [""]
+
+
+def _stamp(iso: str) -> str:
+    """``2026-12-06T19:46:09+00:00`` as ``2026-12-06 19:46`` (a row's ``finished_at``, UTC)."""
+    return iso.replace("T", " ")[:16]
 
 
 def _auc_table(groups: list[dict]) -> list[str]:

@@ -18,7 +18,7 @@ def bench_run(
     suite: Annotated[Path, typer.Argument(help="Suite YAML (e.g. benchmarks/citeseer.yaml).")],
     out: Annotated[Path | None, typer.Option("--out", help="Results folder (default: next to the suite, named after it).")] = None,
     root: RootOpt = None,
-    throughput: Annotated[bool, typer.Option(help="Also measure GCN throughput against a dense matmul.")] = True,
+    throughput: Annotated[bool, typer.Option(help="Also measure GCN throughput against a dense matmul (with --render-only: show the one recorded).")] = True,
     shard: Annotated[str, typer.Option(help="Run only shard i/n of the grid (e.g. 0/2), for parallel processes or job arrays.")] = "0/1",
     run: Annotated[bool, typer.Option("--run/--render-only", help="--render-only: write the tables from the rows recorded so far.")] = True,
 ):
@@ -51,8 +51,9 @@ def bench_run(
         if not Path(out).is_dir() or not rows_files(out):
             raise ConfigError(f"--render-only: no rows recorded yet in {str(out)!r}; allowed: a suite folder with "
                               f"rows (run `magkit bench run {suite}` first)")
-    extra = ""
-    if throughput:
+    extra, tp = "", None
+    tp_file = Path(out) / "throughput.json"
+    if throughput and run:
         from ..bench.throughput import gcn_throughput
         from ..data import load_dataset
 
@@ -60,14 +61,20 @@ def bench_run(
         with err_console.status(f"measuring GCN throughput on {first['data']}"):
             tp = gcn_throughput(load_dataset(first["data"], root=root, **first["options"]),
                                 hidden=spec["params"].get("hidden", 128))
-        (out / "throughput.json").write_text(json.dumps(tp, indent=2) + "\n")
+        tp = dict(tp, data=first["data"])
+        tp_file.write_text(json.dumps(tp, indent=2) + "\n")
+    elif throughput and tp_file.is_file():  # --render-only shows the throughput recorded with the rows
+        tp = json.loads(tp_file.read_text())
+    if tp is not None:
+        first_data = tp.get("data") or next(iter(spec["datasets"].values()))["data"]
+        threads = "1 thread" if tp["threads"] == 1 else f"{tp['threads']} threads"
         extra = ("## Engine throughput\n\n"
-                 f"2-layer GCN training step (forward + backward) on `{first['data']}` ({tp['nodes']:,} nodes, "
+                 f"2-layer GCN training step (forward + backward) on `{first_data}` ({tp['nodes']:,} nodes, "
                  f"{tp['nnz']:,} non-zeros in Â, widths {tp['d_in']} -> {tp['hidden']} -> {tp['classes']}), "
-                 f"{tp['threads']} threads: {tp['step_time_ms']:.1f} ms per step = {tp['achieved_gflops']:.1f} GFLOP/s, "
+                 f"{threads}: {tp['step_time_ms']:.1f} ms per step = {tp['achieved_gflops']:.1f} GFLOP/s, "
                  f"against {tp['dense_matmul_gflops']:.1f} GFLOP/s for a dense [{tp['nodes']} x {tp['d_in']}] @ "
                  f"[{tp['d_in']} x {tp['hidden']}] matmul in the same run: **{100 * tp['ratio_to_dense']:.0f}% of the dense rate**.")
-    res = render(spec, out, command=f"magkit bench run {suite}", extra_md=extra)
+    res = render(spec, out, command=f"magkit bench run {suite}" + ("" if throughput else " --no-throughput"), extra_md=extra)
     console.print(f"{res['cells']} cells: {res['ok']} ok, {res['failed']} failed", highlight=False, soft_wrap=True)
     for p in [res["markdown"], res["json"], *res["plots"]]:
         console.print(f"wrote {p}", highlight=False, soft_wrap=True)
