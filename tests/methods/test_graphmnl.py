@@ -39,10 +39,10 @@ def fitted(graph):
 
 
 def test_signature_lists_the_options():
-    """GraphMNL's options are its signature (the node-classifier ones, then its own fifteen), typed, with defaults."""
+    """GraphMNL's options are its signature (the node-classifier ones, then its own seventeen), typed, with defaults."""
     params = inspect.signature(magkit.GraphMNL).parameters
     own = ["branches", "prop_k", "struct_backbone", "struct_layers", "temperature", "beta", "smooth_steps", "delta",
-           "warmup", "lam", "rho", "guidance", "teacher", "gate", "fixed_dominant"]
+           "warmup", "lam", "rho", "guidance", "teacher", "gate", "fixed_dominant", "output_prop", "output_k"]
     assert list(params)[-len(own):] == own and len(params) == 13 + len(own)
     assert all(p.kind is p.KEYWORD_ONLY and p.annotation is not p.empty for p in params.values())
     est = GraphMNL(lam=0.5)
@@ -830,3 +830,66 @@ def test_explain_report_scales_the_plot_to_the_data(fitted, graph, tmp_path):
     assert all(v == 0 for v in rep["loss_terms"]["guide"][: fitted.warmup])  # no guidance during the warm-up
     out = plot_diagnostics(rep, tmp_path / "d.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------- output propagation
+def test_output_propagation_is_off_by_default(graph, fitted):
+    assert fitted.output_alpha_ == 1.0 and "output_scores_" not in vars(fitted)
+    proba = fitted.predict_proba(graph)
+    assert torch.allclose(proba, torch.softmax(fitted.forward(graph)["logits"], dim=1))
+
+
+def test_output_propagation_chosen_on_validation(graph, fitted):
+    """output_prop="val": the same training as the default fit; a is the candidate with the best validation
+    accuracy (ties: the least propagation), and the prediction is APPNP's propagation of the fused posterior."""
+    from magkit.functional import accuracy
+    from magkit.train.propagation import propagate
+
+    est = create("graphmnl", seed=0, output_prop="val", **FAST).fit(graph)
+    for a, b in zip(est.model_.state_dict().values(), fitted.model_.state_dict().values()):
+        assert torch.equal(a, b)  # training is unchanged
+    p0 = fitted.predict_proba(graph)
+    vi = graph.split_index("val")
+    want = {a: accuracy((p0 if a == 1.0 else propagate(graph, p0, 10, alpha=a))[vi], graph.y[vi])
+            for a in GraphMNL.OUTPUT_ALPHAS}
+    assert est.output_scores_ == pytest.approx({str(a): v for a, v in want.items()})
+    best = max(want.values())
+    assert est.output_alpha_ == next(a for a in GraphMNL.OUTPUT_ALPHAS if want[a] == best)
+    h = est.predict_proba(graph)
+    expect = p0 if est.output_alpha_ == 1.0 else propagate(graph, p0, 10, alpha=est.output_alpha_)
+    expect = expect / expect.sum(1, keepdim=True)
+    assert torch.allclose(h, expect, atol=1e-6)
+    assert torch.allclose(h.sum(1), torch.ones(graph.num_nodes), atol=1e-5)  # still distributions
+    ti = graph.split_index("test")
+    assert est.score(graph, "test")["acc"] == pytest.approx(accuracy(expect[ti], graph.y[ti]))
+
+
+def test_fixed_output_alpha_smooths_the_prediction(graph, fitted):
+    est = create("graphmnl", seed=0, output_prop=0.1, output_k=5, **FAST).fit(graph)
+    assert est.output_alpha_ == 0.1
+    p0, h = fitted.predict_proba(graph), est.predict_proba(graph)
+    # neighbours agree more after propagation: the mean total variation along edges shrinks
+    src, dst = graph.edge_index
+    tv = lambda p: float((p[src] - p[dst]).abs().sum(1).mean())  # noqa: E731
+    assert tv(h) < 0.8 * tv(p0)
+
+
+def test_output_alpha_survives_save_and_load(graph, tmp_path):
+    from magkit.methods.persistence import load_estimator
+
+    est = create("graphmnl", seed=0, output_prop=0.2, **FAST).fit(graph)
+    back = load_estimator(est.save(tmp_path / "m.safetensors"))
+    assert back.output_alpha_ == 0.2
+    assert torch.allclose(back.predict_proba(graph), est.predict_proba(graph))
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"output_prop": "auto"}, "output_prop='auto' is not one of 'off', 'val' or float"),
+    ({"output_prop": 0.0}, "output_prop=0.0; allowed: 'off', 'val' or a number 0 < a <= 1"),
+    ({"output_prop": 1.5}, "output_prop=1.5; allowed"),
+    ({"output_prop": True}, "output_prop=True is not one of"),
+    ({"output_k": 0}, "output_k=0; allowed: 1 <= output_k <= 64"),
+])
+def test_bad_output_propagation(graph, params, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        create("graphmnl", **params, **FAST).fit(graph)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...exceptions import ConfigError
+from ...functional import accuracy, macro_f1
 from ...models.graphmnl_net import OPTIONAL_BRANCHES, STRUCT_BACKBONES, GraphMNLNet, default_branches
 from ...train.propagation import graph_adjacency
 from ..base import GraphInputs, Monitor, NodeClassifier
@@ -93,6 +94,12 @@ class GraphMNL(NodeClassifier):
         fixed_dominant (str, optional): :obj:`None` (per-node arbitration), a modality name or ``"auto"`` (one
             global dominant modality; ``"auto"`` takes the modality whose raw branch is the more reliable on
             average when the guidance starts). (default: :obj:`None`)
+        output_prop (str or float, optional): propagation of the fused posterior P after training,
+            H ← (1 − a) Â H + a P from H = P, ``output_k`` steps (APPNP's personalised PageRank on the
+            prediction). ``"off"``; ``"val"``: a chosen from 1 (off), 0.5, 0.3, 0.2, 0.1 by the fit's
+            ``monitor`` on the validation split (ties to the larger a), kept as ``output_alpha_``; a float
+            0 < a ≤ 1 fixes it. Training is the same either way. (default: :obj:`"off"`)
+        output_k (int, optional): propagation steps of ``output_prop``. (default: :obj:`10`)
 
     Shapes:
         - **fit input:** a :class:`~magkit.data.graph.MultimodalGraph` of N nodes, C classes, B branches
@@ -117,7 +124,8 @@ class GraphMNL(NodeClassifier):
                  warmup: int = 20, lam: float = 1.0, rho: float = 0.05,
                  guidance: Literal["nl", "ntkd", "kd", "mnl", "none"] = "nl",
                  teacher: Literal["fused", "dominant"] = "fused", gate: bool = False,
-                 fixed_dominant: str | None = None):
+                 fixed_dominant: str | None = None, output_prop: Literal["off", "val"] | float = "off",
+                 output_k: int = 10):
         self._store(locals())
 
     # ------------------------------------------------------------------ set-up
@@ -134,9 +142,13 @@ class GraphMNL(NodeClassifier):
             ("warmup", self.warmup, self.warmup >= 0, ">= 0"),
             ("lam", self.lam, self.lam >= 0, ">= 0"),
             ("rho", self.rho, 0 < self.rho < 1, "0 < rho < 1"),
+            ("output_k", self.output_k, 1 <= self.output_k <= 64, "1 <= output_k <= 64"),
         ):
             if not ok:
                 raise ConfigError(f"{name}: {key}={value!r}; allowed: {allowed}")
+        op = self.output_prop
+        if not (op in ("off", "val") or 0 < op <= 1):  # its type is checked against the signature
+            raise ConfigError(f"{name}: output_prop={op!r}; allowed: 'off', 'val' or a number 0 < a <= 1")
         if self.guidance != "none" and self.lam > 0 and self.warmup >= self.epochs \
                 and (self.warmup, self.epochs) not in _WARNED:  # once per process and setting, not once per seed
             _WARNED.add((self.warmup, self.epochs))
@@ -233,8 +245,71 @@ class GraphMNL(NodeClassifier):
             super().fit(graph, progress)
         finally:
             self.__dict__.pop("_state", None)  # training-time state: not part of the fitted estimator
+        self._choose_output_alpha(graph)
         self.diagnostics_ = diagnose(self, graph)
         return self
+
+    # ------------------------------------------------------------------ output propagation
+    #: the a of ``output_prop="val"``, 1 = no propagation (first: ties keep the least propagation)
+    OUTPUT_ALPHAS = (1.0, 0.5, 0.3, 0.2, 0.1)
+
+    def _propagate_output(self, graph, proba: Tensor, alpha: float) -> Tensor:
+        """H ← (1 − a) Â H + a P, H = P, ``output_k`` times, each row then rescaled to sum to 1 (Â's symmetric
+        normalisation scales rows, not their ranking; a = 1: P itself)."""
+        if alpha >= 1.0:
+            return proba
+        adj = graph_adjacency(graph)
+        h = proba
+        for _ in range(self.output_k):
+            h = (1 - alpha) * (adj @ h) + alpha * proba
+        return h / h.sum(1, keepdim=True).clamp(min=1e-12)
+
+    def _choose_output_alpha(self, graph) -> None:
+        """Set ``output_alpha_`` (1.0 = off) and, for ``output_prop="val"``, ``output_scores_``: the monitored
+        validation score of every candidate a."""
+        self.__dict__.pop("output_scores_", None)
+        op = self.output_prop
+        if op == "off":
+            self.output_alpha_ = 1.0
+            return
+        if op != "val":
+            self.output_alpha_ = float(op)
+            return
+        self.output_alpha_ = 1.0
+        proba = super().predict_proba(graph)
+        vi = graph.split_index("val")
+        y = graph.y[vi]
+        scores = {}
+        for a in self.OUTPUT_ALPHAS:
+            h = self._propagate_output(graph, proba, a)[vi]
+            if self.monitor == "val_loss":
+                scores[a] = -float(F.nll_loss(h.clamp(min=1e-12).log(), y))
+            elif self.monitor == "val_f1":
+                scores[a] = macro_f1(h, y, graph.num_classes)
+            else:
+                scores[a] = accuracy(h, y)
+        best = max(scores.values())
+        self.output_alpha_ = next(a for a in self.OUTPUT_ALPHAS if scores[a] == best)
+        self.output_scores_ = {str(a): v for a, v in scores.items()}
+
+    def predict_proba(self, graph) -> Tensor:
+        """Class probabilities ``[N, C]``: the fused posterior, propagated over ``graph`` when ``output_alpha_``
+        is below 1 (``output_prop``)."""
+        proba = super().predict_proba(graph)
+        alpha = self.__dict__.get("output_alpha_", 1.0)
+        return self._propagate_output(graph, proba, alpha) if alpha < 1.0 else proba
+
+    def score(self, graph, split: str = "test") -> dict[str, float]:
+        """Accuracy and macro-F1 on ``split``; with output propagation every node is inferred (the
+        propagation reads all of them), a memory-mapped graph included."""
+        if self.__dict__.get("output_alpha_", 1.0) >= 1.0:
+            return super().score(graph, split)
+        self._check_fitted()
+        if graph.num_classes != self.num_classes_:
+            return super().score(graph, split)  # its one-line error
+        idx = graph.split_index(split)
+        proba = self.predict_proba(graph)
+        return {"acc": accuracy(proba[idx], graph.y[idx]), "f1": macro_f1(proba[idx], graph.y[idx], graph.num_classes)}
 
     # ------------------------------------------------------------------ reliability at inference
     def _reliability_fixed_point(self, graph, inp: GraphInputs, iterations: int = 2) -> Tensor:
