@@ -855,6 +855,12 @@ def test_output_propagation_chosen_on_validation(graph, fitted):
     assert est.output_scores_ == pytest.approx({str(a): v for a, v in want.items()})
     best = max(want.values())
     assert est.output_alpha_ == next(a for a in GraphMNL.OUTPUT_ALPHAS if want[a] == best)
+    assert est.diagnostics_["output_alpha"] == est.output_alpha_ and fitted.diagnostics_["output_alpha"] == 1.0
+    from magkit.bench.cell import fit_cell
+
+    row = fit_cell(graph, "graphmnl", {"output_prop": "val", **FAST}, 0)
+    assert row["output_alpha"] == est.output_alpha_ and row["test_acc"] == est.score(graph, "test")["acc"]
+    assert "output_alpha" not in fit_cell(graph, "graphmnl", FAST, 0)
     h = est.predict_proba(graph)
     expect = p0 if est.output_alpha_ == 1.0 else propagate(graph, p0, 10, alpha=est.output_alpha_)
     expect = expect / expect.sum(1, keepdim=True)

@@ -79,6 +79,8 @@ def fit_cell(graph, method: str, params: dict[str, Any], seed: int) -> dict[str,
     row = {"val_acc": val["acc"], "val_f1": val["f1"], "test_acc": test["acc"], "test_f1": test["f1"],
            "epochs_run": len(est.history_.epochs), "best_epoch": est.history_.best_epoch,
            "epoch_time_s": est.history_.epoch_time, "fit_time_s": fit_time}
+    if vars(est).get("output_alpha_", 1.0) < 1.0 or "output_scores_" in vars(est):  # GraphMNL's output_prop
+        row["output_alpha"] = float(est.output_alpha_)
     auc = (vars(est).get("diagnostics_") or {}).get("reliability_auc")
     if auc:  # how well the reliability r̃ ranks the truly better modality, per branch kind
         row["reliability_auc"] = {k: float(v) for k, v in auc.items()}

@@ -59,6 +59,7 @@ def diagnose(est, graph) -> dict:
         "branch_val_f1": {b: macro_f1(out["branches"][val, j], yv, graph.num_classes) for j, b in enumerate(branches)},
         "dominant_share": {b: float((dom == j).float().mean()) for j, b in enumerate(branches)},
         "gate_rate": est.history_.series("gate_rate"),
+        "output_alpha": est.__dict__.get("output_alpha_", 1.0),  # output_prop's a (1: the prediction unpropagated)
     }
     if graph.get("gt_quality") is not None and len(graph.modalities) == 2:
         aucs = {}
