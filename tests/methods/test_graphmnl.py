@@ -834,7 +834,7 @@ def test_explain_report_scales_the_plot_to_the_data(fitted, graph, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- output propagation
 def test_output_propagation_is_off_by_default(graph, fitted):
-    assert fitted.output_alpha_ == 1.0 and "output_scores_" not in vars(fitted)
+    assert fitted.output_prop is None and fitted.output_alpha_ == 1.0 and "output_scores_" not in vars(fitted)
     proba = fitted.predict_proba(graph)
     assert torch.allclose(proba, torch.softmax(fitted.forward(graph)["logits"], dim=1))
 
@@ -890,8 +890,9 @@ def test_output_alpha_survives_save_and_load(graph, tmp_path):
 
 
 @pytest.mark.parametrize("params, fragment", [
-    ({"output_prop": "auto"}, "output_prop='auto' is not one of 'off', 'val' or float"),
-    ({"output_prop": 0.0}, "output_prop=0.0; allowed: 'off', 'val' or a number 0 < a <= 1"),
+    ({"output_prop": "auto"}, "output_prop='auto' is not one of"),
+    ({"output_prop": "off"}, "output_prop='off' is not one of"),
+    ({"output_prop": 0.0}, "output_prop=0.0; allowed: None (off), 'val' or a number 0 < a <= 1"),
     ({"output_prop": 1.5}, "output_prop=1.5; allowed"),
     ({"output_prop": True}, "output_prop=True is not one of"),
     ({"output_k": 0}, "output_k=0; allowed: 1 <= output_k <= 64"),
@@ -899,3 +900,14 @@ def test_output_alpha_survives_save_and_load(graph, tmp_path):
 def test_bad_output_propagation(graph, params, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         create("graphmnl", **params, **FAST).fit(graph)
+
+
+def test_output_alpha_is_chosen_by_accuracy_under_a_loss_monitor(graph):
+    """Validation loss would always keep the flatter, unpropagated posterior: a is chosen by accuracy instead."""
+    from magkit.functional import accuracy
+
+    est = create("graphmnl", seed=0, output_prop="val", monitor="val_loss", **FAST).fit(graph)
+    p0 = create("graphmnl", seed=0, monitor="val_loss", **FAST).fit(graph).predict_proba(graph)
+    vi = graph.split_index("val")
+    assert est.output_scores_["1.0"] == pytest.approx(accuracy(p0[vi], graph.y[vi]))
+    assert est.output_scores_[str(est.output_alpha_)] == max(est.output_scores_.values())

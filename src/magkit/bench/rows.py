@@ -132,7 +132,7 @@ class ShardLock:
 
 #: the metrics a flat fit row holds at its top level
 FLAT_FIT_METRICS = ("test_acc", "test_f1", "val_acc", "val_f1", "fit_time_s", "epoch_time_s", "epochs_run",
-                    "best_epoch", "reliability_auc")
+                    "best_epoch", "reliability_auc", "output_alpha")
 
 
 def normalize_row(row: dict[str, Any]) -> dict[str, Any] | None:

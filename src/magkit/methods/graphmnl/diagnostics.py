@@ -38,8 +38,9 @@ def diagnose(est, graph) -> dict:
     """A fitted GraphMNL's arbitration on ``graph`` (``est.diagnostics_`` holds it for the training graph):
     ``branches``; per node ``dominant`` ``[N]`` (−1 where no branch is present), ``reliability`` r̃ ``[N, B]``,
     fusion weights ``alpha`` ``[N, B]``, arbitration ``margin`` ``[N]``; per branch ``branch_val_acc``,
-    ``branch_val_f1`` and ``dominant_share``; ``gate_rate`` per epoch; and, on a generated graph with ground truth
-    (two modalities), ``reliability_auc``: how well r̃ ranks the truly better modality, per branch kind."""
+    ``branch_val_f1`` and ``dominant_share``; ``gate_rate`` per epoch; ``output_alpha``, the a of ``output_prop``
+    (1: the prediction is not propagated); and, on a generated graph with ground truth (two modalities),
+    ``reliability_auc``: how well r̃ ranks the truly better modality, per branch kind."""
     est._check_fitted()
     inp = est._inputs(graph).to(est.device_)
     out = est._whole_output(est.model_, inp)
@@ -117,6 +118,7 @@ def explain_report(est, graph) -> dict:
         "gate_rate": gate,
         "final_gate_rate": gate[best] if 0 <= best < len(gate) else float("nan"),
         "reliability_auc": d.get("reliability_auc", {}),
+        "output_alpha": float(d.get("output_alpha", 1.0)),
         "gate": bool(est.gate),
         "warmup": int(est.warmup),
         "best_epoch": int(best),

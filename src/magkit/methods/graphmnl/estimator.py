@@ -95,10 +95,11 @@ class GraphMNL(NodeClassifier):
             global dominant modality; ``"auto"`` takes the modality whose raw branch is the more reliable on
             average when the guidance starts). (default: :obj:`None`)
         output_prop (str or float, optional): propagation of the fused posterior P after training,
-            H ← (1 − a) Â H + a P from H = P, ``output_k`` steps (APPNP's personalised PageRank on the
-            prediction). ``"off"``; ``"val"``: a chosen from 1 (off), 0.5, 0.3, 0.2, 0.1 by the fit's
-            ``monitor`` on the validation split (ties to the larger a), kept as ``output_alpha_``; a float
-            0 < a ≤ 1 fixes it. Training is the same either way. (default: :obj:`"off"`)
+            H ← (1 − a) Â H + a P from H = P, ``output_k`` steps, rows rescaled to sum to 1 (APPNP's
+            personalised PageRank on the prediction). :obj:`None`: off; ``"val"``: a chosen from 1 (off), 0.5,
+            0.3, 0.2, 0.1 by accuracy on the validation split (macro-F1 when ``monitor="val_f1"``; ties to the
+            larger a), kept as ``output_alpha_``; a float 0 < a ≤ 1 fixes it. Training is the same either way.
+            (default: :obj:`None`)
         output_k (int, optional): propagation steps of ``output_prop``. (default: :obj:`10`)
 
     Shapes:
@@ -124,7 +125,7 @@ class GraphMNL(NodeClassifier):
                  warmup: int = 20, lam: float = 1.0, rho: float = 0.05,
                  guidance: Literal["nl", "ntkd", "kd", "mnl", "none"] = "nl",
                  teacher: Literal["fused", "dominant"] = "fused", gate: bool = False,
-                 fixed_dominant: str | None = None, output_prop: Literal["off", "val"] | float = "off",
+                 fixed_dominant: str | None = None, output_prop: Literal["val"] | float | None = None,
                  output_k: int = 10):
         self._store(locals())
 
@@ -147,8 +148,8 @@ class GraphMNL(NodeClassifier):
             if not ok:
                 raise ConfigError(f"{name}: {key}={value!r}; allowed: {allowed}")
         op = self.output_prop
-        if not (op in ("off", "val") or 0 < op <= 1):  # its type is checked against the signature
-            raise ConfigError(f"{name}: output_prop={op!r}; allowed: 'off', 'val' or a number 0 < a <= 1")
+        if not (op is None or op == "val" or 0 < op <= 1):  # its type is checked against the signature
+            raise ConfigError(f"{name}: output_prop={op!r}; allowed: None (off), 'val' or a number 0 < a <= 1")
         if self.guidance != "none" and self.lam > 0 and self.warmup >= self.epochs \
                 and (self.warmup, self.epochs) not in _WARNED:  # once per process and setting, not once per seed
             _WARNED.add((self.warmup, self.epochs))
@@ -265,11 +266,12 @@ class GraphMNL(NodeClassifier):
         return h / h.sum(1, keepdim=True).clamp(min=1e-12)
 
     def _choose_output_alpha(self, graph) -> None:
-        """Set ``output_alpha_`` (1.0 = off) and, for ``output_prop="val"``, ``output_scores_``: the monitored
-        validation score of every candidate a."""
+        """Set ``output_alpha_`` (1.0 = off) and, for ``output_prop="val"``, ``output_scores_``: the validation
+        accuracy (macro-F1 under ``monitor="val_f1"``) of every candidate a. Validation loss does not choose a:
+        propagation flattens the posterior, so the loss prefers no propagation whatever the accuracy."""
         self.__dict__.pop("output_scores_", None)
         op = self.output_prop
-        if op == "off":
+        if op is None:
             self.output_alpha_ = 1.0
             return
         if op != "val":
@@ -282,12 +284,7 @@ class GraphMNL(NodeClassifier):
         scores = {}
         for a in self.OUTPUT_ALPHAS:
             h = self._propagate_output(graph, proba, a)[vi]
-            if self.monitor == "val_loss":
-                scores[a] = -float(F.nll_loss(h.clamp(min=1e-12).log(), y))
-            elif self.monitor == "val_f1":
-                scores[a] = macro_f1(h, y, graph.num_classes)
-            else:
-                scores[a] = accuracy(h, y)
+            scores[a] = macro_f1(h, y, graph.num_classes) if self.monitor == "val_f1" else accuracy(h, y)
         best = max(scores.values())
         self.output_alpha_ = next(a for a in self.OUTPUT_ALPHAS if scores[a] == best)
         self.output_scores_ = {str(a): v for a, v in scores.items()}
