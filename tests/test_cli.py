@@ -327,6 +327,16 @@ def test_explain_graphmnl(tmp_path):
     assert (tmp_path / "diagnostics.png").stat().st_size > 5000
     text = " ".join(res.output.split())  # rich wraps long lines
     assert "instability gate off" in text and "gate open on" not in text
+    assert report["output_alpha"] == 1.0 and "propagated" not in text  # output_prop off: nothing said
+
+
+def test_explain_reports_the_output_propagation(tmp_path):
+    res = invoke("explain", "-d", "synthetic:balanced", "--set", "epochs=12", "--set", "warmup=5",
+                 "--set", "output_prop=0.2", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "prediction propagated after training with a = 0.2" in text
+    assert json.loads((tmp_path / "diagnostics.json").read_text())["output_alpha"] == 0.2
 
 
 def test_explain_reports_the_gate_rate_when_the_gate_is_on(tmp_path):

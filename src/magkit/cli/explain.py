@@ -50,6 +50,10 @@ def explain_cmd(
     else:
         console.print("instability gate off (gate=False, the default): every guided node is taught after the "
                       "warm-up; --set gate=true turns the gate on")
+    if report["method_params"].get("output_prop") is not None:
+        a = report["output_alpha"]
+        console.print("prediction propagated after training with a = " + f"{a:g}" if a < 1 else
+                      "prediction not propagated (output_prop chose a = 1 on validation)")
     if report.get("reliability_auc"):
         console.print("reliability AUC against the generator's ground truth: "
                       + ", ".join(f"{k} branches {v:.3f}" for k, v in report["reliability_auc"].items()))
