@@ -88,6 +88,20 @@ def test_fit_writes_results_and_plot(tmp_path):
     assert (out / "learning_curves.png").stat().st_size > 5000
 
 
+def test_fit_reports_the_output_propagation_it_chose(tmp_path):
+    out = tmp_path / "run"
+    res = invoke("fit", "-m", "graphmnl", "-d", "synthetic", "--seeds", "0,1", "--set", "epochs=12", "--set", "warmup=5",
+                 "--set", "output_prop=0.3", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "output_prop: a = 0.3, 0.3 (per seed; 1 = not propagated)" in " ".join(res.output.split())
+    assert [r["chosen"] for r in json.loads((out / "results.json").read_text())["runs"]] == [{"output_alpha": 0.3}] * 2
+    res = runner.invoke(app, ["fit", "-m", "graphmnl", "--set", "output_prop=abc", "--seeds", "0"])
+    assert res.exit_code == 2
+    assert "output_prop='abc' is not one of 'val' or float or None" in _one_error_line(res.output)
+    res = runner.invoke(app, ["fit", "-m", "graphmnl", "--set", "output_prop=1.5", "--seeds", "0"])
+    assert "output_prop=1.5; allowed: none (off), val or a number 0 < a <= 1" in _one_error_line(res.output)
+
+
 def _one_error_line(output: str) -> str:
     lines = [ln for ln in output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in output, output

@@ -890,9 +890,9 @@ def test_output_alpha_survives_save_and_load(graph, tmp_path):
 
 
 @pytest.mark.parametrize("params, fragment", [
-    ({"output_prop": "auto"}, "output_prop='auto' is not one of"),
+    ({"output_prop": "auto"}, "output_prop='auto' is not one of 'val' or float or None"),
     ({"output_prop": "off"}, "output_prop='off' is not one of"),
-    ({"output_prop": 0.0}, "output_prop=0.0; allowed: None (off), 'val' or a number 0 < a <= 1"),
+    ({"output_prop": 0.0}, "output_prop=0.0; allowed: none (off), val or a number 0 < a <= 1"),
     ({"output_prop": 1.5}, "output_prop=1.5; allowed"),
     ({"output_prop": True}, "output_prop=True is not one of"),
     ({"output_k": 0}, "output_k=0; allowed: 1 <= output_k <= 64"),

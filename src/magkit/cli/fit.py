@@ -118,6 +118,9 @@ def _fit_run(method, data, seed_list, seeds, split, params, root, out, quiet: bo
     if quiet:
         return
     console.print(results_table([(method, result)], f"{payload['dataset']['name']} · split {split_label(payload['split'])} · seeds {seeds}"))
+    alphas = [r.chosen["output_alpha"] for r in result.runs if "output_alpha" in r.chosen]
+    if alphas:
+        console.print("output_prop: a = " + ", ".join(f"{a:g}" for a in alphas) + " (per seed; 1 = not propagated)")
     console.print(f"wall time {payload['wall_time_s']:.1f} s · peak memory {payload['peak_memory_mb']:.0f} MiB · dataset checksum {payload['dataset']['checksum']}")
     if payload["distributed"]["world_size"] > 1:
         console.print(f"distributed: {payload['distributed']['world_size']} processes, backend {payload['distributed']['backend']}")

@@ -31,6 +31,15 @@ class RunResult:
     epoch_time: float
     fit_time: float
     history: dict = field(default_factory=dict, repr=False)
+    #: what the fit chose on validation besides the epoch (GraphMNL's ``output_alpha`` under ``output_prop``)
+    chosen: dict = field(default_factory=dict)
+
+
+def _chosen(est) -> dict:
+    """Settings a fitted estimator chose on validation besides the epoch (for the run's record)."""
+    if getattr(est, "output_prop", None) is not None and "output_alpha_" in vars(est):
+        return {"output_alpha": float(est.output_alpha_)}
+    return {}
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -102,7 +111,7 @@ def repeat(
         run = RunResult(
             seed=seed, val_acc=val["acc"], val_f1=val["f1"], test_acc=test["acc"], test_f1=test["f1"],
             best_epoch=h.best_epoch, epochs_run=len(h.epochs), epoch_time=h.epoch_time, fit_time=fit_time,
-            history=h.to_dict(),
+            history=h.to_dict(), chosen=_chosen(est),
         )
         log.info("seed %d: val acc %.4f, test acc %.4f (%.1fs)", seed, run.val_acc, run.test_acc, fit_time)
         runs.append(run)

@@ -148,8 +148,8 @@ class GraphMNL(NodeClassifier):
             if not ok:
                 raise ConfigError(f"{name}: {key}={value!r}; allowed: {allowed}")
         op = self.output_prop
-        if not (op is None or op == "val" or 0 < op <= 1):  # its type is checked against the signature
-            raise ConfigError(f"{name}: output_prop={op!r}; allowed: None (off), 'val' or a number 0 < a <= 1")
+        if not (op is None or op == "val" or (not isinstance(op, str) and 0 < op <= 1)):
+            raise ConfigError(f"{name}: output_prop={op!r}; allowed: none (off), val or a number 0 < a <= 1")
         if self.guidance != "none" and self.lam > 0 and self.warmup >= self.epochs \
                 and (self.warmup, self.epochs) not in _WARNED:  # once per process and setting, not once per seed
             _WARNED.add((self.warmup, self.epochs))
