@@ -362,6 +362,14 @@ def test_explain_reports_the_gate_rate_when_the_gate_is_on(tmp_path):
     assert res.exit_code == 2 and "no arbitration to explain" in res.output
 
 
+def test_condense_says_a_structure_free_graph_has_no_edges(tmp_path):
+    res = invoke("condense", "--method", "gcond-x", "--data", "synthetic:balanced", "--data-set", "space=aligned",
+                 "--data-set", "num_nodes=600", "--ratio", "0.05", "--epochs", "2", "--out", str(tmp_path / "S.safetensors"))
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "structure: none (A' = 0: gcond-x learns node features only" in text and "edge density" not in text
+
+
 def test_condense_then_evaluate_end_to_end(tmp_path):
     out = tmp_path / "S.safetensors"
     args = ["condense", "--method", "srgm", "--data", "synthetic:balanced", "--data-set", "space=aligned",

@@ -99,8 +99,8 @@ def _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, 
 
         def show_epoch(rec: dict) -> None:
             last_val["v"] = rec.get("val_acc", last_val["v"])
-            progress.update(task, completed=rec["epoch"],
-                            info=f"epoch {rec['epoch']}  loss {rec['loss']:.3f}  val acc {last_val['v']:.3f}")
+            val = "—" if last_val["v"] != last_val["v"] else f"{last_val['v']:.3f}"  # nan before the first check
+            progress.update(task, completed=rec["epoch"], info=f"epoch {rec['epoch']}  loss {rec['loss']:.3f}  val acc {val}")
 
         kwargs = {"progress": show_epoch, "checkpoint": ckpt, "resume": resume} if "epochs" in cond.params else {}
         condensed = cond.condense(graph, **kwargs)
@@ -118,8 +118,11 @@ def _condense_run(method, data, out, ratio, setting, split, seed, epochs, set_, 
     if hist.get("best_epoch") is not None:
         console.print(f"best validation accuracy of S {hist['best_val_acc']:.4f} at epoch {hist['best_epoch']} "
                       f"(selected on the validation split)")
-    console.print(f"edge density {st['edge_density']:.4f} · max edge weight {st['weight_max']:.4f} · "
-                  f"components {st['components']}")
+    if st["edge_density"] == 0:  # GCond-X, the coresets' feature-only settings: S carries no edges
+        console.print(f"structure: none (A' = 0: {method} learns node features only; a GNN on S sees self-loops only)")
+    else:
+        console.print(f"edge density {st['edge_density']:.4f} · max edge weight {st['weight_max']:.4f} · "
+                      f"components {st['components']}")
     console.print(f"wrote {path}")
 
 
